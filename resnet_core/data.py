@@ -1,0 +1,254 @@
+"""Datasets as uint8 tensors with deterministic train / validation / test splits.
+
+Every dataset comes back as `DataSplits`: three `TensorDataset`-like pairs of
+uint8 images (N, C, H, W) and int64 labels, plus the normalisation statistics
+and the augmentation that suits it. The fast loader (`resnet_core.loader`)
+does the rest on the training device.
+
+CIFAR and SVHN are read from the files of their official distributions (the
+python pickles of CIFAR, the .mat files of SVHN); `download=True` fetches them
+through torchvision, which verifies their checksums.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("digits", "cifar10", "cifar100", "svhn", "synthetic")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing from the data root."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, on the 0..1 scale
+    std: tuple[float, ...]
+    crop_padding: int  # 0 disables random crops
+    flip: bool
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is split.
+
+    Args:
+        dataset: one of DATASETS.
+        root: where datasets live (CIFAR in `root/cifar-10-batches-py`, ...).
+        download: fetch missing files (CIFAR, SVHN) with torchvision.
+        val_size: images carved from the training set for validation; None
+            picks the dataset's default (5000 for CIFAR and SVHN, 10% of digits).
+        subset: keep only this many training images (quick runs); None keeps all.
+        split_seed: seed of the train/validation split (kept fixed across a study
+            so that every trial is scored on the same images).
+        augment: random crops and flips where they suit the dataset.
+        synthetic_shape: (channels, height, width) of `synthetic` images.
+        synthetic_size: training images of `synthetic` (test gets a fifth).
+    """
+
+    dataset: str = "digits"
+    root: str = "data"
+    download: bool = False
+    val_size: int | None = None
+    subset: int | None = None
+    split_seed: int = 0
+    augment: bool = True
+    synthetic_shape: tuple[int, int, int] = (3, 32, 32)
+    synthetic_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is not one of {', '.join(DATASETS)}")
+        for name in ("val_size", "subset"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive integer or unset")
+
+
+# Per-channel statistics of the training sets (0..1 scale).
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+DIGITS_STATS = ((0.3051,), (0.3751,))
+DEFAULT_VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "svhn": 5000}
+
+
+def load_data(config: DataConfig) -> DataSplits:
+    """Load a dataset and split it into train / validation / test."""
+    loader = {
+        "digits": _load_digits,
+        "cifar10": lambda c: _load_cifar(c, "cifar10"),
+        "cifar100": lambda c: _load_cifar(c, "cifar100"),
+        "svhn": _load_svhn,
+        "synthetic": _load_synthetic,
+    }[config.dataset]
+    (train_x, train_y), (test_x, test_y), meta = loader(config)
+    val_size = config.val_size or DEFAULT_VAL_SIZE.get(config.dataset) or max(1, len(train_y) // 10)
+    if val_size >= len(train_y):
+        raise ValueError(
+            f"val_size={val_size} must be smaller than the {len(train_y)} training images "
+            f"of {config.dataset}"
+        )
+    generator = torch.Generator().manual_seed(config.split_seed)
+    order = torch.randperm(len(train_y), generator=generator)
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if config.subset is not None:
+        train_idx = train_idx[: config.subset]
+    train_x, train_y = torch.as_tensor(train_x), torch.as_tensor(train_y, dtype=torch.int64)
+    mean, std, num_classes, crop, flip = meta
+    return DataSplits(
+        name=config.dataset,
+        train=Split(train_x[train_idx].contiguous(), train_y[train_idx]),
+        val=Split(train_x[val_idx].contiguous(), train_y[val_idx]),
+        test=Split(torch.as_tensor(test_x), torch.as_tensor(test_y, dtype=torch.int64)),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        crop_padding=crop if config.augment else 0,
+        flip=flip and config.augment,
+    )
+
+
+def crop_padding_for(height: int) -> int:
+    """The CIFAR recipe pads 4 pixels of 32; smaller images get proportionally less."""
+    return max(1, round(4 * height / 32))
+
+
+# ---------------------------------------------------------------- digits
+
+
+def _load_digits(config: DataConfig):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 0..16 grey levels -> 0..255 uint8, (N, 1, 8, 8)
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    labels = bunch.target.astype(np.int64)
+    # A fixed test split (20%), independent of the study's seeds: never tuned on.
+    order = np.random.default_rng(20260101).permutation(len(labels))
+    n_test = len(labels) // 5
+    test, train = order[:n_test], order[n_test:]
+    meta = (*DIGITS_STATS, 10, crop_padding_for(8), False)
+    return (images[train], labels[train]), (images[test], labels[test]), meta
+
+
+# ---------------------------------------------------------------- CIFAR
+
+CIFAR_LAYOUT = {
+    # folder, training files, test file, label key, torchvision class
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                "labels", "CIFAR10"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels", "CIFAR100"),
+}
+
+
+def _load_cifar(config: DataConfig, name: str):
+    folder, train_files, test_file, label_key, tv_class = CIFAR_LAYOUT[name]
+    base = Path(config.root).expanduser() / folder
+    files = [base / f for f in [*train_files, test_file]]
+    if not all(f.is_file() for f in files):
+        _download_or_fail(config, name, tv_class, [f for f in files if not f.is_file()])
+    train = [_read_cifar_batch(base / f, label_key) for f in train_files]
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    test_x, test_y = _read_cifar_batch(base / test_file, label_key)
+    stats = CIFAR10_STATS if name == "cifar10" else CIFAR100_STATS
+    meta = (*stats, 10 if name == "cifar10" else 100, 4, True)
+    return (train_x, train_y), (test_x, test_y), meta
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    # The official CIFAR python distribution is pickled dicts of numpy arrays;
+    # torchvision reads it the same way after checking the archive's MD5.
+    with open(path, "rb") as handle:
+        batch = pickle.load(handle, encoding="latin1")
+    images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    return images, labels
+
+
+# ---------------------------------------------------------------- SVHN
+
+
+def _load_svhn(config: DataConfig):
+    base = Path(config.root).expanduser() / "svhn"
+    files = [base / "train_32x32.mat", base / "test_32x32.mat"]
+    if not all(f.is_file() for f in files):
+        _download_or_fail(config, "svhn", "SVHN", [f for f in files if not f.is_file()])
+    train = _read_svhn_mat(files[0])
+    test = _read_svhn_mat(files[1])
+    return train, test, (*SVHN_STATS, 10, 4, False)  # flipping digits changes them
+
+
+def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.io import loadmat
+
+    mat = loadmat(str(path))
+    images = np.transpose(mat["X"], (3, 2, 0, 1)).astype(np.uint8)  # HWCN -> NCHW
+    labels = mat["y"].astype(np.int64).reshape(-1)
+    labels[labels == 10] = 0  # SVHN stores the digit 0 as label 10
+    return images, labels
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+def _load_synthetic(config: DataConfig):
+    channels, height, width = config.synthetic_shape
+    rng = np.random.default_rng(config.split_seed)
+    n_train, n_test = config.synthetic_size, max(1, config.synthetic_size // 5)
+    images = rng.integers(0, 256, (n_train + n_test, channels, height, width), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_train + n_test).astype(np.int64)
+    stats = ((0.5,) * channels, (0.29,) * channels)
+    meta = (*stats, 10, crop_padding_for(height), True)
+    return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:]), meta
+
+
+# ---------------------------------------------------------------- download
+
+
+def _download_or_fail(config: DataConfig, name: str, tv_class: str, missing: list[Path]) -> None:
+    root = Path(config.root).expanduser()
+    if not config.download:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} not found: missing {', '.join(str(p) for p in missing)}. "
+            f"Download it with `--download` (or `download = true` under [data]), or place the "
+            f"official files under {root}"
+        )
+    import torchvision.datasets as tvd
+
+    dataset_class = getattr(tvd, tv_class)
+    if name == "svhn":
+        for split in ("train", "test"):
+            dataset_class(str(root / "svhn"), split=split, download=True)
+    else:
+        dataset_class(str(root), train=True, download=True)

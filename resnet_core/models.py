@@ -1,0 +1,361 @@
+"""Residual networks for small images: one builder, two block classes, a registry.
+
+Every network is three stages of `n` blocks (16k, 32k, 64k channels, stride 1,
+2, 2), a 3x3 stem with 16 channels, global average pooling and a linear head.
+The families differ only inside the blocks:
+
+- post-activation (`resnet`, `plain`): conv-BN-ReLU-conv-BN, add, ReLU
+  (with `bn_position="after_add"`: conv-BN-ReLU-conv, add, BN-ReLU);
+- pre-activation (`preact-resnet`, `wrn`): BN-ReLU-conv-BN-ReLU-conv, add, and a
+  final BN-ReLU before pooling, so the identity path stays clean;
+- `plain`: no addition at all.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_core.config import FAMILIES, ModelConfig
+
+BOTTLENECK_EXPANSION = 4
+STEM_CHANNELS = 16
+STAGE_WIDTHS = (16, 32, 64)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A of He et al. 2015: subsample spatially, pad new channels with zeros."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(
+                f"shortcut 'A' cannot reduce channels ({in_channels} -> {out_channels})"
+            )
+        self.stride = stride
+        self.extra_channels = out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra_channels:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        return x
+
+
+def make_shortcut(
+    option: str, in_channels: int, out_channels: int, stride: int, with_bn: bool
+) -> nn.Module:
+    """Identity where shapes match; otherwise option A (zero pad) or B (1x1 projection)."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    if option == "A":
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    projection: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+    ]
+    if with_bn:  # post-activation nets normalise the projection like the residual branch
+        projection.append(nn.BatchNorm2d(out_channels))
+    return nn.Sequential(*projection)
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+class PostActivationBlock(nn.Module):
+    """He et al. 2015 block (basic or bottleneck), optionally without shortcut (plain).
+
+    With `bn_after_add`, the last BN of the branch moves after the addition and
+    the block ends with BN-ReLU of the sum.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        *,
+        bottleneck: bool,
+        residual: bool,
+        shortcut: str,
+        bn_after_add: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        out_channels = width * BOTTLENECK_EXPANSION if bottleneck else width
+        self.residual = residual
+        self.bn_after_add = bn_after_add
+        if bottleneck:
+            convs = [
+                nn.Conv2d(in_channels, width, 1, bias=False),
+                conv3x3(width, width, stride),
+                nn.Conv2d(width, out_channels, 1, bias=False),
+            ]
+        else:
+            convs = [conv3x3(in_channels, width, stride), conv3x3(width, out_channels)]
+        self.convs = nn.ModuleList(convs)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c.out_channels) for c in convs)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.shortcut = (
+            make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=True)
+            if residual
+            else None
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        last = len(self.convs) - 1
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
+            out = conv(out)
+            if i < last:
+                out = F.relu(bn(out))
+                if i == last - 1:
+                    out = self.dropout(out)
+            elif not self.bn_after_add:
+                out = bn(out)
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        if self.bn_after_add:
+            out = self.bns[last](out)
+        return F.relu(out)
+
+
+class PreActivationBlock(nn.Module):
+    """He et al. 2016 / Zagoruyko & Komodakis 2016 block: BN-ReLU before each conv.
+
+    A projection shortcut takes the pre-activated input, as in the reference
+    implementations; identity shortcuts take the raw input.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        *,
+        bottleneck: bool,
+        shortcut: str,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        out_channels = width * BOTTLENECK_EXPANSION if bottleneck else width
+        if bottleneck:
+            convs = [
+                nn.Conv2d(in_channels, width, 1, bias=False),
+                conv3x3(width, width, stride),
+                nn.Conv2d(width, out_channels, 1, bias=False),
+            ]
+        else:
+            convs = [conv3x3(in_channels, width, stride), conv3x3(width, out_channels)]
+        self.convs = nn.ModuleList(convs)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c.in_channels) for c in convs)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, with_bn=False)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        preactivated = F.relu(self.bns[0](x))
+        is_identity = isinstance(self.shortcut, nn.Identity)
+        skip = x if is_identity else self.shortcut(preactivated)
+        out = self.convs[0](preactivated)
+        last = len(self.convs) - 1
+        for i in range(1, len(self.convs)):
+            out = F.relu(self.bns[i](out))
+            if i == last:
+                out = self.dropout(out)
+            out = self.convs[i](out)
+        return out + skip
+
+
+class ResidualNetwork(nn.Module):
+    """The generic CIFAR-style network; `config` decides the family and options."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        preact = config.family in ("preact-resnet", "wrn")
+        bottleneck = config.block == "bottleneck"
+        self.stem = conv3x3(config.in_channels, STEM_CHANNELS)
+        # Post-activation nets normalise the stem; pre-activation nets leave that
+        # to the first block's BN-ReLU.
+        self.stem_bn = nn.Identity() if preact else nn.BatchNorm2d(STEM_CHANNELS)
+        self.stem_relu = not preact
+        blocks: list[nn.Module] = []
+        channels = STEM_CHANNELS
+        for stage, base_width in enumerate(STAGE_WIDTHS):
+            width = base_width * config.width
+            for i in range(config.blocks_per_stage):
+                stride = 2 if stage > 0 and i == 0 else 1
+                if preact:
+                    block: nn.Module = PreActivationBlock(
+                        channels, width, stride, bottleneck=bottleneck,
+                        shortcut=config.shortcut, dropout=config.dropout,
+                    )
+                else:
+                    block = PostActivationBlock(
+                        channels, width, stride, bottleneck=bottleneck,
+                        residual=config.family != "plain", shortcut=config.shortcut,
+                        bn_after_add=config.bn_position == "after_add",
+                        dropout=config.dropout,
+                    )
+                blocks.append(block)
+                channels = block.out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.final_bn = nn.BatchNorm2d(channels) if preact else nn.Identity()
+        self.final_relu = preact
+        self.classifier = nn.Linear(channels, config.num_classes)
+        self.feature_channels = channels
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem_bn(self.stem(x))
+        if self.stem_relu:
+            x = F.relu(x)
+        x = self.blocks(x)
+        x = self.final_bn(x)
+        if self.final_relu:
+            x = F.relu(x)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(x)
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal convolutions (fan_out, as in the reference code), BN weight 1 and bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+            nn.init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------- registry
+
+# The papers' networks, with the figure they report (parameters for CIFAR-10).
+PAPER_MODELS: dict[str, float] = {
+    "resnet-20": 0.27e6,
+    "resnet-32": 0.46e6,
+    "resnet-44": 0.66e6,
+    "resnet-56": 0.85e6,
+    "resnet-110": 1.7e6,
+    "resnet-1202": 19.4e6,
+    "resnet-164": 1.7e6,
+    "preact-resnet-110": 1.7e6,
+    "preact-resnet-164": 1.7e6,
+    "preact-resnet-1001": 10.2e6,
+    "wrn-16-4": 2.7e6,
+    "wrn-16-8": 11.0e6,
+    "wrn-28-10": 36.5e6,
+    "wrn-40-4": 8.9e6,
+}
+# Small and baseline networks that the quickstart and the degradation study use.
+EXTRA_MODELS = ("plain-20", "plain-56", "wrn-16-1", "wrn-16-2", "wrn-22-2", "wrn-28-2")
+
+_NAME = re.compile(
+    r"^(?P<family>plain|resnet|preact-resnet|wrn)-(?P<depth>\d+)"
+    r"(?:-(?P<k>\d+))?$"
+)
+
+
+def list_models() -> list[str]:
+    """Names of the registered networks (any valid depth also parses)."""
+    return sorted(set(PAPER_MODELS) | set(EXTRA_MODELS), key=_sort_key)
+
+
+def _sort_key(name: str) -> tuple[int, int, int]:
+    config = parse_model_name(name)
+    return (FAMILIES.index(config.family), config.depth, config.width)
+
+
+def parse_model_name(name: str, **overrides: Any) -> ModelConfig:
+    """`resnet-56`, `plain-20`, `preact-resnet-1001`, `wrn-28-10` -> ModelConfig.
+
+    Any depth that the family's rule accepts parses; keyword overrides change
+    options (`block`, `shortcut`, `dropout`, `num_classes`, ...).
+    """
+    match = _NAME.match(name.strip().lower())
+    if not match:
+        raise ValueError(
+            f"unknown model {name!r}: expected plain-D, resnet-D, preact-resnet-D or wrn-D-K "
+            f"(registered: {', '.join(list_models())})"
+        )
+    family, depth, k = match["family"], int(match["depth"]), match["k"]
+    if (family == "wrn") != (k is not None):
+        raise ValueError(
+            f"unknown model {name!r}: only wrn names carry a width (wrn-D-K, e.g. wrn-28-10)"
+        )
+    fields: dict[str, Any] = {"family": family, "depth": depth}
+    if k is not None:
+        fields["width"] = int(k)
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def build_model(name_or_config: str | ModelConfig | dict[str, Any], **overrides: Any) -> nn.Module:
+    """Build a network from a registry name, a ModelConfig or its dict form.
+
+    Example: `build_model("wrn-16-2", num_classes=10, in_channels=1, dropout=0.3)`.
+    """
+    if isinstance(name_or_config, str):
+        config = parse_model_name(name_or_config, **overrides)
+    elif isinstance(name_or_config, dict):
+        config = ModelConfig.from_dict({**name_or_config, **overrides})
+    else:
+        config = name_or_config.replace(**overrides) if overrides else name_or_config
+    return ResidualNetwork(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int:
+    """Multiply-adds of one forward pass of one image (convolutions and linear layers).
+
+    BN, ReLU, pooling and additions are left out, as in the papers' FLOP figures.
+    """
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        per_position = (module.in_channels // module.groups) * kh * kw
+        total += output.shape[1] * output.shape[2] * output.shape[3] * per_position
+
+    def linear_hook(module: nn.Linear, _inputs: Any, _output: torch.Tensor) -> None:
+        nonlocal total
+        total += module.in_features * module.out_features
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    in_channels = _first_conv(model).in_channels
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, *input_size))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def _first_conv(model: nn.Module) -> nn.Conv2d:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise ValueError("model has no convolution")

@@ -1,0 +1,336 @@
+"""The training loop: one `TrainingRun` trains epoch by epoch and reports metrics.
+
+A run owns the model, optimizer, scheduler and loaders; its `state_dict()` is
+a complete checkpoint, so a run restored from it continues exactly where it
+stopped. The search layer calls `train_epoch()` and reports each epoch to Ray;
+`fit()` is the plain loop for scripts and the `train` command.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_core.config import ModelConfig
+from resnet_core.data import DataSplits
+from resnet_core.hardware import bf16_is_fast, default_device, seed_everything
+from resnet_core.loader import DeviceLoader, make_loaders
+from resnet_core.models import build_model
+from resnet_core.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    WRN_STEP_FRACTIONS,
+    WRN_STEP_GAMMA,
+    build_optimizer,
+    build_scheduler,
+    lr_multiplier,
+)
+
+# Check the loss for NaN/inf every this many steps: each check waits for the
+# device, so checking every step would slow GPU training.
+DIVERGENCE_CHECK_EVERY = 20
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss; the run cannot go on."""
+
+    def __init__(self, epoch: int, step: int, loss: float) -> None:
+        super().__init__(f"diverged: non-finite training loss ({loss}) in epoch {epoch}, "
+                         f"step {step}; try a lower learning rate or gradient clipping")
+        self.epoch = epoch
+        self.step = step
+        self.loss = loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults are the recipe that the quickstart and tests rely on.
+
+    Args:
+        epochs: passes over the training split.
+        batch_size: images per optimizer step, over all workers together.
+        optimizer: one of OPTIMIZERS.
+        lr: base (peak) learning rate.
+        momentum: for sgd, nesterov and rmsprop.
+        weight_decay: L2 penalty (decoupled for adamw).
+        exempt_bn_and_bias: no weight decay on BN parameters and biases.
+        schedule: one of SCHEDULES; `step` is the WRN recipe (x0.2 at 30/60/80%).
+        milestones: fractions of training where `milestones` decays by `gamma`.
+        gamma: decay factor of `step` and `milestones`.
+        warmup_epochs: linear warm-up length (may be fractional).
+        label_smoothing: cross-entropy label smoothing.
+        grad_clip: clip the global gradient norm to this (None: off).
+        amp: bf16 autocast; None turns it on where bf16 is fast (CUDA, AVX-512 BF16/AMX CPUs).
+        channels_last: channels-last memory format (faster convolutions on CPU and GPU).
+        compile: wrap the model in torch.compile.
+        seed: seed of initialisation, shuffling and augmentation.
+        deterministic: bit-reproducible kernels (slower on GPU).
+    """
+
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    exempt_bn_and_bias: bool = False
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = WRN_STEP_FRACTIONS
+    gamma: float = WRN_STEP_GAMMA
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    amp: bool | None = None
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a number > 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs!r} must be in [0, epochs={self.epochs}]"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip={self.grad_clip!r} must be > 0 or unset")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+
+
+class TrainingRun:
+    """One model trained on one dataset with one recipe.
+
+    Args:
+        model_config: the network (`num_classes` and `in_channels` are set from the data).
+        train_config: the recipe.
+        data: the splits (see `resnet_core.data.load_data`).
+        device: defaults to CUDA when available.
+        rank, world_size: this worker's place in a DDP job (1 worker: plain training).
+        wrap_model: turns the model into its DDP form (the search layer passes Ray
+            Train's `prepare_model`); the unwrapped model is what checkpoints hold.
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        data: DataSplits,
+        device: torch.device | str | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.train_config = train_config
+        self.model_config = model_config.replace(
+            num_classes=data.num_classes, in_channels=data.in_channels
+        )
+        self.data = data
+        self.rank, self.world_size = rank, world_size
+        self.amp = bf16_is_fast(self.device) if train_config.amp is None else train_config.amp
+        configure_determinism(train_config.deterministic)
+        seed_everything(train_config.seed)
+
+        memory_format = torch.channels_last if train_config.channels_last else torch.preserve_format
+        self.model = build_model(self.model_config).to(self.device, memory_format=memory_format)
+        self.train_model: nn.Module = wrap_model(self.model) if wrap_model else self.model
+        if train_config.compile:
+            self.train_model = torch.compile(self.train_model)
+
+        if train_config.batch_size % world_size:
+            raise ValueError(f"batch_size={train_config.batch_size} must be divisible by the "
+                             f"{world_size} workers of the trial")
+        self.generator = torch.Generator().manual_seed(train_config.seed)
+        self.train_loader, self.val_loader, self.test_loader = make_loaders(
+            data, train_config.batch_size // world_size, self.device,
+            channels_last=train_config.channels_last, generator=self.generator,
+            rank=rank, world_size=world_size,
+        )
+        self.optimizer = build_optimizer(
+            train_config.optimizer, self.model, train_config.lr,
+            momentum=train_config.momentum, weight_decay=train_config.weight_decay,
+            exempt_bn_and_bias=train_config.exempt_bn_and_bias,
+        )
+        steps_per_epoch = len(self.train_loader)
+        self.scheduler = build_scheduler(self.optimizer, lr_multiplier(
+            train_config.schedule, train_config.epochs * steps_per_epoch,
+            warmup_steps=int(round(train_config.warmup_epochs * steps_per_epoch)),
+            milestones=train_config.milestones, gamma=train_config.gamma,
+        ))
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------ training
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.train_config.epochs
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def train_epoch(self) -> dict[str, float]:
+        """Train one epoch, then score the validation split. Raises DivergedError."""
+        config = self.train_config
+        self.train_model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        for step, (images, labels) in enumerate(self.train_loader):
+            with self._autocast():
+                logits = self.train_model(images)
+                loss = F.cross_entropy(logits.float(), labels,
+                                       label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            if step % DIVERGENCE_CHECK_EVERY == 0:
+                self._check_finite(loss_sum, step)
+        self._check_finite(loss_sum, len(self.train_loader))
+        train_loss, train_correct, train_seen = _all_reduce_sums(
+            [loss_sum.item(), correct.item(), seen], self.device, self.world_size
+        )
+        train_seconds = time.perf_counter() - start
+        val_loss, val_accuracy = self.evaluate(self.val_loader)
+        self.epoch += 1
+        metrics = {
+            "epoch": self.epoch,
+            "train_loss": train_loss / train_seen,
+            "train_accuracy": train_correct / train_seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_seconds": time.perf_counter() - start,
+            "images_per_second": train_seen / train_seconds,
+        }
+        self.history.append(metrics)
+        return metrics
+
+    def _check_finite(self, loss_sum: torch.Tensor, step: int) -> None:
+        value = loss_sum.item()
+        if not math.isfinite(value):
+            raise DivergedError(self.epoch + 1, step, value)
+
+    @torch.no_grad()
+    def evaluate(self, loader: DeviceLoader) -> tuple[float, float]:
+        """(mean loss, accuracy) of the unwrapped model on a split."""
+        return evaluate_model(self.model, loader, amp=self.amp)
+
+    def test(self) -> tuple[float, float]:
+        """Score the held-out test split: once, at the end, never for selection."""
+        return self.evaluate(self.test_loader)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, RNGs, history."""
+        rng = {"torch": torch.get_rng_state(), "loader": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format_version": 1,
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["loader"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of a model on every image of a loader."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    device_type = loader.device.type
+    for images, labels in loader:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+    model.train(was_training)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def _all_reduce_sums(values: list[float], device: torch.device, world_size: int) -> list[float]:
+    """Sum per-worker counters over a DDP job (no-op for one worker)."""
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def fit(
+    run: TrainingRun, on_epoch: Callable[[dict[str, float]], None] | None = None
+) -> list[dict[str, float]]:
+    """Train until the configured number of epochs; call `on_epoch` after each."""
+    while not run.finished:
+        metrics = run.train_epoch()
+        if on_epoch is not None:
+            on_epoch(metrics)
+    return run.history

@@ -1,0 +1,1 @@
+"""search: the platform. Ray Tune runs trials, Optuna samples, MLflow tracks."""

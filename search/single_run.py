@@ -1,0 +1,145 @@
+"""One training run outside any search: the `train` and `evaluate` commands.
+
+`train_to_directory` writes `DIR/checkpoint.pt` after every epoch (so an
+interrupted run continues with `--resume`) and `DIR/metrics.json` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnet_core.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from resnet_core.config import ModelConfig
+from resnet_core.data import DataConfig, load_data
+from resnet_core.hardware import bf16_is_fast, default_device
+from resnet_core.loader import DeviceLoader
+from resnet_core.models import count_flops, count_parameters
+from resnet_core.train import TrainConfig, TrainingRun, evaluate_model
+
+METRICS_FILE = "metrics.json"
+
+
+def data_config_from_dict(data: dict[str, Any]) -> DataConfig:
+    values = dict(data)
+    if "synthetic_shape" in values:
+        values["synthetic_shape"] = tuple(values["synthetic_shape"])
+    return DataConfig(**values)
+
+
+def train_to_directory(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data_config: DataConfig,
+    out: Path,
+    *,
+    device: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one model, checkpointing every epoch; returns what metrics.json holds."""
+    data = load_data(data_config)
+    run = TrainingRun(model_config, train_config, data, device)
+    checkpoint_path = out / CHECKPOINT_FILE
+    if resume and checkpoint_path.is_file():
+        run.load_state_dict(load_checkpoint(checkpoint_path))
+        print(f"resumed from {checkpoint_path} at epoch {run.epoch}", file=sys.stderr)
+    bar = _progress_bar(train_config.epochs, run.epoch, run.model_config.name, progress)
+    while not run.finished:
+        metrics = run.train_epoch()
+        state = run.state_dict()
+        state["data_config"] = asdict(data_config)
+        save_checkpoint(state, checkpoint_path)
+        bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_accuracy']:.4f}",
+                        img_s=f"{metrics['images_per_second']:.0f}")
+        bar.update(1)
+    bar.close()
+    test_loss, test_accuracy = run.test()
+    last = run.history[-1]
+    summary = {
+        "model": run.model_config.name,
+        "val_accuracy": last["val_accuracy"],
+        "val_loss": last["val_loss"],
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "parameters": count_parameters(run.model),
+        "flops": count_flops(run.model, data.image_size),
+        "device": str(run.device),
+        "amp": run.amp,
+        "config": {
+            "model": run.model_config.to_dict(),
+            "train": train_config.to_dict(),
+            "data": asdict(data_config),
+        },
+        "history": run.history,
+    }
+    (out / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _progress_bar(total: int, initial: int, description: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="epoch",
+                disable=not enabled, file=sys.stderr)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    *,
+    dataset: str | None = None,
+    root: str | None = None,
+    split: str = "test",
+    device: str | None = None,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """Rebuild a model from its checkpoint alone and score it on a split."""
+    model, state = model_from_checkpoint(checkpoint)
+    data_config = data_config_from_dict(state.get("data_config") or {})
+    return evaluate_module(model, data_config, dataset=dataset, root=root, split=split,
+                           device=device, batch_size=batch_size,
+                           source=str(checkpoint))
+
+
+def evaluate_module(
+    model: torch.nn.Module,
+    data_config: DataConfig,
+    *,
+    dataset: str | None = None,
+    root: str | None = None,
+    split: str = "test",
+    device: str | None = None,
+    batch_size: int = 512,
+    source: str = "",
+) -> dict[str, Any]:
+    """Score a ready model on one split of its dataset (or another given dataset)."""
+    overrides: dict[str, Any] = {}
+    if dataset is not None:
+        overrides["dataset"] = dataset
+    if root is not None:
+        overrides["root"] = root
+    data_config = DataConfig(**{**asdict(data_config), **overrides})
+    data = load_data(data_config)
+    chosen = torch.device(device) if device else default_device()
+    model = model.to(chosen).eval()
+    # Plain batches (no shuffling, no augmentation), whichever split is scored.
+    loader = DeviceLoader(getattr(data, split), batch_size, data.mean, data.std, chosen)
+    loss, accuracy = evaluate_model(model, loader, amp=bf16_is_fast(chosen))
+    return {
+        "source": source,
+        "dataset": data_config.dataset,
+        "split": split,
+        "images": loader.num_images,
+        "accuracy": accuracy,
+        "loss": loss,
+    }

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny datasets in the official file formats (no network here)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_cifar10(root: Path, per_batch: int = 20, test: int = 30, seed: int = 0) -> None:
+    """The layout of cifar-10-python.tar.gz: pickled dicts with uint8 rows of 3072 bytes."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = test if name == "test_batch" else per_batch
+        batch = {
+            "batch_label": f"{name} of 5",
+            "labels": rng.integers(0, 10, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [f"img_{i}.png" for i in range(n)],
+        }
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
+
+
+def write_cifar100(root: Path, train: int = 60, test: int = 20, seed: int = 0) -> None:
+    """The layout of cifar-100-python.tar.gz: `train` and `test` with fine and coarse labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", train), ("test", test)):
+        batch = {
+            "fine_labels": rng.integers(0, 100, n).tolist(),
+            "coarse_labels": rng.integers(0, 20, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        }
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle)
+
+
+def write_svhn(root: Path, train: int = 50, test: int = 20, seed: int = 0) -> None:
+    """The cropped-digits .mat files: X is (32, 32, 3, N), y is (N, 1) with 10 meaning 0."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    folder = root / "svhn"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train_32x32.mat", train), ("test_32x32.mat", test)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)
+        savemat(folder / name, {"X": x, "y": y})
+
+
+@pytest.fixture
+def fake_datasets(tmp_path: Path) -> Path:
+    write_cifar10(tmp_path)
+    write_cifar100(tmp_path)
+    write_svhn(tmp_path)
+    return tmp_path

@@ -1,0 +1,138 @@
+"""The training loop: quality, divergence, exact resume, safe checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from resnet_core.data import DataConfig, load_data
+from resnet_core.models import parse_model_name
+from resnet_core.train import DivergedError, TrainConfig, TrainingRun, fit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(DataConfig("digits"))
+
+
+@pytest.mark.slow
+def test_wrn_16_2_reaches_97_percent_on_digits_with_the_defaults(digits):
+    run = TrainingRun(parse_model_name("wrn-16-2"), TrainConfig(epochs=15), digits, "cpu")
+    history = fit(run)
+    assert len(history) == 15
+    _, test_accuracy = run.test()
+    assert test_accuracy >= 0.97, test_accuracy
+    assert run.amp == (run.device.type == "cpu" and _cpu_bf16())  # fast default on this CPU
+    keys = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+            "epoch_seconds", "images_per_second"}
+    assert keys <= set(history[-1])
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def _cpu_bf16() -> bool:
+    from resnet_core.hardware import cpu_has_fast_bf16
+
+    return cpu_has_fast_bf16()
+
+
+def test_callback_gets_every_epoch(digits):
+    seen = []
+    run = TrainingRun(parse_model_name("wrn-10-1"), TrainConfig(epochs=2), digits, "cpu")
+    fit(run, on_epoch=seen.append)
+    assert [m["epoch"] for m in seen] == [1, 2]
+    assert 0 <= seen[-1]["val_accuracy"] <= 1 and seen[-1]["lr"] < 0.1
+
+
+def test_divergence_raises_a_recognisable_error(digits):
+    config = TrainConfig(epochs=3, lr=1e30, optimizer="sgd", weight_decay=0, amp=False)
+    run = TrainingRun(parse_model_name("resnet-8"), config, digits, "cpu")
+    with pytest.raises(DivergedError, match="diverged: non-finite training loss") as error:
+        fit(run)
+    assert error.value.epoch == 1
+    assert not run.history  # no NaN metrics were reported
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="optimizer='sgdm' is not one of"):
+        TrainConfig(optimizer="sgdm")
+    with pytest.raises(ValueError, match="warmup_epochs=20 must be in"):
+        TrainConfig(epochs=10, warmup_epochs=20)
+    with pytest.raises(ValueError, match="epochs=0 must be an integer >= 1"):
+        TrainConfig(epochs=0)
+
+
+RESUME_SCRIPT = """
+import sys, torch
+from resnet_core.checkpoint import load_checkpoint, save_checkpoint
+from resnet_core.data import DataConfig, load_data
+from resnet_core.config import ModelConfig
+from resnet_core.train import TrainConfig, TrainingRun, fit
+state = load_checkpoint(sys.argv[1])
+data = load_data(DataConfig("digits", subset=400))
+config = TrainConfig.from_dict(state["train_config"])
+run = TrainingRun(ModelConfig.from_dict(state["model_config"]), config, data, "cpu")
+run.load_state_dict(state)
+fit(run)
+save_checkpoint(run.state_dict(), sys.argv[2])
+"""
+
+
+def test_resume_in_a_new_process_is_exact(tmp_path):
+    data = load_data(DataConfig("digits", subset=400))
+    config = TrainConfig(epochs=4, deterministic=True, seed=5)
+    model_config = parse_model_name("wrn-10-2", dropout=0.2)
+
+    straight = TrainingRun(model_config, config, data, "cpu")
+    fit(straight)
+
+    first_half = TrainingRun(model_config, config, data, "cpu")
+    first_half.train_epoch()
+    first_half.train_epoch()
+    save_checkpoint(first_half.state_dict(), tmp_path / "half.pt")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "half.pt"),
+                    str(tmp_path / "resumed.pt")], check=True, env=env, cwd=tmp_path)
+    resumed = load_checkpoint(tmp_path / "resumed.pt")
+
+    assert resumed["epoch"] == 4
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed["model"][key]), key
+    def without_timing(history):
+        return [{k: v for k, v in m.items() if k not in ("epoch_seconds", "images_per_second")}
+                for m in history]
+
+    assert without_timing(straight.history) == without_timing(resumed["history"])
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_checkpoints_load_without_running_code(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "model_config": {}, "payload": _Exploit()}, evil)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(evil)
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_checkpoint_rebuilds_the_model_alone(tmp_path, digits):
+    run = TrainingRun(parse_model_name("resnet-8"), TrainConfig(epochs=1), digits, "cpu")
+    fit(run)
+    path = save_checkpoint(run.state_dict(), tmp_path / "ck" / "checkpoint.pt")
+    model, state = model_from_checkpoint(path.parent)
+    assert state["epoch"] == 1 and not model.training
+    x = torch.randn(3, 1, 8, 8)
+    run.model.eval()
+    assert torch.allclose(model(x), run.model(x), atol=1e-5)  # run.model is channels-last
+    assert not list(tmp_path.glob("ck/.*.tmp"))  # atomic write left no temp file
