@@ -26,6 +26,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing from the data root."""
 
 
+class DataConfigError(ValueError):
+    """The data settings do not fit the dataset (e.g. a validation split larger than it)."""
+
+
 @dataclass(frozen=True)
 class Split:
     images: torch.Tensor  # uint8, (N, C, H, W)
@@ -114,7 +118,7 @@ def load_data(config: DataConfig) -> DataSplits:
     (train_x, train_y), (test_x, test_y), meta = loader(config)
     val_size = config.val_size or DEFAULT_VAL_SIZE.get(config.dataset) or max(1, len(train_y) // 10)
     if val_size >= len(train_y):
-        raise ValueError(
+        raise DataConfigError(
             f"val_size={val_size} must be smaller than the {len(train_y)} training images "
             f"of {config.dataset}"
         )

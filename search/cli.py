@@ -8,6 +8,7 @@ one line (`resnet-search: error: ...`) and exits with code 2. Heavy imports
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -151,6 +152,11 @@ def _add_search_commands(commands: Any) -> None:
     best.add_argument("--json", action="store_true")
     best.add_argument("--export", type=Path, default=None, help="copy its checkpoint here")
 
+    ui = commands.add_parser("ui", help="open the MLflow dashboard of the local store")
+    ui.add_argument("--tracking-uri", default=None)
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default localhost only)")
+    ui.add_argument("--port", type=_positive_int, default=5000)
+
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
@@ -195,14 +201,29 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet_core.data import DataConfig
-    from resnet_core.models import parse_model_name
-    from resnet_core.optim import WRN_STEP_FRACTIONS
-    from resnet_core.train import TrainConfig
     from search.single_run import train_to_directory
 
     overrides = {k: getattr(args, k) for k in ("dropout", "block", "shortcut", "bn_position")
                  if getattr(args, k) is not None}
+    with user_input():
+        model_config, train_config, data_config = _train_configs(args, overrides)
+    out = args.out or Path("runs") / f"{model_config.name}-{args.dataset}"
+    summary = train_to_directory(model_config, train_config, data_config, out,
+                                 device=args.device, resume=args.resume,
+                                 progress=not args.quiet)
+    print(f"{summary['model']} on {args.dataset}: val accuracy {summary['val_accuracy']:.4f}, "
+          f"test accuracy {summary['test_accuracy']:.4f} "
+          f"({summary['parameters'] / 1e6:.2f}M parameters)")
+    print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
+    return 0
+
+
+def _train_configs(args: argparse.Namespace, overrides: dict[str, Any]):
+    from resnet_core.data import DataConfig
+    from resnet_core.models import parse_model_name
+    from resnet_core.optim import WRN_STEP_FRACTIONS
+    from resnet_core.train import TrainConfig
+
     model_config = parse_model_name(args.model, **overrides)
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
@@ -215,15 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     data_config = DataConfig(dataset=args.dataset, root=args.root, download=args.download,
                              val_size=args.val_size, subset=args.subset, augment=args.augment)
-    out = args.out or Path("runs") / f"{model_config.name}-{args.dataset}"
-    summary = train_to_directory(model_config, train_config, data_config, out,
-                                 device=args.device, resume=args.resume,
-                                 progress=not args.quiet)
-    print(f"{summary['model']} on {args.dataset}: val accuracy {summary['val_accuracy']:.4f}, "
-          f"test accuracy {summary['test_accuracy']:.4f} "
-          f"({summary['parameters'] / 1e6:.2f}M parameters)")
-    print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
-    return 0
+    return model_config, train_config, data_config
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -264,15 +277,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or _search_command(args.command)
+    from resnet_core.data import DataConfigError
+    from resnet_core.train import DivergedError
+    from search.config import ConfigError
+
     try:
         return handler(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
+    except (UsageError, ConfigError, DataConfigError, FileNotFoundError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"resnet-search: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except DivergedError as error:
+        print(f"resnet-search: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("resnet-search: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def user_input():
+    """Validation errors of configs built from arguments are the user's: exit code 2."""
+    from search.config import ConfigError
+
+    try:
+        yield
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,240 @@
+"""Study-file validation: every bad file gets one line naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from search.config import ConfigError, load_study, parse_study
+from search.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+[study]
+name = "t"
+num_samples = 2
+[train]
+epochs = 2
+[space]
+family = "wrn"
+depth = 10
+"""
+
+
+def study(text: str = "", base: str = GOOD) -> dict:
+    """GOOD with `text` merged in (later tables and keys win)."""
+    raw = tomllib.loads(base)
+    for section, values in tomllib.loads(text).items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+BAD_STUDIES = [
+    # (what is wrong, study patch, the error it must give)
+    ("unknown section", "[studdy]\nname='x'", "unknown section [studdy] (did you mean 'study'?)"),
+    ("unknown key", "[train]\nepochz = 3", "[train] unknown key 'epochz' (did you mean 'epochs'?)"),
+    ("unknown space key", "[space]\nlearning_rate = 0.1", "[space] unknown key 'learning_rate'"),
+    ("wrong type", "[train]\nepochs = 'ten'", "[train] epochs: 'ten' must be an integer"),
+    ("bool for int", "[study]\nnum_samples = true", "[study] num_samples: True must be an integer"),
+    ("zero samples", "[study]\nnum_samples = 0", "[study] num_samples: 0 must be >= 1"),
+    ("unknown metric", "[study]\nmetric = 'val_acc'",
+     "[study] metric: 'val_acc' is not one of val_accuracy, val_loss, best_val_accuracy"),
+    ("mode contradicts metric", "[study]\nmetric = 'val_loss'\nmode = 'max'",
+     "[study] mode: 'max' contradicts metric 'val_loss'"),
+    ("unknown dataset", "[data]\ndataset = 'cifar'", "[data] dataset: 'cifar' is not one of"),
+    ("unknown optimizer in space", "[space]\noptimizer = ['sgd', 'adamax']",
+     "[space] optimizer[1]: 'adamax' is not one of sgd, nesterov, adam, adamw, adagrad, rmsprop"),
+    ("unknown optimizer in train", "[train]\noptimizer = 'lbfgs'",
+     "[train] optimizer: 'lbfgs' is not one of"),
+    ("low >= high", "[space]\nlr = { low = 0.1, high = 0.01 }",
+     "[space] lr: low=0.1 must be < high=0.01"),
+    ("log with low <= 0", "[space]\nweight_decay = { low = 0.0, high = 0.1, log = true }",
+     "[space] weight_decay: log=true needs low > 0, got low=0.0"),
+    ("dropout out of range", "[space]\ndropout = { low = 0.0, high = 1.0 }",
+     "[space] dropout.high: 1.0 must be a number in [0, 1)"),
+    ("dropout choice out of range", "[space]\ndropout = [0.0, 1.2]",
+     "[space] dropout[1]: 1.2 must be a number in [0, 1)"),
+    ("lr not positive", "[space]\nlr = -0.1", "[space] lr: -0.1 must be a number > 0"),
+    ("range key typo", "[space]\nlr = { low = 0.01, hihg = 0.1 }",
+     "[space] lr: unknown range key 'hihg' (did you mean 'high'?)"),
+    ("range without high", "[space]\nlr = { low = 0.01 }",
+     "[space] lr: a range needs both low and high"),
+    ("depth no family accepts", "[space]\ndepth = [11, 13]",
+     "[space] depth: [11, 13] has no valid depth for family 'wrn' (wrn depths are 6n+4"),
+    ("depth invalid for one family", "[space]\nfamily = ['wrn', 'resnet']\ndepth = [16, 22]",
+     "[space] depth: [16, 22] has no valid depth for family 'resnet'"),
+    ("bottleneck depth", "[space]\nfamily = 'resnet'\nblock = 'bottleneck'\ndepth = 14",
+     "has no valid depth for family 'resnet' with bottleneck blocks (bottleneck depths are 9n+2"),
+    ("unknown family", "[space]\nfamily = 'densenet'", "[space] family: 'densenet' is not one of"),
+    ("range of strings", "[space]\noptimizer = { low = 'a', high = 'b' }",
+     "[space] optimizer: a range needs numbers; list the choices instead"),
+    ("empty choice list", "[space]\nwidth = []", "[space] width: an empty list has nothing to"),
+    ("set twice", "[space]\nlr = [0.1, 0.2]\n[train]\nlr = 0.1",
+     "[space] lr is also set in [train]; set it in one place"),
+    ("bad scheduler", "[scheduler]\nkind = 'hyperband'",
+     "[scheduler] kind: 'hyperband' must be \"asha\" or \"none\""),
+    ("grace period beyond epochs", "[scheduler]\ngrace_period = 5",
+     "[scheduler] grace_period: 5 must be in [1, epochs=2]"),
+    ("negative cpus", "[resources]\ncpus_per_trial = 0", "[resources] cpus_per_trial: 0 must be > 0"),
+    ("bad gpus", "[resources]\ngpus_per_trial = 'half'",
+     "[resources] gpus_per_trial: 'half' must be a number >= 0 or \"auto\""),
+    ("fractional gpus above one", "[resources]\ngpus_per_trial = 1.5",
+     "[resources] gpus_per_trial: 1.5 must be a fraction in [0, 1] or a whole number"),
+    ("batch not divisible by workers", "[resources]\nworkers_per_trial = 3",
+     "batch_size 128 is not divisible by [resources] workers_per_trial=3"),
+    ("after_add without resnet", "[space]\nbn_position = ['before_add', 'after_add']",
+     "[space] bn_position: 'after_add' needs family 'resnet'"),
+    ("name with slash", "[study]\nname = 'a/b'", "[study] name: 'a/b' must be a non-empty name"),
+    ("wrn with bottleneck only", "[space]\nblock = 'bottleneck'",
+     "[space] block: ['bottleneck'] has no block for family 'wrn'"),
+]
+
+
+@pytest.mark.parametrize(("patch", "message"), [(p, m) for _, p, m in BAD_STUDIES],
+                         ids=[w for w, _, _ in BAD_STUDIES])
+def test_bad_studies_give_one_clear_line(patch, message):
+    raw = study(patch)
+    with pytest.raises(ConfigError) as error:
+        parse_study(raw, label="bad.toml")
+    text = str(error.value)
+    assert text.startswith("bad.toml: ")
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_missing_name_and_space():
+    with pytest.raises(ConfigError, match=r"\[study\] name: missing"):
+        parse_study(study(base="[space]\nfamily='wrn'\ndepth=10"))
+    with pytest.raises(ConfigError, match=r"\[space\]: missing"):
+        parse_study({"study": {"name": "x"}})
+    with pytest.raises(ConfigError, match=r"\[space\] depth: missing; the space needs `depth`"):
+        parse_study(study(base=GOOD.replace("depth = 10\n", "")))
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[study\nname = 1")
+    with pytest.raises(ConfigError, match="broken.toml: invalid TOML"):
+        load_study(path)
+    with pytest.raises(ConfigError, match="study file .*nope.toml not found"):
+        load_study(tmp_path / "nope.toml")
+
+
+class FixedTrial:
+    """A stand-in Optuna trial that takes the first choice / the low end (deterministic)."""
+
+    number = 0
+
+    def __init__(self, pick=0):
+        self.pick = pick
+        self.names: list[str] = []
+
+    def suggest_categorical(self, name, choices):
+        self.names.append(name)
+        return choices[self.pick % len(choices)]
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        self.names.append(name)
+        return high if self.pick else low
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        self.names.append(name)
+        return high if self.pick else low
+
+
+def test_every_shipped_study_file_is_valid_and_samples_buildable_networks():
+    import optuna
+
+    from resnet_core.config import ModelConfig
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    files = sorted((ROOT / "configs").glob("*.toml"))
+    assert {f.name for f in files} >= {"quickstart.toml", "cifar10-wrn.toml",
+                                       "seed-ablations.toml"}
+    for path in files:
+        config = load_study(path)
+        space = SearchSpace(config)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(60):
+            trial = study.ask()
+            sampled = space(trial)
+            ModelConfig(**sampled["model"])  # never a network the builder rejects
+            study.tell(trial, 0.5)
+
+
+def test_space_is_conditional():
+    config = parse_study(study("[space]\nfamily = ['wrn', 'resnet']\ndepth = [10, 14, 16, 20]\n"
+                               "width = [2, 4]\noptimizer = ['adam', 'sgd']\n"
+                               "momentum = { low = 0.8, high = 0.9 }\n"
+                               "bn_position = ['before_add', 'after_add']"))
+    space = SearchSpace(config)
+    wrn_trial = FixedTrial(pick=0)
+    wrn = space(wrn_trial)
+    assert wrn["model"]["family"] == "wrn" and wrn["model"]["depth"] in (10, 16)
+    assert wrn["model"]["width"] == 2
+    assert wrn["train"]["optimizer"] == "adam"
+    assert not any(n.startswith("momentum") for n in wrn_trial.names)  # adam has no momentum
+    assert not any(n.startswith("bn_position") for n in wrn_trial.names)
+    resnet_trial = FixedTrial(pick=1)
+    resnet = space(resnet_trial)
+    assert resnet["model"]["family"] == "resnet" and resnet["model"]["depth"] in (14, 20)
+    assert resnet["model"]["width"] == 1  # k is a WRN parameter
+    assert "momentum.sgd" in resnet_trial.names and resnet["train"]["momentum"] == 0.9
+    assert "depth.resnet" in resnet_trial.names
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(
+    ("study_text", "args", "message"),
+    [
+        (GOOD + "[data]\nsubset = 'all'\n", [], "[data] subset: 'all' must be an integer"),
+        (GOOD, ["--tracking-uri", "http://127.0.0.1:9"],
+         "tracking server http://127.0.0.1:9 is unreachable"),
+        (GOOD, ["--tracking-uri", "postgresql://nobody@127.0.0.1:9/none"],
+         "tracking database postgresql://nobody@127.0.0.1:9/none is unreachable"),
+        (GOOD + '[data]\ndataset = "cifar10"\nroot = "/nonexistent"\n', [],
+         "dataset 'cifar10' not found"),
+    ],
+    ids=["type", "unreachable-server", "unreachable-database", "missing-dataset"],
+)
+def test_run_rejects_bad_input_with_exit_2_and_starts_nothing(tmp_path, study_text, args, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(study_text)
+    home = tmp_path / "home"
+    result = cli("run", str(path), *args, env={"RESNET_SEARCH_HOME": str(home)})
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("resnet-search")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (home / "ray_results").exists()
+
+
+@pytest.mark.slow
+def test_resources_the_cluster_cannot_provide_are_an_error(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text(GOOD + "[resources]\ncpus_per_trial = 64\n")
+    result = cli("run", str(path), env={"RESNET_SEARCH_HOME": str(tmp_path / "home")})
+    assert result.returncode == 2, result.stderr
+    assert "[resources] a trial needs 64 CPUs but the Ray cluster has" in result.stderr
+    gpu = tmp_path / "gpu.toml"
+    gpu.write_text(GOOD + "[resources]\ngpus_per_trial = 0.5\n")
+    result = cli("run", str(gpu), env={"RESNET_SEARCH_HOME": str(tmp_path / "home")})
+    if "GPU" not in result.stderr or result.returncode != 2:
+        pytest.skip("this machine has a GPU") if _has_gpu() else pytest.fail(result.stderr)
+    assert "gpus_per_trial=0.5 needs 0.5 GPUs but the Ray cluster has 0" in result.stderr
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
