@@ -84,6 +84,11 @@ def train_trial(config: dict[str, Any]) -> None:
     identity = {**trial_identity(), "resumed_from_epoch": resumed_from,
                 "device": device, "amp": int(run.amp)}
     best = max((m["val_accuracy"] for m in run.history), default=0.0)
+    if run.finished and run.history:
+        # Restored from its final checkpoint (the driver died before recording the end):
+        # report the last epoch again so the trial's final result is complete.
+        report_epoch({**run.history[-1], "best_val_accuracy": best, "diverged": 0}, None, identity)
+        return
     while not run.finished:
         try:
             metrics = run.train_epoch()
