@@ -1,0 +1,147 @@
+"""The start-up script of the MLflow Deployment (cluster/mlflow/mlflow.yaml), run
+here as the container would run it: credentials only in env (as the Secrets would
+inject them), the auth config written at start, basic auth enforced, foreign
+Host headers refused. On SQLite, and on the PostgreSQL server at 127.0.0.1:5432
+when one accepts the `postgres` user."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "cluster" / "mlflow" / "mlflow.yaml"
+SEARCH_URL = "/api/2.0/mlflow/experiments/search?max_results=5"
+
+
+def _container() -> dict:
+    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, user: str | None = None, password: str | None = None,
+         host: str | None = None) -> int:
+    headers = {}
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    if host is not None:
+        headers["Host"] = host
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:  # not listening yet
+        return 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_uris(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/auth.db"
+        return
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
+                                 dbname="postgres", connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no PostgreSQL for user postgres at 127.0.0.1:5432 ({error})")
+    admin.autocommit = True
+    names = [f"rs_cluster_test_{secrets.token_hex(4)}", f"rs_cluster_test_{secrets.token_hex(4)}"]
+    with admin.cursor() as cursor:
+        for name in names:
+            cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield tuple(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{n}" for n in names)
+    finally:
+        with admin.cursor() as cursor:
+            for name in names:
+                cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_mlflow_deployment_script_serves_with_basic_auth(store_uris, tmp_path):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("flask_wtf", reason="the basic-auth app needs mlflow[auth] (Flask-WTF)")
+    container = _container()
+    script = container["args"][0]
+    port = _free_port()
+    # Same script; loopback and a free port instead of the pod's 0.0.0.0:5000, and a
+    # temporary folder instead of the artifact volume.
+    assert "--host 0.0.0.0 --port 5000" in script and "/mlflow-artifacts" in script
+    script = script.replace("--host 0.0.0.0 --port 5000", f"--host 127.0.0.1 --port {port}")
+    script = script.replace("/mlflow-artifacts", str(tmp_path / "artifacts"))
+
+    backend_uri, auth_uri = store_uris
+    admin_password = secrets.token_hex(12)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for entry in container["env"]:  # the literal settings of the manifest
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+    env.update({  # what the Secrets would inject
+        "MLFLOW_BACKEND_STORE_URI": backend_uri,
+        "MLFLOW_AUTH_DATABASE_URI": auth_uri,
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "basic_auth.ini"),
+    })
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(["/bin/sh", "-c", script], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while _get(base + "/health") != 200:
+            assert server.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.5)
+
+        ini = tmp_path / "basic_auth.ini"
+        assert ini.stat().st_mode & 0o077 == 0, "the auth config must be private (umask 077)"
+        assert auth_uri in ini.read_text()
+        assert admin_password not in ini.read_text(), "the admin password stays in env"
+        assert admin_password not in " ".join(_cmdlines(server.pid)), "password on a command line"
+
+        assert _get(base + SEARCH_URL) == 401, "no credentials must be refused"
+        assert _get(base + SEARCH_URL, "admin", "wrong-password") == 401
+        assert _get(base + SEARCH_URL, "admin", admin_password, host="mlflow:5000") == 200
+        assert _get(base + SEARCH_URL, "admin", admin_password, host="evil.example.com") == 403
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _cmdlines(session_leader: int) -> list[str]:
+    """Command lines of the server's process group (mlflow server and its workers)."""
+    out = subprocess.run(["ps", "-o", "args=", "--sid", str(session_leader)],
+                         capture_output=True, text=True)
+    return out.stdout.splitlines()
