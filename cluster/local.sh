@@ -43,6 +43,8 @@
 #                              Ray's unix sockets)
 #   UP_TIMEOUT                 seconds to wait for all nodes to be alive (default 90)
 #   GRACE_PERIOD               seconds `down` waits after SIGTERM before SIGKILL (default 15)
+#   WORKER_PRIVATE_DIR         (tests) worker nodes see an empty private tmpfs over this
+#                              folder, as nodes that do not share it would (needs root)
 set -Eeuo pipefail
 
 PROG=${0##*/}
@@ -260,7 +262,14 @@ EOF
         # Started from the repository root: Ray workers inherit the raylet's
         # working directory, so relative paths in a study resolve as they do for
         # a driver run from the repository root.
-        if ! (cd "$REPO_ROOT" && setsid --wait "$RAY" start "${args[@]}") >>"$STATE_DIR/up.log" 2>&1; then
+        local launcher=("$RAY" start)
+        if ((i > 0)) && [[ -n ${WORKER_PRIVATE_DIR:-} ]]; then
+            # Test aid: this worker gets its own mount namespace with an empty tmpfs
+            # over WORKER_PRIVATE_DIR, like a node that does not share that folder.
+            launcher=(unshare -m --propagation private sh -c
+                'mount -t tmpfs tmpfs "$0" && exec "$@"' "$WORKER_PRIVATE_DIR" "$RAY" start)
+        fi
+        if ! (cd "$REPO_ROOT" && setsid --wait "${launcher[@]}" "${args[@]}") >>"$STATE_DIR/up.log" 2>&1; then
             tail -n 20 "$STATE_DIR/up.log" >&2
             false
         fi

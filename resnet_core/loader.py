@@ -101,18 +101,25 @@ class DeviceLoader:
         if self.crop_padding:
             images = self._random_crop(images)
         if self.flip:
-            flip = torch.rand(len(index), generator=self.generator) < 0.5
-            images = torch.where(flip.to(self.device).view(-1, 1, 1, 1), images.flip(3), images)
+            flip = self._to_device(torch.rand(len(index), generator=self.generator) < 0.5)
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move CPU-drawn random numbers to the device without waiting for queued GPU work."""
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
 
     def _random_crop(self, images: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = images.shape
         pad = self.crop_padding
         padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-        offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=self.generator)
-        offsets = offsets.to(self.device)
+        offsets = self._to_device(
+            torch.randint(0, 2 * pad + 1, (2, batch), generator=self.generator)
+        )
         rows = (offsets[0].view(-1, 1) + torch.arange(height, device=self.device)).view(
             batch, 1, height, 1
         )

@@ -341,12 +341,12 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
-    in_channels = _first_conv(model).in_channels
+    first = _first_conv(model)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, in_channels, *input_size))
+        with torch.no_grad():  # a probe on the model's own device and dtype
+            model(first.weight.new_zeros(1, first.in_channels, *input_size))
     finally:
         model.train(was_training)
         for handle in handles:

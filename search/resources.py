@@ -51,6 +51,12 @@ def wrap_trainable(config: StudyConfig):
     if need.workers == 1:
         from search.trainable import train_trial
 
+        if config.resources.gpus_per_trial == "auto" and need.total_gpu:
+            from search.gpu_packing import AutoGpuResources
+
+            # Each trial gets the GPU share that its own sampled network needs.
+            return tune.with_resources(train_trial, AutoGpuResources(need.total_cpu,
+                                                                     config.data.dataset))
         resources = {"cpu": need.total_cpu}
         if need.total_gpu:
             resources["gpu"] = need.total_gpu

@@ -137,6 +137,26 @@ def progress_table(config: StudyConfig):
     )
 
 
+def concurrent_trial_capacity(config: StudyConfig) -> int:
+    """How many trials the cluster's CPUs and GPUs can run side by side."""
+    import math
+
+    import ray
+
+    from search.resources import trial_resources
+
+    need = trial_resources(config)
+    available = ray.cluster_resources()
+    limits = [config.study.num_samples]
+    if need.total_cpu:
+        limits.append(math.floor(available.get("CPU", 0) / need.total_cpu + 1e-9))
+    if need.total_gpu:
+        limits.append(math.floor(available.get("GPU", 0) / need.total_gpu + 1e-9))
+    if config.study.max_concurrent_trials:
+        limits.append(config.study.max_concurrent_trials)
+    return max(1, min(limits))
+
+
 def trial_name(trial) -> str:
     """Short, stable trial folder names (Ray's default spells out the whole config)."""
     return f"trial_{trial.trial_id}"
@@ -150,6 +170,9 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     from search.searcher import build_searcher
 
     trainable = wrap_trainable(config)
+    # Tune keeps one trial pending at a time for non-random searchers, so trials start
+    # one actor start-up (seconds) apart; let as many be pending as can run at once.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent_trial_capacity(config)))
     experiment_path = os.path.join(config.storage.path, config.study.name)
     if restore:
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,

@@ -240,6 +240,8 @@ class MlflowTrialCallback(Callback):
             tags.append(RunTag(NODE_ID, str(result["node_id"])))
         if result.get("hostname"):
             tags.append(RunTag("hostname", str(result["hostname"])))
+        if result.get("gpu_ids"):
+            tags.append(RunTag("ray.gpu_ids", str(result["gpu_ids"])))
         if trial.checkpoint is not None:
             tags.append(RunTag(CHECKPOINT, str(trial.checkpoint.path)))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)

@@ -37,9 +37,11 @@ def trial_identity() -> dict[str, Any]:
     """Where the trial runs: reported with every result (lineage and multi-node checks)."""
     try:
         node_id = ray.get_runtime_context().get_node_id()
+        gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
     except Exception:  # outside Ray (direct calls in tests)
-        node_id = ""
-    return {"node_id": node_id, "pid": os.getpid(), "hostname": os.uname().nodename}
+        node_id, gpu_ids = "", ""
+    return {"node_id": node_id, "pid": os.getpid(), "hostname": os.uname().nodename,
+            "gpu_ids": gpu_ids}
 
 
 def report_epoch(
