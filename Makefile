@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Each demo is a new study (quickstart-YYYYmmdd-HHMMSS); the champion alias moves to the newest.
 demo: $(STAMP)
-	$(BIN)/resnet-search run configs/quickstart.toml
+	$(BIN)/resnet-search run configs/quickstart.toml --name quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=900
@@ -33,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 
 mlflow-ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/resnet-search ui
 
 cluster-up: $(STAMP)
 	cluster/local.sh up $(or $(N),2)
