@@ -19,7 +19,7 @@ def _print_outcome(outcome) -> None:
             else f"{model['family']}-{model['depth']}")
     print(f"\nstudy {outcome.name}: {outcome.trials} trials")
     print(f"best trial {best['trial_id']}: {name} ({model.get('block', 'basic')}), "
-          f"{train['optimizer']} lr={train['lr']:.4g}, dropout={model.get('dropout', 0)}")
+          f"{train['optimizer']} lr={train['lr']:.4g}, dropout={model.get('dropout', 0):.3g}")
     metric = next(k for k in best if k.startswith(("val_", "best_val")))
     print(f"  {metric} {best[metric]:.4f}, test accuracy {outcome.test_accuracy:.4f}")
     print(f"registered model: models:/{outcome.registered_model}@champion "

@@ -69,7 +69,9 @@ def start_ray(address: str | None) -> None:
             raise ConfigError(f"--address {address}: cannot connect to a Ray cluster "
                               f"({str(error).splitlines()[0]})") from None
     else:
-        ray.init(dashboard_host="127.0.0.1", log_to_driver=False, runtime_env=runtime_env,
+        # The dashboard has no authentication: localhost unless the user opens it up.
+        dashboard_host = os.environ.get("RESNET_SEARCH_DASHBOARD_HOST", "127.0.0.1")
+        ray.init(dashboard_host=dashboard_host, log_to_driver=False, runtime_env=runtime_env,
                  configure_logging=True, logging_level="WARNING")
 
 
