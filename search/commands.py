@@ -44,10 +44,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from search.study import resume_study
+    from search.study import StudyAlreadyCompleted, resume_study
 
     _quiet_ray(args.quiet)
-    outcome = resume_study(args.name, address=args.address, tracking_uri=args.tracking_uri)
+    try:
+        outcome = resume_study(args.name, address=args.address, tracking_uri=args.tracking_uri)
+    except StudyAlreadyCompleted as done:
+        print(done)
+        return 0
     _print_outcome(outcome)
     return 0
 

@@ -19,6 +19,14 @@ from search.paths import default_artifact_root, default_storage_path
 CHAMPION_ALIAS = "champion"
 
 
+class StudyAlreadyCompleted(Exception):
+    """`resume` of a study that has nothing left to do."""
+
+    def __init__(self, name: str, registered_model: str | None) -> None:
+        super().__init__(f"study {name} is already completed; its champion is "
+                         f"models:/{registered_model}@champion (see `resnet-search best {name}`)")
+
+
 @dataclass
 class StudyOutcome:
     name: str
@@ -272,6 +280,8 @@ def resume_study(name: str, *, address: str | None = None,
     if study_run is None:
         raise ConfigError(f"no study named {name!r} in {uri}; list studies with "
                           f"`resnet-search status --all` or pass --tracking-uri")
+    if study_run.data.tags.get(tracking.STATUS) == "completed":
+        raise StudyAlreadyCompleted(name, study_run.data.tags.get("resnet_search.registered_model"))
     config = study_config_from_run(client, study_run)
     start_ray(address)
     check_resources(config)

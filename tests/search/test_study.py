@@ -146,6 +146,10 @@ def test_status_best_and_evaluate_commands(finished_study, tmp_path):
     missing = studies.cli("status", "nope")
     assert missing.returncode == 2 and "no study named 'nope'" in missing.stderr
 
+    done = studies.cli("resume", "e2e")
+    assert done.returncode == 0 and "study e2e is already completed" in done.stdout
+    assert len(studies.client().search_model_versions("name='e2e-model'")) == 1
+
     again = studies.cli("run", str(studies.home.parent / "e2e.toml"))
     assert again.returncode == 2
     assert "study 'e2e' already exists" in again.stderr and "resnet-search resume e2e" in again.stderr
