@@ -225,11 +225,13 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
 def run_study(config: StudyConfig, *, address: str | None = None,
               tracking_uri: str | None = None) -> StudyOutcome:
     from search import tracking
+    from search.searcher import check_optuna_storage
     from search.space import describe_space
 
     config = absolute_paths(config)
     uri = tracking.resolve_tracking_uri(tracking_uri, config.tracking.uri)
     tracking.check_tracking_reachable(uri)
+    check_optuna_storage(config)
     client = tracking.client_for(uri)
     if tracking.find_study_run(client, config.study.name) is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "

@@ -1,0 +1,177 @@
+"""Test helpers: a private PostgreSQL database and a real MLflow tracking server on it.
+
+    with fresh_database() as database_uri:          # postgresql://postgres@127.0.0.1:5432/rs_test_...
+        ...
+    with tracking_server(tmp_path) as server:       # mlflow server on that database
+        server.uri                                   # http://127.0.0.1:PORT
+
+Each use creates its own database (a unique name) and drops it afterwards, so
+concurrent test runs never share state. The server runs in its own session
+and exactly that session is stopped: no other process on the machine is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from study_helpers import Studies, session_processes
+
+POSTGRES_HOST = os.environ.get("RESNET_SEARCH_TEST_PG_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("RESNET_SEARCH_TEST_PG_PORT", "5432"))
+POSTGRES_USER = os.environ.get("RESNET_SEARCH_TEST_PG_USER", "postgres")
+MLFLOW = Path(sys.executable).with_name("mlflow")
+
+
+def database_uri(name: str) -> str:
+    return f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+
+
+def _admin_connection():
+    import psycopg
+
+    return psycopg.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER,
+                           dbname="postgres", autocommit=True, connect_timeout=5)
+
+
+def postgres_unavailable() -> str | None:
+    """None when the test PostgreSQL server answers, else why not (a skip reason)."""
+    try:
+        with _admin_connection():
+            return None
+    except Exception as error:  # noqa: BLE001 - any failure means: no server for these tests
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"PostgreSQL at {POSTGRES_HOST}:{POSTGRES_PORT} is not available: {first}"
+
+
+@contextlib.contextmanager
+def fresh_database(prefix: str = "rs_test") -> Iterator[str]:
+    """A new, empty database with a unique name; dropped (connections and all) on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with _admin_connection() as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_uri(name)
+    finally:
+        with _admin_connection() as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_exists(uri: str) -> bool:
+    name = uri.rsplit("/", 1)[1]
+    with _admin_connection() as connection:
+        return connection.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (name,)).fetchone() is not None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class TrackingServer:
+    uri: str  # http://127.0.0.1:PORT
+    database_uri: str  # the PostgreSQL backend store
+    artifacts: Path  # --artifacts-destination
+    log: Path
+    process: subprocess.Popen
+    optuna_storage: str | None = None  # set by tests that give Optuna a database beside it
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _healthy(uri: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{uri}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@contextlib.contextmanager
+def tracking_server(directory: Path, *, startup_timeout: float = 90) -> Iterator[TrackingServer]:
+    """`mlflow server` on a fresh PostgreSQL database with local artifacts, stopped on exit."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    artifacts = directory / "mlartifacts"
+    artifacts.mkdir(exist_ok=True)
+    with fresh_database("rs_test_mlflow") as backend:
+        port = free_port()
+        uri = f"http://127.0.0.1:{port}"
+        log = directory / "mlflow-server.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # No background job runner (GenAI evaluation jobs): 8 fewer processes on a small machine.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                [str(MLFLOW), "server", "--backend-store-uri", backend,
+                 "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+                 "--port", str(port), "--workers", "1"],
+                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=directory, env=env, start_new_session=True,
+            )
+        server = TrackingServer(uri, backend, artifacts, log, process)
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while not _healthy(uri):
+                if process.poll() is not None:
+                    raise RuntimeError(f"mlflow server exited with {process.returncode}:\n"
+                                       f"{server.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server at {uri} not healthy after "
+                                       f"{startup_timeout:.0f}s:\n{server.log_tail()}")
+                time.sleep(0.5)
+            yield server
+        finally:
+            stop_session(process)
+
+
+def stop_session(leader: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the process group of `leader` (its own session), then SIGKILL what is left."""
+    session = leader.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(session, signal.SIGTERM)
+    try:
+        leader.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(session, signal.SIGKILL)
+        leader.wait(timeout=30)
+    deadline = time.monotonic() + grace
+    while session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in session_processes(session):  # children that outlived the grace period
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class TrackedStudies(Studies):
+    """`Studies` whose client, trial runs and CLI calls use a given tracking URI."""
+
+    def __init__(self, home: Path, tracking_uri: str | None = None) -> None:
+        super().__init__(home)
+        self._tracking_uri = tracking_uri
+
+    @property
+    def tracking_uri(self) -> str:
+        return self._tracking_uri or super().tracking_uri
+
+    @property
+    def uri_args(self) -> list[str]:
+        return ["--tracking-uri", self.tracking_uri]
