@@ -150,14 +150,19 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "model config")
 
     def replace(self, **changes: Any) -> ModelConfig:
         return replace(self, **changes)
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """Build a config dataclass from a dict, naming unknown keys (e.g. from a newer checkpoint)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; allowed: {sorted(known)}")
+    return cls(**data)
 
 
 def _check_int(field: str, value: Any, minimum: int) -> None:

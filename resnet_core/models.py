@@ -67,6 +67,18 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
+def branch_convs(in_channels: int, width: int, stride: int, bottleneck: bool) -> list[nn.Conv2d]:
+    """The residual branch's convolutions: 3x3-3x3, or 1x1-3x3-1x1 with 4x expansion."""
+    if bottleneck:
+        out_channels = width * BOTTLENECK_EXPANSION
+        return [
+            nn.Conv2d(in_channels, width, 1, bias=False),
+            conv3x3(width, width, stride),
+            nn.Conv2d(width, out_channels, 1, bias=False),
+        ]
+    return [conv3x3(in_channels, width, stride), conv3x3(width, width)]
+
+
 class PostActivationBlock(nn.Module):
     """He et al. 2015 block (basic or bottleneck), optionally without shortcut (plain).
 
@@ -87,17 +99,10 @@ class PostActivationBlock(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        out_channels = width * BOTTLENECK_EXPANSION if bottleneck else width
+        convs = branch_convs(in_channels, width, stride, bottleneck)
+        out_channels = convs[-1].out_channels
         self.residual = residual
         self.bn_after_add = bn_after_add
-        if bottleneck:
-            convs = [
-                nn.Conv2d(in_channels, width, 1, bias=False),
-                conv3x3(width, width, stride),
-                nn.Conv2d(width, out_channels, 1, bias=False),
-            ]
-        else:
-            convs = [conv3x3(in_channels, width, stride), conv3x3(width, out_channels)]
         self.convs = nn.ModuleList(convs)
         self.bns = nn.ModuleList(nn.BatchNorm2d(c.out_channels) for c in convs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -144,15 +149,8 @@ class PreActivationBlock(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        out_channels = width * BOTTLENECK_EXPANSION if bottleneck else width
-        if bottleneck:
-            convs = [
-                nn.Conv2d(in_channels, width, 1, bias=False),
-                conv3x3(width, width, stride),
-                nn.Conv2d(width, out_channels, 1, bias=False),
-            ]
-        else:
-            convs = [conv3x3(in_channels, width, stride), conv3x3(width, out_channels)]
+        convs = branch_convs(in_channels, width, stride, bottleneck)
+        out_channels = convs[-1].out_channels
         self.convs = nn.ModuleList(convs)
         self.bns = nn.ModuleList(nn.BatchNorm2d(c.in_channels) for c in convs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.config import ModelConfig
+from resnet_core.config import ModelConfig, dataclass_from_dict
 from resnet_core.data import DataSplits
 from resnet_core.hardware import bf16_is_fast, default_device, seed_everything
 from resnet_core.loader import DeviceLoader, make_loaders
@@ -123,11 +123,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown train config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "train config")
 
 
 def configure_determinism(deterministic: bool) -> None:

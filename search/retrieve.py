@@ -17,26 +17,14 @@ from torch import nn
 from resnet_core.checkpoint import CHECKPOINT_FILE, model_from_checkpoint
 from search.champion import CHAMPION_ALIAS
 from search.config import ConfigError
-
-
-def _study(name: str, tracking_uri: str | None):
-    from search import tracking
-
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_tracking_reachable(uri)
-    client = tracking.client_for(uri)
-    run = tracking.find_study_run(client, name)
-    if run is None:
-        raise ConfigError(f"no study named {name!r} in {uri}; pass --tracking-uri or set "
-                          f"MLFLOW_TRACKING_URI to the store the study used")
-    return uri, client, run
+from search.tracking import open_study
 
 
 def study_status(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """The study's trials with their states and metrics, best first."""
     from search import tracking
 
-    uri, client, study_run = _study(name, tracking_uri)
+    uri, client, study_run = open_study(name, tracking_uri)
     params = study_run.data.params
     metric, mode = params.get("study.metric", "val_accuracy"), params.get("study.mode", "max")
     rank_by = "best_val_accuracy" if metric == "val_accuracy" else metric
@@ -129,7 +117,7 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     Returns `(model, config)` where config holds `model`, `train` and `data`
     (the resolved trial) and `test_accuracy`.
     """
-    _, client, study_run = _study(name, tracking_uri)
+    _, client, study_run = open_study(name, tracking_uri)
     registered = study_run.data.tags.get("resnet_search.registered_model") or name
     model, state = load_model_uri(f"models:/{registered}@{CHAMPION_ALIAS}", tracking_uri)
     config = {
@@ -144,7 +132,7 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
 
 def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | None = None) -> Path:
     """Copy the best checkpoint: the champion's, else the best trial's while the study runs."""
-    _, client, study_run = _study(name, tracking_uri)
+    _, client, study_run = open_study(name, tracking_uri)
     registered = study_run.data.tags.get("resnet_search.registered_model") or name
     destination = Path(destination)
     target = destination / CHECKPOINT_FILE if destination.is_dir() else destination

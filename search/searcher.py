@@ -21,6 +21,7 @@ from optuna.storages import RDBStorage
 
 from search.config import ConfigError, StudyConfig
 from search.space import SearchSpace
+from search.tracking import redact_url
 
 METRIC_ATTR = "resnet_search.metric"
 CONNECT_TIMEOUT_S = 10
@@ -54,17 +55,6 @@ def expand_url(url: str) -> str:
         return os.environ[name]
 
     return _ENV_REFERENCE.sub(value, url)
-
-
-def redact_url(url: str) -> str:
-    """A storage URL fit to print: any password replaced by ***."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    if ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 class StudyStorage(RDBStorage):

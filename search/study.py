@@ -275,13 +275,7 @@ def resume_study(name: str, *, address: str | None = None,
 
     from search import tracking
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_tracking_reachable(uri)
-    client = tracking.client_for(uri)
-    study_run = tracking.find_study_run(client, name)
-    if study_run is None:
-        raise ConfigError(f"no study named {name!r} in {uri}; list studies with "
-                          f"`resnet-search status --all` or pass --tracking-uri")
+    uri, client, study_run = tracking.open_study(name, tracking_uri)
     if study_run.data.tags.get(tracking.STATUS) == "completed":
         raise StudyAlreadyCompleted(name, study_run.data.tags.get("resnet_search.registered_model"))
     config = study_config_from_run(client, study_run)

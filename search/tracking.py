@@ -71,7 +71,7 @@ def check_tracking_reachable(uri: str, timeout: float = TRACKING_TIMEOUT_S) -> N
                 pass
         except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"tracking database {_redact(uri)} is unreachable: {first}") from None
+            raise ConfigError(f"tracking database {redact_url(uri)} is unreachable: {first}") from None
         finally:
             if engine is not None:
                 engine.dispose()
@@ -79,14 +79,15 @@ def check_tracking_reachable(uri: str, timeout: float = TRACKING_TIMEOUT_S) -> N
         Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def _redact(uri: str) -> str:
-    """Hide a password in a database URI before it is printed."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in credentials else uri
-    return uri
+def redact_url(url: str) -> str:
+    """A URL fit to print: any password replaced by ***."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    if ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -110,6 +111,18 @@ def find_study_run(client: MlflowClient, name: str):
         order_by=["attributes.start_time DESC"], max_results=1,
     )
     return runs[0] if runs else None
+
+
+def open_study(name: str, tracking_uri: str | None = None):
+    """(uri, client, study run) of a study found by name; ConfigError if there is none."""
+    uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_reachable(uri)
+    client = client_for(uri)
+    run = find_study_run(client, name)
+    if run is None:
+        raise ConfigError(f"no study named {name!r} in {uri}; pass --tracking-uri or set "
+                          f"MLFLOW_TRACKING_URI to the store the study used")
+    return uri, client, run
 
 
 def trial_runs(client: MlflowClient, study_run) -> list:
