@@ -252,6 +252,13 @@ class TrainingRun:
 
     def _check_finite(self, loss_sum: torch.Tensor, step: int) -> None:
         value = loss_sum.item()
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            # All ranks decide together: a rank that stopped alone would leave the
+            # others waiting in the next all-reduce forever.
+            flag = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() and math.isfinite(value):
+                value = float("nan")  # another rank diverged: so does the run
         if not math.isfinite(value):
             raise DivergedError(self.epoch + 1, step, value)
 

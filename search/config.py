@@ -397,6 +397,10 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
                    f"whole number of GPUs")
     if resources.workers_per_trial < 1:
         check.fail(f"[resources] workers_per_trial: {resources.workers_per_trial} must be >= 1")
+    if gpus == "auto" and resources.workers_per_trial > 1:
+        check.fail("[resources] gpus_per_trial: \"auto\" packs single-worker trials; with "
+                   f"workers_per_trial={resources.workers_per_trial} give the GPUs per trial "
+                   "as a number")
     batch_sizes = space["batch_size"].candidates() if "batch_size" in space else (train.batch_size,)
     for batch in batch_sizes or ():
         if batch % resources.workers_per_trial:

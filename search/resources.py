@@ -40,7 +40,8 @@ def trial_resources(config: StudyConfig) -> TrialNeed:
     gpus = gpus_per_trial(config)
     if workers == 1:
         return TrialNeed(cpus, gpus, cpus, gpus, 1)
-    return TrialNeed(cpus + DDP_DRIVER_CPU, gpus, cpus / workers, gpus / workers, workers)
+    # The driver's sliver comes out of the workers' share (search.distributed).
+    return TrialNeed(cpus, gpus, cpus / workers, gpus / workers, workers)
 
 
 def wrap_trainable(config: StudyConfig):

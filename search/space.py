@@ -36,6 +36,13 @@ class SearchSpace:
         self.data = {**asdict(config.data)}
         self.seed = config.study.seed
         self.workers = config.resources.workers_per_trial
+        gpus = config.resources.gpus_per_trial
+        # What a DDP trial (search.distributed) splits among its workers: the trial totals / workers.
+        self.resources = {
+            "workers": self.workers,
+            "cpus_per_worker": config.resources.cpus_per_trial / self.workers,
+            "gpus_per_worker": 0.0 if gpus == "auto" else float(gpus) / self.workers,
+        }
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         family = self._suggest(trial, "family")
@@ -79,7 +86,8 @@ class SearchSpace:
         train["seed"] = self.seed + int(getattr(trial, "number", 0))
         data = {**self.data, "split_seed": self.seed}
         return {"model": model, "train": train, "data": data,
-                "optuna_trial_number": int(getattr(trial, "number", -1))}
+                "optuna_trial_number": int(getattr(trial, "number", -1)),
+                "resources": dict(self.resources)}
 
     def _suggest(self, trial: Any, key: str, context: str | None = None) -> Any:
         param: SpaceParam = self.params[key]

@@ -206,11 +206,16 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
         progress_reporter=progress_table(config),
         verbose=0 if os.environ.get("RESNET_SEARCH_QUIET") else 1,
     )
+    max_concurrent = config.study.max_concurrent_trials or None
+    if config.resources.workers_per_trial > 1:
+        # Tune reserves only a DDP trial's driver sliver (Ray Train reserves the workers),
+        # so it would start every trial at once: cap at what the workers can run.
+        max_concurrent = concurrent_trial_capacity(config)
     tune_config = tune.TuneConfig(
         search_alg=build_searcher(config),
         scheduler=scheduler,
         num_samples=config.study.num_samples,
-        max_concurrent_trials=config.study.max_concurrent_trials or None,
+        max_concurrent_trials=max_concurrent,
         metric=config.study.metric,
         mode=config.study.mode,
         trial_name_creator=trial_name,

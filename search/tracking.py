@@ -285,7 +285,7 @@ class MlflowTrialCallback(Callback):
 
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_accuracy",
                  "lr", "epoch_seconds", "images_per_second", "epoch", "diverged",
-                 "resumed_from_epoch")
+                 "resumed_from_epoch", "world_size")
 
 
 def trial_outcome(last_result: dict[str, Any], epochs: int) -> str:

@@ -1,0 +1,250 @@
+"""DDP trials through Ray Train on this CPU: two gloo workers, real training on digits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from search import tracking
+
+pytestmark = pytest.mark.slow
+
+DDP_STUDY = """
+[study]
+name = "{name}"
+num_samples = 2
+seed = 3
+
+[data]
+dataset = "digits"
+
+[train]
+epochs = 2
+batch_size = 64
+
+[space]
+family = "wrn"
+depth = 10
+width = 1
+lr = {{ low = 0.03, high = 0.2, log = true }}
+
+[scheduler]
+{scheduler}
+
+[resources]
+cpus_per_trial = 1
+workers_per_trial = 2
+
+[tracking]
+registered_model = "{name}-model"
+"""
+
+SCHEDULERS = {
+    # Every trial returns from its function at the end of training.
+    "none": 'kind = "none"',
+    # ASHA stops every trial itself at max_t (the last epoch): Tune removes the trial's
+    # placement group, killing its process; the Train run must still end and free its CPUs,
+    # or the second trial would wait forever.
+    "asha": 'kind = "asha"\ngrace_period = 2\nreduction_factor = 2',
+}
+
+TRIAL = """
+[study]
+name = "unit"
+
+[data]
+dataset = "digits"
+root = "{root}"
+
+[train]
+epochs = {epochs}
+batch_size = 64
+lr = {lr}
+momentum = 0.9
+
+[space]
+family = "wrn"
+depth = 10
+width = 1
+
+[resources]
+cpus_per_trial = 1
+workers_per_trial = 2
+"""
+
+
+def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
+    """A resolved trial exactly as the study's search space hands it to a DDP trial."""
+    import optuna
+    import tomllib
+
+    from search.config import parse_study
+    from search.space import SearchSpace
+
+    raw = tomllib.loads(TRIAL.format(root=tmp_path / "data", epochs=epochs, lr=lr))
+    return SearchSpace(parse_study(raw))(optuna.trial.FixedTrial({}))
+
+
+@pytest.fixture(scope="class")
+def local_ray():
+    import ray
+    from ray import cloudpickle
+
+    # Workers cannot import this test module: ship its functions by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=True, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def fit_and_collect(config: dict, storage: Path, name: str, **kwargs) -> list[tuple[dict, object]]:
+    """Run a DDP trainer; return what the trial process would forward to Tune, in order."""
+    from ray.util.queue import Queue
+
+    from search.distributed import ForwardToTrial, build_trainer
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    result = build_trainer(config, storage_path=str(storage), name=name,
+                           callbacks=[ForwardToTrial(queue)], **kwargs).fit()
+    assert result.error is None
+    return [queue.get() for _ in range(queue.size())]
+
+
+def dump_each_rank_loop(loop_config: dict) -> None:
+    """The real worker loop, then each rank saves the weights and loader share it ended with."""
+    import ray
+
+    from search.distributed import run_worker
+
+    run = run_worker(loop_config)
+    out = Path(loop_config["out"]) / f"rank{run.rank}"
+    torch.save({name: p.detach().cpu() for name, p in run.model.named_parameters()},
+               f"{out}.pt")
+    Path(f"{out}.json").write_text(json.dumps({
+        "rank": run.rank, "world_size": run.world_size, "threads": torch.get_num_threads(),
+        "reserved_cpu": ray.get_runtime_context().get_assigned_resources().get("CPU"),
+        "per_worker_batch": run.train_loader.batch_size,
+        "local_images": run.train_loader.num_images, "history": run.history,
+        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else "",
+    }))
+
+
+@pytest.fixture(scope="class")
+def one_epoch(local_ray, tmp_path_factory):
+    """One epoch of a two-worker trial (gloo, half a CPU each) through the real worker loop."""
+    tmp = tmp_path_factory.mktemp("ddp-unit")
+    config = trial_config(tmp, epochs=1)
+    forwarded = fit_and_collect(config, tmp / "train", "one-epoch", loop=dump_each_rank_loop,
+                                extra_loop_config={"out": str(tmp)})
+    ranks = [json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)]
+    weights = [torch.load(tmp / f"rank{r}.pt") for r in (0, 1)]
+    return config, forwarded, ranks, weights, tmp
+
+
+def test_the_trial_config_carries_the_worker_split(tmp_path):
+    config = trial_config(tmp_path)
+    assert config["resources"] == {"workers": 2, "cpus_per_worker": 0.5, "gpus_per_worker": 0.0}
+
+
+class TestTwoGlooWorkers:
+    """The real worker set-up under Ray Train in this process's own local Ray
+    (shut down when the class ends, before the studies start Ray of their own)."""
+
+    def test_two_gloo_workers_all_reduce_gradients_and_metrics(self, one_epoch):
+        """Both ranks end the epoch with identical weights and identical, reduced train metrics."""
+        _, _, ranks, weights, _ = one_epoch
+        assert [r["rank"] for r in ranks] == [0, 1]
+        assert all(r["world_size"] == 2 and r["backend"] == "gloo" for r in ranks)
+        # cpus_per_trial = 1 over 2 workers: half a CPU each (less half the trial driver's 0.01)
+        # and one torch thread; the global batch of 64 is 32 images per worker.
+        assert all(r["reserved_cpu"] == pytest.approx(0.495) for r in ranks)
+        assert all(r["threads"] == 1 and r["per_worker_batch"] == 32 for r in ranks)
+        assert ranks[0]["local_images"] == ranks[1]["local_images"]
+        # Train metrics are sums over both shares: the same on both ranks, and the
+        # accuracy counts the images of both shares.
+        first, second = (r["history"][0] for r in ranks)
+        for key in ("train_loss", "train_accuracy"):
+            assert first[key] == pytest.approx(second[key], rel=1e-12), key
+        total = ranks[0]["local_images"] + ranks[1]["local_images"]
+        assert first["train_accuracy"] * total == pytest.approx(
+            round(first["train_accuracy"] * total), abs=1e-6)
+        assert first["images_per_second"] > 0
+
+        assert weights[0].keys() == weights[1].keys()
+        for name in weights[0]:
+            assert torch.equal(weights[0][name], weights[1][name]), name
+
+    def test_rank_zero_result_and_checkpoint_reach_the_trial(self, one_epoch):
+        _, forwarded, ranks, _, _ = one_epoch
+        assert len(forwarded) == 1
+        metrics, checkpoint = forwarded[0]
+        assert metrics["epoch"] == 1 and metrics["diverged"] == 0
+        assert metrics["world_size"] == 2 and metrics["rank"] == 0
+        assert metrics["resumed_from_epoch"] == 0 and metrics["device"] == "cpu"
+        assert metrics["val_accuracy"] == ranks[0]["history"][0]["val_accuracy"]
+        assert metrics["best_val_accuracy"] == metrics["val_accuracy"]
+        assert checkpoint is not None
+
+    def test_a_restarted_trial_resumes_from_its_checkpoint(self, one_epoch):
+        from resnet_core.checkpoint import load_checkpoint
+
+        _, forwarded, _, weights, tmp = one_epoch
+        checkpoint = forwarded[0][1]
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(directory)
+        assert state["epoch"] == 1
+        for name, tensor in weights[0].items():
+            assert torch.equal(state["model"][name], tensor), name
+
+        resumed = fit_and_collect(trial_config(tmp, epochs=2), tmp / "train", "resumed",
+                                  resume_from=checkpoint)
+        assert [m["epoch"] for m, _ in resumed] == [2]
+        assert resumed[0][0]["resumed_from_epoch"] == 1
+        assert resumed[0][1] is not None
+
+    def test_a_diverged_trial_ends_cleanly_on_every_rank(self, local_ray, tmp_path):
+        forwarded = fit_and_collect(trial_config(tmp_path, epochs=2, lr=1e12), tmp_path / "train",
+                                    "diverged")
+        assert len(forwarded) == 1
+        metrics, checkpoint = forwarded[0]
+        assert metrics["diverged"] == 1 and metrics["epoch"] == 1
+        assert metrics["val_accuracy"] == 0.0 and metrics["val_loss"] == 1e9
+        assert "non-finite" in metrics["error"]
+        assert checkpoint is None
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_quickstart_style_study_with_two_workers_per_trial(studies, scheduler):
+    """The issue's acceptance: workers_per_trial = 2 runs whole studies on this 2-core machine."""
+    path = studies.write("ddp", DDP_STUDY.format(name="ddp", scheduler=SCHEDULERS[scheduler]))
+    result = studies.cli("run", str(path), timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "registered model: models:/ddp-model@champion (version 1)" in result.stdout
+
+    client = studies.client()
+    runs = studies.trial_runs("ddp")
+    assert len(runs) == 2
+    for run in runs:
+        assert run.data.tags[tracking.STATUS] == "completed"
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert run.data.tags.get(tracking.CHECKPOINT)
+        assert run.data.metrics["world_size"] == 2  # MLflow records the DDP width
+
+    # Ray's own record of every result: two workers per trial, rank 0 reporting.
+    trial_dirs = sorted((studies.home / "ray_results" / "ddp").glob("trial_*"))
+    assert len(trial_dirs) == 2
+    for trial_dir in trial_dirs:
+        results = [json.loads(line) for line in
+                   (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        assert [r["epoch"] for r in results] == [1, 2]
+        assert all(r["world_size"] == 2 and r["rank"] == 0 for r in results)
+        assert sorted(p.name for p in trial_dir.glob("checkpoint_*"))  # Tune holds checkpoints
+        # Ray Train's staging folder is gone once Tune has its own copies.
+        assert not (trial_dir / "ddp-train").exists()
