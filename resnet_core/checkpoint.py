@@ -8,6 +8,7 @@ execute anything on load.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from resnet_core.config import ModelConfig
 from resnet_core.models import build_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable resnet-search checkpoint."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -43,9 +48,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Either not a checkpoint at all, or one that holds code: never load it unsafely.
+        raise CheckpointError(f"{path} is not a resnet-search checkpoint (it holds objects "
+                              f"other than tensors and plain values, or is not a torch file)"
+                              ) from None
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} is not a readable torch file: "
+                              f"{str(error).splitlines()[0]}") from None
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise ValueError(f"{path} is not a resnet-search checkpoint (no model / model_config)")
+        raise CheckpointError(f"{path} is not a resnet-search checkpoint (no model / model_config)")
     return state
 
 

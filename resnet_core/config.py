@@ -115,9 +115,9 @@ class ModelConfig:
             raise ValueError(f"dropout={self.dropout!r} must be a number in [0, 1)")
         if not is_valid_depth(self.family, self.block, self.depth):
             a, b = depth_rule(self.family, self.block)
-            kind = "wrn" if self.family == "wrn" else f"{self.block} blocks"
+            kind = "" if self.family == "wrn" else f" with {self.block} blocks"
             raise ValueError(
-                f"depth={self.depth} is invalid for {self.family} with {kind}: "
+                f"depth={self.depth} is invalid for {self.family}{kind}: "
                 f"depth must be {a}n+{b} with n >= 1 (e.g. {a + b}, {2 * a + b}, {3 * a + b})"
             )
 

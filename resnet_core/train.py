@@ -117,6 +117,9 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be > 0 or unset")
         object.__setattr__(self, "milestones", tuple(self.milestones))
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones={list(self.milestones)} must be fractions of training "
+                             f"in (0, 1), e.g. 0.5 0.75")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -46,6 +46,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a port in 1-65535")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -155,14 +162,15 @@ def _add_search_commands(commands: Any) -> None:
     ui = commands.add_parser("ui", help="open the MLflow dashboard of the local store")
     ui.add_argument("--tracking-uri", default=None)
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default localhost only)")
-    ui.add_argument("--port", type=_positive_int, default=5000)
+    ui.add_argument("--port", type=_port, default=5000)
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else [tracking] uri)")
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else [tracking] uri "
+                             "of the study file for run, else the local store)")
 
 
 # ---------------------------------------------------------------- commands
@@ -205,6 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("dropout", "block", "shortcut", "bn_position")
                  if getattr(args, k) is not None}
+    if args.milestones and args.schedule != "milestones":
+        raise UsageError(f"--milestones needs --schedule milestones (got --schedule {args.schedule})")
     with user_input():
         model_config, train_config, data_config = _train_configs(args, overrides)
     out = args.out or Path("runs") / f"{model_config.name}-{args.dataset}"
@@ -277,13 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or _search_command(args.command)
+    from resnet_core.checkpoint import CheckpointError
     from resnet_core.data import DataConfigError
     from resnet_core.train import DivergedError
     from search.config import ConfigError
 
     try:
+        _check_device(getattr(args, "device", None))
         return handler(args)
-    except (UsageError, ConfigError, DataConfigError, FileNotFoundError) as error:
+    except (UsageError, ConfigError, DataConfigError, CheckpointError, FileNotFoundError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"resnet-search: error: {message}", file=sys.stderr)
         return EXIT_USAGE
@@ -293,6 +305,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("resnet-search: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_device(device: str | None) -> None:
+    """--device must name a device this machine has, before anything starts."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: this machine has no CUDA GPU; use --device cpu")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+    if chosen.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N")
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------- sections
 
 METRICS = {"val_accuracy": "max", "val_loss": "min", "best_val_accuracy": "max"}
+TRACKING_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql", "mysql", "file:")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class StudySection:
     name: str
     num_samples: int = 12
     metric: str = "val_accuracy"
-    mode: str = "max"
+    mode: str | None = None  # None: the metric's own direction
     seed: int = 0
     max_concurrent_trials: int = 0  # 0: as many as resources allow
     sampler: str = "tpe"
@@ -53,6 +54,7 @@ class DataSection:
     download: bool = False
     val_size: int | None = None
     subset: int | None = None
+    augment: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,13 @@ class TrainSection:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.8)  # fractions of training, for "milestones"
+    gamma: float = 0.2
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     grad_clip: float | None = None
+    exempt_bn_and_bias: bool = False
+    deterministic: bool = False
     amp: bool | None = None  # None: on where bf16 is fast
     channels_last: bool = True
     compile: bool = False
@@ -248,10 +254,12 @@ class _Checker:
             "float|None": _is_number(value),
             "bool|None": isinstance(value, bool),
             "float|str": _is_number(value) or isinstance(value, str),
+            "tuple[float,...]": isinstance(value, list) and all(_is_number(v) for v in value),
         }.get(expected, True)
         if not ok:
             kind = {"str": "a string", "int": "an integer", "float": "a number",
-                    "bool": "true or false"}[expected.split("|")[0]]
+                    "bool": "true or false", "tuple[float,...]": "a list of numbers"
+                    }[expected.split("|")[0]]
             self.fail(f"{where}: {value!r} must be {kind}")
 
     def space_param(self, key: str, value: Any) -> SpaceParam:
@@ -331,6 +339,10 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
     if study.metric not in METRICS:
         check.fail(f"[study] metric: {study.metric!r} is not one of {', '.join(METRICS)}"
                    f"{_did_you_mean(study.metric, METRICS)}")
+    if study.metric in METRICS and study.mode is None:
+        object.__setattr__(study, "mode", METRICS[study.metric])
+    if study.seed < 0:
+        check.fail(f"[study] seed: {study.seed} must be >= 0")
     if study.mode not in ("max", "min"):
         check.fail(f"[study] mode: {study.mode!r} must be \"max\" or \"min\"")
     if study.mode != METRICS[study.metric]:
@@ -366,6 +378,17 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
         check.fail(f"[train] warmup_epochs: {train.warmup_epochs} must be in [0, epochs={train.epochs}]")
     if not 0 <= train.label_smoothing < 1:
         check.fail(f"[train] label_smoothing: {train.label_smoothing} must be in [0, 1)")
+    if not train.milestones or any(not 0 < m < 1 for m in train.milestones):
+        check.fail(f"[train] milestones: {list(train.milestones)} must be fractions of training "
+                   f"in (0, 1), e.g. [0.5, 0.75]")
+    if not train.gamma > 0:
+        check.fail(f"[train] gamma: {train.gamma} must be > 0")
+    if train.weight_decay < 0:
+        check.fail(f"[train] weight_decay: {train.weight_decay} must be >= 0")
+    if not 0 <= train.momentum < 1:
+        check.fail(f"[train] momentum: {train.momentum} must be in [0, 1)")
+    if train.grad_clip is not None and not train.grad_clip > 0:
+        check.fail(f"[train] grad_clip: {train.grad_clip} must be > 0 (or left out)")
 
     duplicated = sorted(set(space) & set(raw.get("train", {})))
     if duplicated:
@@ -401,13 +424,24 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
         check.fail("[resources] gpus_per_trial: \"auto\" packs single-worker trials; with "
                    f"workers_per_trial={resources.workers_per_trial} give the GPUs per trial "
                    "as a number")
-    batch_sizes = space["batch_size"].candidates() if "batch_size" in space else (train.batch_size,)
+    workers = resources.workers_per_trial
+    batch_param = space.get("batch_size")
+    if batch_param is not None and batch_param.kind == "int" and workers > 1:
+        step = int(batch_param.step or 1)
+        if batch_param.low % workers or step % workers:
+            check.fail(f"[space] batch_size: {_describe(batch_param)} can sample batches that "
+                       f"{workers} workers cannot split; use low and step divisible by "
+                       f"workers_per_trial={workers}, or a list")
+    batch_sizes = batch_param.candidates() if batch_param is not None else (train.batch_size,)
     for batch in batch_sizes or ():
         if batch % resources.workers_per_trial:
             check.fail(f"batch_size {batch} is not divisible by [resources] workers_per_trial="
                        f"{resources.workers_per_trial}; batch_size is the global batch")
 
     tracking = config.tracking
+    if tracking.uri is not None and not tracking.uri.startswith(TRACKING_SCHEMES):
+        check.fail(f"[tracking] uri: {tracking.uri!r} is not a tracking URI; use "
+                   f"http(s)://host:port, sqlite:///path, postgresql://... or mysql://...")
     if not tracking.experiment.strip():
         check.fail("[tracking] experiment: must not be empty")
 

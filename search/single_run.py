@@ -130,6 +130,7 @@ def evaluate_module(
         overrides["root"] = root
     data_config = DataConfig(**{**asdict(data_config), **overrides})
     data = load_data(data_config)
+    _check_model_fits_data(model, data)
     chosen = torch.device(device) if device else default_device()
     model = model.to(chosen).eval()
     # Plain batches (no shuffling, no augmentation), whichever split is scored.
@@ -143,3 +144,17 @@ def evaluate_module(
         "accuracy": accuracy,
         "loss": loss,
     }
+
+
+def _check_model_fits_data(model: torch.nn.Module, data) -> None:
+    """A model trained on other images cannot score these: say so instead of crashing."""
+    from resnet_core.data import DataConfigError
+
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    if config.in_channels != data.in_channels or config.num_classes != data.num_classes:
+        raise DataConfigError(
+            f"the model takes {config.in_channels}-channel images and predicts "
+            f"{config.num_classes} classes, but {data.name} has {data.in_channels} channel(s) and "
+            f"{data.num_classes} classes; evaluate it on the dataset it was trained on")

@@ -55,11 +55,14 @@ def absolute_paths(config: StudyConfig, base: Path | None = None) -> StudyConfig
 
 def prepare_data(config: StudyConfig) -> None:
     """Check (or download) the dataset once in the driver, before any trial starts."""
-    from resnet_core.data import DataConfig, load_data
+    from resnet_core.data import DataConfig, DataConfigError, load_data
 
     data = config.data
-    load_data(DataConfig(dataset=data.dataset, root=data.root, download=data.download,
-                         val_size=data.val_size, subset=data.subset))
+    try:
+        load_data(DataConfig(dataset=data.dataset, root=data.root, download=data.download,
+                             val_size=data.val_size, subset=data.subset, augment=data.augment))
+    except DataConfigError as error:
+        raise ConfigError(f"{Path(config.path).name or 'study'}: [data] {error}") from None
 
 
 def start_ray(address: str | None) -> None:
@@ -236,12 +239,12 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     config = absolute_paths(config)
     uri = tracking.resolve_tracking_uri(tracking_uri, config.tracking.uri)
     tracking.check_tracking_reachable(uri)
+    prepare_data(config)
     check_optuna_storage(config)
     client = tracking.client_for(uri)
     if tracking.find_study_run(client, config.study.name) is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
                           f"`resnet-search resume {config.study.name}` or pick another --name")
-    prepare_data(config)
     start_ray(address)
     check_resources(config)
     check_storage_shared(config.storage.path)

@@ -50,6 +50,11 @@ def resolve_tracking_uri(cli_value: str | None, config_value: str | None = None)
 
 def check_tracking_reachable(uri: str, timeout: float = TRACKING_TIMEOUT_S) -> None:
     """Fail within seconds (ConfigError) when the tracking store cannot be reached."""
+    from search.config import TRACKING_SCHEMES
+
+    if not uri.startswith(TRACKING_SCHEMES):
+        raise ConfigError(f"tracking URI {redact_url(uri)!r} is not supported; use "
+                          f"http(s)://host:port, sqlite:///path, postgresql://... or mysql://...")
     if uri.startswith(("http://", "https://")):
         import requests
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from resnet_core.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from resnet_core.data import DataConfig, load_data
 from resnet_core.models import parse_model_name
 from resnet_core.train import DivergedError, TrainConfig, TrainingRun, fit
@@ -121,7 +125,7 @@ class _Exploit:
 def test_checkpoints_load_without_running_code(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"model": {}, "model_config": {}, "payload": _Exploit()}, evil)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="is not a resnet-search checkpoint"):
         load_checkpoint(evil)
     assert not (Path.cwd() / "pwned").exists()
 

@@ -40,6 +40,15 @@ def test_train_writes_checkpoint_and_metrics_and_evaluate_agrees(tmp_path):
                          "--json").stdout)
     assert val["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=0.01)
 
+    other = cli("evaluate", "--checkpoint", str(out), "--dataset", "synthetic")
+    assert other.returncode == 2
+    assert "the model takes 1-channel images and predicts 10 classes, but synthetic has 3" in (
+        other.stderr)
+    not_a_checkpoint = cli("evaluate", "--checkpoint", str(out / "metrics.json"))
+    assert not_a_checkpoint.returncode == 2
+    assert "is not a resnet-search checkpoint" in not_a_checkpoint.stderr
+    assert "weights_only" not in not_a_checkpoint.stderr  # never advise the unsafe load
+
 
 def test_train_resumes_an_interrupted_run(tmp_path):
     out = tmp_path / "run"
@@ -66,6 +75,10 @@ def test_train_resumes_an_interrupted_run(tmp_path):
          "bn_position='after_add' needs family 'resnet'"),
         (["--dataset", "cifar10", "--root", "/nonexistent"],
          "dataset 'cifar10' not found"),
+        (["--device", "gpu"], "--device 'gpu' is not a device"),
+        (["--milestones", "0.5"], "--milestones needs --schedule milestones"),
+        (["--schedule", "milestones", "--milestones", "1.5"],
+         "milestones=[1.5] must be fractions of training in (0, 1)"),
     ],
 )
 def test_bad_train_arguments_give_one_line_and_exit_2(args, message, tmp_path):

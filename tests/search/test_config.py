@@ -92,6 +92,17 @@ BAD_STUDIES = [
     ("after_add without resnet", "[space]\nbn_position = ['before_add', 'after_add']",
      "[space] bn_position: 'after_add' needs family 'resnet'"),
     ("name with slash", "[study]\nname = 'a/b'", "[study] name: 'a/b' must be a non-empty name"),
+    ("negative weight decay", "[train]\nweight_decay = -1", "[train] weight_decay: -1 must be >= 0"),
+    ("momentum above one", "[train]\nmomentum = 1.5", "[train] momentum: 1.5 must be in [0, 1)"),
+    ("zero grad clip", "[train]\ngrad_clip = 0", "[train] grad_clip: 0 must be > 0"),
+    ("negative seed", "[study]\nseed = -1", "[study] seed: -1 must be >= 0"),
+    ("milestone beyond training", "[train]\nmilestones = [0.5, 1.5]",
+     "[train] milestones: [0.5, 1.5] must be fractions of training in (0, 1)"),
+    ("tracking uri without scheme", "[tracking]\nuri = 'mlflow:5000'",
+     "[tracking] uri: 'mlflow:5000' is not a tracking URI"),
+    ("batch range workers cannot split",
+     "[space]\nbatch_size = { low = 30, high = 100 }\n[resources]\nworkers_per_trial = 2",
+     "[space] batch_size: { low = 30, high = 100 } can sample batches that 2 workers cannot"),
     ("wrn with bottleneck only", "[space]\nblock = 'bottleneck'",
      "[space] block: ['bottleneck'] has no block for family 'wrn'"),
 ]
@@ -107,6 +118,13 @@ def test_bad_studies_give_one_clear_line(patch, message):
     assert text.startswith("bad.toml: ")
     assert message in text, text
     assert "\n" not in text
+
+
+def test_mode_follows_the_metric_unless_given():
+    assert parse_study(study("[study]\nmetric = 'val_loss'")).study.mode == "min"
+    assert parse_study(study()).study.mode == "max"
+    config = parse_study(study("[train]\nmilestones = [0.5, 0.75]\nschedule = 'milestones'"))
+    assert SearchSpace(config)(FixedTrial())["train"]["milestones"] == [0.5, 0.75]
 
 
 def test_missing_name_and_space():
