@@ -258,3 +258,18 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_the_readme_study_file_is_valid_as_written():
+    import optuna
+
+    from resnet_core.config import ModelConfig
+
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_study(tomllib.loads(example), label="README.md")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        trial = study.ask()
+        ModelConfig(**SearchSpace(config)(trial)["model"])
+        study.tell(trial, 0.5)
