@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "synthetic")
+IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+                "svhn": (3, 32, 32)}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -87,6 +89,13 @@ class DataConfig:
     augment: bool = True
     synthetic_shape: tuple[int, int, int] = (3, 32, 32)
     synthetic_size: int = 1024
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of this dataset's images, without loading it."""
+        if self.dataset == "synthetic":
+            return tuple(self.synthetic_shape)
+        return IMAGE_SHAPES[self.dataset]
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:

@@ -37,7 +37,7 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, best, ch
         test_accuracy, test_loss = scored["accuracy"], scored["loss"]
         checkpoint_file = Path(scratch) / CHECKPOINT_FILE
         shutil.copyfile(local / CHECKPOINT_FILE, checkpoint_file)
-        channels, size = state["model_config"]["in_channels"], _image_size(data_config)
+        image_shape = data_config.image_shape
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         trial_run = _trial_run_id(client, study_run_id, best)
@@ -51,7 +51,7 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, best, ch
         with mlflow.start_run(run_id=study_run_id):
             info = mlflow.pytorch.log_model(
                 model, name="model",
-                input_example=np.zeros((1, channels, *size), dtype=np.float32),
+                input_example=np.zeros((1, *image_shape), dtype=np.float32),
                 extra_files=[str(checkpoint_file)],
                 metadata={"model_config": state["model_config"], "test_accuracy": test_accuracy},
             )
@@ -71,11 +71,6 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, best, ch
         "checkpoint": str(checkpoint.path),
     }
     return {"best": best_summary, "version": version.version, "test_accuracy": test_accuracy}
-
-
-def _image_size(data_config) -> tuple[int, int]:
-    return {"digits": (8, 8)}.get(data_config.dataset, tuple(data_config.synthetic_shape[1:])
-                                  if data_config.dataset == "synthetic" else (32, 32))
 
 
 def _metric(key: str, value: float):

@@ -46,6 +46,10 @@ class StudySection:
     optuna_storage: str | None = None  # e.g. postgresql://host/db, to warm-start later studies
     optuna_study: str | None = None  # the Optuna study in that storage (default: the name)
 
+    def __post_init__(self) -> None:
+        if self.mode is None and self.metric in METRICS:  # the metric's own direction
+            object.__setattr__(self, "mode", METRICS[self.metric])
+
 
 @dataclass(frozen=True)
 class DataSection:
@@ -233,6 +237,11 @@ class _Checker:
     def fail(self, message: str) -> None:
         raise ConfigError(f"{self.label}: {message}")
 
+    def one_of(self, where: str, value: Any, options: Any) -> None:
+        if value not in options:
+            self.fail(f"{where}: {value!r} is not one of {', '.join(options)}"
+                      f"{_did_you_mean(str(value), options)}")
+
     def section(self, section: str, cls: type, values: dict[str, Any]) -> Any:
         allowed = {name: spec for name, spec in cls.__dataclass_fields__.items()}
         for key, value in values.items():
@@ -336,11 +345,7 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
         check.fail(f"[study] name: {study.name!r} must be a non-empty name without slashes")
     if study.num_samples < 1:
         check.fail(f"[study] num_samples: {study.num_samples} must be >= 1")
-    if study.metric not in METRICS:
-        check.fail(f"[study] metric: {study.metric!r} is not one of {', '.join(METRICS)}"
-                   f"{_did_you_mean(study.metric, METRICS)}")
-    if study.metric in METRICS and study.mode is None:
-        object.__setattr__(study, "mode", METRICS[study.metric])
+    check.one_of("[study] metric", study.metric, METRICS)
     if study.seed < 0:
         check.fail(f"[study] seed: {study.seed} must be >= 0")
     if study.mode not in ("max", "min"):
@@ -355,9 +360,7 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
         check.fail(f"[study] sampler: {study.sampler!r} must be \"tpe\" or \"random\"")
 
     data = config.data
-    if data.dataset not in DATASETS:
-        check.fail(f"[data] dataset: {data.dataset!r} is not one of {', '.join(DATASETS)}"
-                   f"{_did_you_mean(data.dataset, DATASETS)}")
+    check.one_of("[data] dataset", data.dataset, DATASETS)
     for key in ("val_size", "subset"):
         value = getattr(data, key)
         if value is not None and value < 1:
@@ -367,11 +370,8 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
         check.fail(f"[train] epochs: {train.epochs} must be >= 1")
     if train.batch_size < 1:
         check.fail(f"[train] batch_size: {train.batch_size} must be >= 1")
-    if train.optimizer not in OPTIMIZERS:
-        check.fail(f"[train] optimizer: {train.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"
-                   f"{_did_you_mean(train.optimizer, OPTIMIZERS)}")
-    if train.schedule not in SCHEDULES:
-        check.fail(f"[train] schedule: {train.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    check.one_of("[train] optimizer", train.optimizer, OPTIMIZERS)
+    check.one_of("[train] schedule", train.schedule, SCHEDULES)
     if not train.lr > 0:
         check.fail(f"[train] lr: {train.lr} must be > 0")
     if not 0 <= train.warmup_epochs <= train.epochs:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from resnet_core.config import ModelConfig
+from resnet_core.data import DataConfig
 from resnet_core.models import build_model
 
 CUDA_OVERHEAD_BYTES = 600 * 2**20  # context, cuDNN/cuBLAS workspaces, allocator slack
@@ -36,8 +37,6 @@ BACKWARD_BUFFERS = 1.3
 MAX_TRIALS_PER_GPU = 8  # beyond this, trials mostly wait for each other's kernels
 DEFAULT_GPU_MEMORY_BYTES = 16 * 2**30
 OPTIMIZER_STATES = {"sgd": 1, "nesterov": 1, "adam": 2, "adamw": 2, "adagrad": 1, "rmsprop": 2}
-IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
-                "svhn": (3, 32, 32)}
 DATASET_IMAGES = {"digits": 1797, "cifar10": 60000, "cifar100": 60000, "svhn": 99289}
 
 
@@ -132,7 +131,7 @@ class AutoGpuResources:
         train = trial_config["train"]
         estimate = estimate_training_memory(
             ModelConfig(**trial_config["model"]), train["batch_size"],
-            IMAGE_SHAPES.get(self.dataset, (3, 32, 32)), optimizer=train["optimizer"],
+            DataConfig(self.dataset).image_shape, optimizer=train["optimizer"],
             amp=train.get("amp") is not False, dataset_images=DATASET_IMAGES.get(self.dataset, 0),
         )
         return gpu_fraction(estimate.total, self.gpu_bytes)
