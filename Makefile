@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast lint bench install mlflow-ui cluster-up cluster-down clean
+.PHONY: demo test test-fast lint bench bench-overhead mutate bench-search install mlflow-ui cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/platform_overhead.py
+
+bench-overhead: $(STAMP)
+	$(BIN)/python benchmarks/platform_overhead.py
+
+# Deliberate bugs, one at a time: each must make its tests fail (tests/README.md).
+mutate: $(STAMP)
+	$(BIN)/python tests/mutate.py
+
+# Random vs TPE, with and without ASHA, at one trial-epoch budget (~45 min on 2 cores).
+bench-search: $(STAMP)
+	$(BIN)/python benchmarks/search_efficiency.py
 
 mlflow-ui: $(STAMP)
 	$(BIN)/resnet-search ui

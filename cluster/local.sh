@@ -4,6 +4,7 @@
 #   cluster/local.sh up N      start a Ray head plus N worker nodes (N >= 0)
 #   cluster/local.sh down      stop exactly the processes `up` started
 #   cluster/local.sh status    say whether the cluster is up (exit 0 up, 3 down)
+#   cluster/local.sh kill I    SIGKILL every process of worker node I (1..N): node loss, for chaos tests
 #   cluster/local.sh address   print the address to pass to --address
 #   cluster/local.sh clean     remove the state (and fallback log) directory; cluster must be down
 #
@@ -286,6 +287,7 @@ EOF
         [[ -n $new ]] || { log "cannot find the processes of node $i"; false; }
         sids="$sids$new"
         sed -i '/^SIDS=/d' "$STATE_DIR/state.env"
+        echo "NODE_${i}_SIDS=${new# }" >>"$STATE_DIR/state.env"
         echo "SIDS=${sids# }" >>"$STATE_DIR/state.env"
         if ((i == 0)); then
             # Ray on Linux replaces 127.0.0.1 by the host's own IP in the node
@@ -300,7 +302,7 @@ EOF
     done
 
     log "waiting for $((n + 1)) nodes to be alive"
-    "$PY" - "$address" "$((n + 1))" "$UP_TIMEOUT" <<'EOF' >>"$STATE_DIR/up.log" 2>&1 || { tail -n 5 "$STATE_DIR/up.log" >&2; false; }
+    "$PY" - "$address" "$((n + 1))" "$UP_TIMEOUT" "$STATE_DIR/nodes" <<'EOF' >>"$STATE_DIR/up.log" 2>&1 || { tail -n 5 "$STATE_DIR/up.log" >&2; false; }
 import sys, time
 import ray
 address, want, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -310,6 +312,10 @@ while True:
     alive = [n for n in ray.nodes() if n["Alive"]]
     if len(alive) >= want:
         print(f"{len(alive)} nodes alive")
+        # Which Ray node id is node i (its custom resource local-node-<i>), for `kill` and tests.
+        ids = {r: n["NodeID"] for n in alive for r in n["Resources"] if r.startswith("local-node-")}
+        with open(sys.argv[4], "w") as f:
+            f.writelines(f"{r.removeprefix('local-node-')} {i}\n" for r, i in sorted(ids.items()))
         break
     if time.time() > deadline:
         sys.exit(f"only {len(alive)} of {want} nodes alive after {timeout:.0f} s")
@@ -416,6 +422,28 @@ cmd_status() {
         "$(echo "$pids" | wc -l) live processes (state: $STATE_DIR)"
 }
 
+# SIGKILL every process of worker node $1 (its sessions and their descendants), as a
+# machine that loses power would; the other nodes and the head keep running.
+cmd_kill() {
+    local i=${1:-} node_sids sids="" sid pids
+    [[ $i =~ ^[0-9]+$ ]] || die "usage: $PROG kill I   (I = a worker node, 1..N)"
+    [[ -f $STATE_DIR/state.env && -n $(current_pids) ]] || die "no cluster up (state: $STATE_DIR)"
+    ((i >= 1)) || die "kill $i: node 0 is the head; kill a worker node (1..$(($(state_get NODES) - 1)))"
+    ((i < $(state_get NODES))) || die "kill $i: no such worker node (1..$(($(state_get NODES) - 1)))"
+    node_sids=$(state_get "NODE_${i}_SIDS")
+    [[ -n $node_sids ]] || die "kill $i: the state in $STATE_DIR does not record node $i's sessions"
+    local valid=" $(live_sids) "
+    for sid in $node_sids; do [[ $valid == *" $sid "* ]] && sids="$sids $sid"; done
+    pids=""
+    [[ -z $sids ]] || pids=$(cluster_pids "${sids# }" "" trust)
+    [[ -n $pids ]] || { echo "node $i is already down"; return 0; }
+    echo "SIGKILL to $(echo "$pids" | wc -l) processes of node $i"
+    signal_bucket KILL all 10 <<<"$pids"
+    pids=$(cluster_pids "${sids# }" "" trust)
+    [[ -z $pids ]] || die "kill $i: processes still alive: $(echo "$pids" | paste -sd' ' -)"
+    echo "node $i killed"
+}
+
 cmd_address() {
     [[ -f $STATE_DIR/state.env && -n $(current_pids) ]] || die "no cluster up (state: $STATE_DIR)"
     state_get ADDRESS
@@ -440,7 +468,8 @@ up) shift; cmd_up "$@" ;;
 down) cmd_down ;;
 status) cmd_status ;;
 address) cmd_address ;;
+kill) shift; cmd_kill "$@" ;;
 clean) cmd_clean ;;
--h | --help | help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
-*) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+-h | --help | help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+*) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -2,7 +2,18 @@
 
 A checkpoint is a dict of state dicts, tensors and plain Python values, so it
 loads with `torch.load(weights_only=True)`: a file from someone else cannot
-execute anything on load.
+execute anything on load. `TrainingRun.state_dict()` writes it, with these keys:
+
+    format_version   1
+    model_config     ModelConfig as a dict (num_classes / in_channels of the data)
+    train_config     TrainConfig as a dict
+    data_config      DataConfig as a dict, or None (a run built from bare splits)
+    epoch            epochs completed
+    model            weights of the unwrapped model
+    optimizer, scheduler, rng, history
+
+Every writer (the `train` command, Tune trials, DDP rank 0) saves that dict
+unchanged; checkpoints of earlier versions had the same keys.
 """
 
 from __future__ import annotations
@@ -10,6 +21,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +30,7 @@ import torch
 from torch import nn
 
 from resnet_core.config import ModelConfig
+from resnet_core.data import DataConfig
 from resnet_core.models import build_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -49,23 +63,57 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
+        _check_crc(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # Either not a checkpoint at all, or one that holds code: never load it unsafely.
         raise CheckpointError(f"{path} is not a resnet-search checkpoint (it holds objects "
                               f"other than tensors and plain values, or is not a torch file)"
                               ) from None
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} is not a readable torch file: "
-                              f"{str(error).splitlines()[0]}") from None
+    except Exception as error:  # a torn file fails in many ways: EOF, zip, OS, pickle keys
+        # A writer killed half-way, a full disk or a bad copy: truncated or corrupt.
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: "
+                              f"{_first_sentence(error)})") from None
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path} is not a resnet-search checkpoint (no model / model_config)")
     return state
 
 
+def _check_crc(path: Path) -> None:
+    """torch does not check the CRCs of its zip records: zeros over the weights load silently."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ValueError(f"record {bad.split('/', 1)[-1]} fails its CRC check")
+
+
+def _first_sentence(error: Exception) -> str:
+    """`Type: first sentence` of an error (torch's zip errors run to a paragraph)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = text.split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def data_config_to_dict(config: DataConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def data_config_from_dict(data: dict[str, Any] | None) -> DataConfig:
+    """The DataConfig of a checkpoint (or of MLflow params, where tuples became lists)."""
+    values = dict(data or {})
+    if "synthetic_shape" in values:
+        values["synthetic_shape"] = tuple(values["synthetic_shape"])
+    return DataConfig(**values)
+
+
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from the checkpoint alone; returns (model in eval mode, state)."""
     state = load_checkpoint(path)
-    model = build_model(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    try:
+        model = build_model(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path} holds weights that do not fit its model_config "
+                              f"({_first_sentence(error)})") from None
     return model.eval(), state

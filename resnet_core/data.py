@@ -12,20 +12,30 @@ through torchvision, which verifies their checksums.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from resnet_core.config import at_least, check_fields, option
+
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "synthetic")
 IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
                 "svhn": (3, 32, 32)}
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "synthetic": 10}
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing from the data root."""
+
+
+class DatasetDownloadError(DatasetNotFoundError):
+    """A dataset's files could not be fetched (no network, DNS, a proxy, a bad checksum)."""
 
 
 class DataConfigError(ValueError):
@@ -64,31 +74,23 @@ class DataSplits:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data, and how it is split.
+    """Which data, and how it is split; each field's meaning is its `help` below."""
 
-    Args:
-        dataset: one of DATASETS.
-        root: where datasets live (CIFAR in `root/cifar-10-batches-py`, ...).
-        download: fetch missing files (CIFAR, SVHN) with torchvision.
-        val_size: images carved from the training set for validation; None
-            picks the dataset's default (5000 for CIFAR and SVHN, 10% of digits).
-        subset: keep only this many training images (quick runs); None keeps all.
-        split_seed: seed of the train/validation split (kept fixed across a study
-            so that every trial is scored on the same images).
-        augment: random crops and flips where they suit the dataset.
-        synthetic_shape: (channels, height, width) of `synthetic` images.
-        synthetic_size: training images of `synthetic` (test gets a fifth).
-    """
-
-    dataset: str = "digits"
-    root: str = "data"
-    download: bool = False
-    val_size: int | None = None
-    subset: int | None = None
-    split_seed: int = 0
-    augment: bool = True
-    synthetic_shape: tuple[int, int, int] = (3, 32, 32)
-    synthetic_size: int = 1024
+    dataset: str = option("digits", "the dataset", choices=DATASETS)
+    root: str = option("data", "where datasets live (CIFAR in ROOT/cifar-10-batches-py, ...)")
+    download: bool = option(False, "fetch missing files (CIFAR, SVHN) with torchvision")
+    val_size: int | None = option(
+        None, "images carved from the training set for validation (unset: 5000 for CIFAR "
+              "and SVHN, 10% of digits)", bounds=at_least(1))
+    subset: int | None = option(None, "train on this many images only (unset: all)",
+                                bounds=at_least(1))
+    split_seed: int = option(0, "seed of the train/validation split (in a study: added to "
+                                "[study] seed, fixed for every trial)")
+    augment: bool = option(True, "random crops and flips where they suit the dataset")
+    synthetic_shape: tuple[int, int, int] = option((3, 32, 32), "(channels, height, width) of "
+                                                                "synthetic images")
+    synthetic_size: int = option(1024, "training images of synthetic (test gets a fifth)",
+                                 bounds=at_least(1))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -97,14 +99,13 @@ class DataConfig:
             return tuple(self.synthetic_shape)
         return IMAGE_SHAPES[self.dataset]
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of this dataset, without loading it."""
+        return NUM_CLASSES[self.dataset]
+
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset={self.dataset!r} is not one of {', '.join(DATASETS)}")
-        for name in ("val_size", "subset"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"{name}={value!r} must be a positive integer or unset")
+        check_fields(self)
 
 
 # Per-channel statistics of the training sets (0..1 scale).
@@ -170,7 +171,7 @@ def _load_digits(config: DataConfig):
     order = np.random.default_rng(20260101).permutation(len(labels))
     n_test = len(labels) // 5
     test, train = order[:n_test], order[n_test:]
-    meta = (*DIGITS_STATS, 10, crop_padding_for(8), False)
+    meta = (*DIGITS_STATS, NUM_CLASSES["digits"], crop_padding_for(8), False)
     return (images[train], labels[train]), (images[test], labels[test]), meta
 
 
@@ -195,7 +196,7 @@ def _load_cifar(config: DataConfig, name: str):
     train_y = np.concatenate([y for _, y in train])
     test_x, test_y = _read_cifar_batch(base / test_file, label_key)
     stats = CIFAR10_STATS if name == "cifar10" else CIFAR100_STATS
-    meta = (*stats, 10 if name == "cifar10" else 100, 4, True)
+    meta = (*stats, NUM_CLASSES[name], 4, True)
     return (train_x, train_y), (test_x, test_y), meta
 
 
@@ -219,7 +220,7 @@ def _load_svhn(config: DataConfig):
         _download_or_fail(config, "svhn", "SVHN", [f for f in files if not f.is_file()])
     train = _read_svhn_mat(files[0])
     test = _read_svhn_mat(files[1])
-    return train, test, (*SVHN_STATS, 10, 4, False)  # flipping digits changes them
+    return train, test, (*SVHN_STATS, NUM_CLASSES["svhn"], 4, False)  # flipping digits changes them
 
 
 def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -240,9 +241,9 @@ def _load_synthetic(config: DataConfig):
     rng = np.random.default_rng(config.split_seed)
     n_train, n_test = config.synthetic_size, max(1, config.synthetic_size // 5)
     images = rng.integers(0, 256, (n_train + n_test, channels, height, width), dtype=np.uint8)
-    labels = rng.integers(0, 10, n_train + n_test).astype(np.int64)
+    labels = rng.integers(0, NUM_CLASSES["synthetic"], n_train + n_test).astype(np.int64)
     stats = ((0.5,) * channels, (0.29,) * channels)
-    meta = (*stats, 10, crop_padding_for(height), True)
+    meta = (*stats, NUM_CLASSES["synthetic"], crop_padding_for(height), True)
     return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:]), meta
 
 
@@ -261,7 +262,46 @@ def _download_or_fail(config: DataConfig, name: str, tv_class: str, missing: lis
 
     dataset_class = getattr(tvd, tv_class)
     if name == "svhn":
+        files = " and ".join(dataset_class.split_list[split][1] for split in ("train", "test"))
         for split in ("train", "test"):
-            dataset_class(str(root / "svhn"), split=split, download=True)
+            url = dataset_class.split_list[split][0]
+            with _download_errors(name, url, files, root / "svhn"):
+                dataset_class(str(root / "svhn"), split=split, download=True)
     else:
-        dataset_class(str(root), train=True, download=True)
+        with _download_errors(name, dataset_class.url, dataset_class.filename, root):
+            dataset_class(str(root), train=True, download=True)
+
+
+@contextlib.contextmanager
+def _download_errors(name: str, url: str, files: str, folder: Path) -> Iterator[None]:
+    """A failed download is one line: the dataset, the URL, why, and where to put the file."""
+    try:
+        yield
+    except (OSError, RuntimeError, EOFError, tarfile.TarError) as error:
+        raise DatasetDownloadError(
+            f"dataset {name!r} could not be downloaded from {url}: {_download_reason(error)}; "
+            f"download {files} by hand into {folder} (download = true then checks its MD5 "
+            f"and uses it), or run where the host is reachable") from None
+
+
+def _download_reason(error: BaseException) -> str:
+    """Why a download failed, in words: DNS, refused, proxy, HTTP status, checksum, timeout."""
+    import socket
+    import urllib.error
+
+    reason = getattr(error, "reason", error) if isinstance(error, urllib.error.URLError) else error
+    if isinstance(error, urllib.error.HTTPError):
+        proxy = " (the proxy asks for credentials)" if error.code == 407 else ""
+        return f"HTTP {error.code} {error.msg}{proxy}"
+    if isinstance(reason, socket.gaierror):
+        return f"the host's name does not resolve, no network or DNS ({reason.strerror})"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (by the host, or by the proxy in $https_proxy / $http_proxy)"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "the connection timed out"
+    if isinstance(error, RuntimeError) and "corrupted" in str(error):
+        return "the downloaded file failed its MD5 checksum (a partial or altered file)"
+    if isinstance(error, (EOFError, tarfile.TarError)):
+        return f"the downloaded archive is damaged ({type(error).__name__})"
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else ""
+    return f"{type(reason).__name__}: {text}" if text else type(reason).__name__

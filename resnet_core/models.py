@@ -13,12 +13,14 @@ The families differ only inside the blocks:
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from resnet_core.config import FAMILIES, ModelConfig
 
@@ -208,7 +210,6 @@ class ResidualNetwork(nn.Module):
         self.final_bn = nn.BatchNorm2d(channels) if preact else nn.Identity()
         self.final_relu = preact
         self.classifier = nn.Linear(channels, config.num_classes)
-        self.feature_channels = channels
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -319,37 +320,37 @@ def count_parameters(model: nn.Module) -> int:
 def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int:
     """Multiply-adds of one forward pass of one image (convolutions and linear layers).
 
-    BN, ReLU, pooling and additions are left out, as in the papers' FLOP figures.
+    torch's own FlopCounterMode counts exactly the convolutions and matrix products
+    (2 FLOPs per multiply-add) and leaves out BN, ReLU, pooling and additions, as the
+    papers' FLOP figures do: half its count is the papers' number (checked against
+    ResNet-20's 40.55M and WRN-28-10's 5.24G in the tests). The probe runs on the meta
+    device, so no memory is touched and a large network costs milliseconds.
     """
-    total = 0
-
-    def conv_hook(module: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
-        nonlocal total
-        kh, kw = module.kernel_size
-        per_position = (module.in_channels // module.groups) * kh * kw
-        total += output.shape[1] * output.shape[2] * output.shape[3] * per_position
-
-    def linear_hook(module: nn.Linear, _inputs: Any, _output: torch.Tensor) -> None:
-        nonlocal total
-        total += module.in_features * module.out_features
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
     first = _first_conv(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():  # a probe on the model's own device and dtype
-            model(first.weight.new_zeros(1, first.in_channels, *input_size))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return total
+    probe = model
+    if first.weight.device.type != "meta":
+        # A zoo network is rebuilt on meta from its config; anything else is copied there.
+        config = getattr(model, "config", None)
+        with torch.device("meta"):
+            probe = ResidualNetwork(config) if isinstance(config, ModelConfig) else None
+        if probe is None:
+            probe = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        probe.eval()
+        probe(torch.zeros(1, first.in_channels, *input_size, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+def architecture_cost(config: str | ModelConfig | dict[str, Any], input_size: tuple[int, int] = (32, 32),
+                      **overrides: Any) -> tuple[int, int]:
+    """(parameters, multiply-adds per image) of a network, without allocating its weights.
+
+    The cost of a sampled architecture is known before a single training step, so a
+    search can reject networks over a parameter or FLOP budget at no cost.
+    """
+    with torch.device("meta"):
+        model = build_model(config, **overrides)
+    return count_parameters(model), count_flops(model, input_size)
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:

@@ -1,9 +1,10 @@
 """The training loop: one `TrainingRun` trains epoch by epoch and reports metrics.
 
 A run owns the model, optimizer, scheduler and loaders; its `state_dict()` is
-a complete checkpoint, so a run restored from it continues exactly where it
-stopped. The search layer calls `train_epoch()` and reports each epoch to Ray;
-`fit()` is the plain loop for scripts and the `train` command.
+a complete checkpoint (the format is described in `resnet_core.checkpoint`), so
+a run restored from it continues exactly where it stopped. `fit()` is the only
+epoch loop: the `train` command, the Ray Tune trial and each DDP worker call it
+and do their own work (checkpoint, report, progress bar) in `on_epoch`.
 """
 
 from __future__ import annotations
@@ -11,31 +12,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.config import ModelConfig, dataclass_from_dict
-from resnet_core.data import DataSplits
+from resnet_core.checkpoint import data_config_from_dict, data_config_to_dict
+from resnet_core.config import ModelConfig, TrainConfig
+from resnet_core.data import DataConfig, DataSplits, load_data
 from resnet_core.hardware import bf16_is_fast, default_device, seed_everything
 from resnet_core.loader import DeviceLoader, make_loaders
 from resnet_core.models import build_model
-from resnet_core.optim import (
-    OPTIMIZERS,
-    SCHEDULES,
-    WRN_STEP_FRACTIONS,
-    WRN_STEP_GAMMA,
-    build_optimizer,
-    build_scheduler,
-    lr_multiplier,
-)
+from resnet_core.optim import build_optimizer, build_scheduler, lr_multiplier
 
 # Check the loss for NaN/inf every this many steps: each check waits for the
 # device, so checking every step would slow GPU training.
 DIVERGENCE_CHECK_EVERY = 20
+# Version 1 checkpoints of search trials held `data_config` too; those of plain runs lacked it.
+CHECKPOINT_FORMAT_VERSION = 1
 
 
 class DivergedError(RuntimeError):
@@ -47,86 +42,6 @@ class DivergedError(RuntimeError):
         self.epoch = epoch
         self.step = step
         self.loss = loss
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. Defaults are the recipe that the quickstart and tests rely on.
-
-    Args:
-        epochs: passes over the training split.
-        batch_size: images per optimizer step, over all workers together.
-        optimizer: one of OPTIMIZERS.
-        lr: base (peak) learning rate.
-        momentum: for sgd, nesterov and rmsprop.
-        weight_decay: L2 penalty (decoupled for adamw).
-        exempt_bn_and_bias: no weight decay on BN parameters and biases.
-        schedule: one of SCHEDULES; `step` is the WRN recipe (x0.2 at 30/60/80%).
-        milestones: fractions of training where `milestones` decays by `gamma`.
-        gamma: decay factor of `step` and `milestones`.
-        warmup_epochs: linear warm-up length (may be fractional).
-        label_smoothing: cross-entropy label smoothing.
-        grad_clip: clip the global gradient norm to this (None: off).
-        amp: bf16 autocast; None turns it on where bf16 is fast (CUDA, AVX-512 BF16/AMX CPUs).
-        channels_last: channels-last memory format (faster convolutions on CPU and GPU).
-        compile: wrap the model in torch.compile.
-        seed: seed of initialisation, shuffling and augmentation.
-        deterministic: bit-reproducible kernels (slower on GPU).
-    """
-
-    epochs: int = 15
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    exempt_bn_and_bias: bool = False
-    schedule: str = "cosine"
-    milestones: tuple[float, ...] = WRN_STEP_FRACTIONS
-    gamma: float = WRN_STEP_GAMMA
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    amp: bool | None = None
-    channels_last: bool = True
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} must be a number > 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(
-                f"warmup_epochs={self.warmup_epochs!r} must be in [0, epochs={self.epochs}]"
-            )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip={self.grad_clip!r} must be > 0 or unset")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
-        if any(not 0 < m < 1 for m in self.milestones):
-            raise ValueError(f"milestones={list(self.milestones)} must be fractions of training "
-                             f"in (0, 1), e.g. 0.5 0.75")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return dataclass_from_dict(cls, data, "train config")
 
 
 def configure_determinism(deterministic: bool) -> None:
@@ -147,6 +62,8 @@ class TrainingRun:
         rank, world_size: this worker's place in a DDP job (1 worker: plain training).
         wrap_model: turns the model into its DDP form (the search layer passes Ray
             Train's `prepare_model`); the unwrapped model is what checkpoints hold.
+        data_config: how `data` was made; checkpoints carry it so that a model can be
+            scored on its own data later (`TrainingRun.from_configs` sets it).
     """
 
     def __init__(
@@ -159,9 +76,11 @@ class TrainingRun:
         rank: int = 0,
         world_size: int = 1,
         wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+        data_config: DataConfig | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.train_config = train_config
+        self.data_config = data_config
         self.model_config = model_config.replace(
             num_classes=data.num_classes, in_channels=data.in_channels
         )
@@ -186,6 +105,26 @@ class TrainingRun:
             channels_last=train_config.channels_last, generator=self.generator,
             rank=rank, world_size=world_size,
         )
+        self._build_optimization()
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def from_configs(
+        cls,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        data_config: DataConfig,
+        device: torch.device | str | None = None,
+        **kwargs: Any,
+    ) -> TrainingRun:
+        """Load the data of `data_config` and build the run (which remembers the config)."""
+        return cls(model_config, train_config, load_data(data_config), device,
+                   data_config=data_config, **kwargs)
+
+    def _build_optimization(self) -> None:
+        """Optimizer and per-step LR schedule (the schedule counts this rank's steps)."""
+        train_config = self.train_config
         self.optimizer = build_optimizer(
             train_config.optimizer, self.model, train_config.lr,
             momentum=train_config.momentum, weight_decay=train_config.weight_decay,
@@ -197,14 +136,17 @@ class TrainingRun:
             warmup_steps=int(round(train_config.warmup_epochs * steps_per_epoch)),
             milestones=train_config.milestones, gamma=train_config.gamma,
         ))
-        self.epoch = 0
-        self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------ training
 
     @property
     def finished(self) -> bool:
         return self.epoch >= self.train_config.epochs
+
+    @property
+    def best_val_accuracy(self) -> float:
+        """The best validation accuracy of any epoch so far (0 before the first)."""
+        return max((m["val_accuracy"] for m in self.history), default=0.0)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -248,6 +190,8 @@ class TrainingRun:
             "val_accuracy": val_accuracy,
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_seconds": time.perf_counter() - start,
+            "train_seconds": train_seconds,
+            "val_seconds": time.perf_counter() - start - train_seconds,
             "images_per_second": train_seen / train_seconds,
         }
         self.history.append(metrics)
@@ -277,14 +221,20 @@ class TrainingRun:
     # ------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimizer, RNGs, history."""
+        """The checkpoint: configs, weights, optimizer, scheduler, RNGs and history.
+
+        This is the one checkpoint format (see `resnet_core.checkpoint`); callers
+        save it as it is and never add keys. `data_config` is None for a run built
+        from splits without their config.
+        """
         rng = {"torch": torch.get_rng_state(), "loader": self.generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "format_version": 1,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
             "model_config": self.model_config.to_dict(),
             "train_config": self.train_config.to_dict(),
+            "data_config": data_config_to_dict(self.data_config) if self.data_config else None,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -303,6 +253,8 @@ class TrainingRun:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        if self.data_config is None and state.get("data_config"):
+            self.data_config = data_config_from_dict(state["data_config"])
 
 
 @torch.no_grad()
@@ -331,12 +283,19 @@ def _all_reduce_sums(values: list[float], device: torch.device, world_size: int)
     return tensor.tolist()
 
 
-def fit(
-    run: TrainingRun, on_epoch: Callable[[dict[str, float]], None] | None = None
-) -> list[dict[str, float]]:
-    """Train until the configured number of epochs; call `on_epoch` after each."""
+# What `fit` calls after every epoch with the run and that epoch's metrics: it saves
+# a checkpoint, reports, or moves a progress bar; returning True stops training.
+EpochHook = Callable[[TrainingRun, dict[str, float]], bool | None]
+
+
+def fit(run: TrainingRun, on_epoch: EpochHook | None = None) -> list[dict[str, float]]:
+    """The epoch loop: train until the configured epochs, or until `on_epoch` returns True.
+
+    Raises DivergedError (before calling `on_epoch`) when the loss becomes non-finite.
+    Returns the run's history (a resumed run's history includes the epochs before).
+    """
     while not run.finished:
         metrics = run.train_epoch()
-        if on_epoch is not None:
-            on_epoch(metrics)
+        if on_epoch is not None and on_epoch(run, metrics):
+            break
     return run.history

@@ -1,4 +1,9 @@
-"""The end of a study: score the best trial once on the test split and register it.
+"""The end of a study: the ranking's winner is scored once on the test split and registered.
+
+The winner is `search.ranking`'s first trial, read from the same MLflow numbers
+that `status`, `best` and `load_best` read, so every command names one winner.
+Its weights are its best epoch's checkpoint (Ray keeps the best checkpoints by
+the study metric alongside the latest one, which resume needs).
 
 The model is logged on the study run as an MLflow PyTorch model (torch.export
 format, no pickled code) with the weights-only checkpoint inside it
@@ -10,94 +15,167 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_core.checkpoint import CHECKPOINT_FILE, model_from_checkpoint
+from resnet_core import CHECKPOINT_FILE, model_from_checkpoint
+from search import ranking, tags
 from search.config import StudyConfig
 
-CHAMPION_ALIAS = "champion"
+
+@dataclass(frozen=True)
+class Winner:
+    """The ranking's best trial, with what registration needs from Ray and MLflow."""
+
+    score: ranking.TrialScore
+    mlflow_run_id: str
+    config: dict[str, Any]  # the resolved trial config (model, train, data)
+    checkpoint: Any  # the Ray checkpoint of its best epoch
 
 
-def register_champion(config: StudyConfig, uri: str, study_run_id: str, best, checkpoint
+def pick_winner(ranked: list[tuple[ranking.TrialScore, Any]], results, metric: str, mode: str
+                ) -> Winner | None:
+    """The first ranked trial that meets every [constraints] limit and has a checkpoint, or None."""
+    by_trial = {r.metrics.get("trial_id"): r for r in results if r.metrics}
+    for score, run in ranked:
+        result = by_trial.get(score.trial_id)
+        if not score.ranked or not score.feasible or result is None:
+            continue
+        checkpoint = best_epoch_checkpoint(result, score, metric, mode)
+        if checkpoint is not None:
+            return Winner(score, run.info.run_id, result.config, checkpoint)
+    return None
+
+
+def best_epoch_checkpoint(result, score: ranking.TrialScore, metric: str, mode: str):
+    """The checkpoint of the trial's best epoch; the best kept one if that epoch's was dropped."""
+    kept = [(c, m) for c, m in (result.best_checkpoints or []) if m and _readable(c)]
+    for checkpoint, metrics in kept:
+        if score.best is not None and int(metrics.get("epoch", -1)) == score.best.epoch:
+            return checkpoint
+    best = None
+    for checkpoint, metrics in kept:
+        epoch = ranking.epoch_score(metrics, metric)
+        if epoch is not None and epoch.beats(best[1] if best else None, mode):
+            best = (checkpoint, epoch)
+    return best[0] if best else result.checkpoint
+
+
+def _readable(checkpoint) -> bool:
+    """False for a torn checkpoint (a writer killed half-way): never the champion's weights."""
+    from resnet_core import CheckpointError, load_checkpoint
+
+    try:
+        with checkpoint.as_directory() as directory:
+            load_checkpoint(directory)
+    except (CheckpointError, FileNotFoundError):
+        return False
+    return True
+
+
+def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: Winner
                       ) -> dict[str, Any]:
+    """Score the winner on the test split, log it as a model and move the champion alias."""
     import mlflow
-    import numpy as np
 
-    from search import tracking
-    from search.single_run import data_config_from_dict, evaluate_module
+    from search.tracking import client_for
 
-    client = tracking.client_for(uri)
+    client = client_for(uri)
     with tempfile.TemporaryDirectory(prefix="resnet-search-champion-") as scratch:
-        local = Path(checkpoint.to_directory(str(Path(scratch) / "checkpoint")))
-        model, state = model_from_checkpoint(local)
-        data_config = data_config_from_dict(state["data_config"])
-        scored = evaluate_module(model, data_config, split="test", device="cpu",
-                                 source=str(checkpoint.path))
+        model, state, checkpoint_file = _restore(winner.checkpoint, Path(scratch))
+        scored = _score_on_test(model, state, str(winner.checkpoint.path))
         test_accuracy, test_loss = scored["accuracy"], scored["loss"]
-        checkpoint_file = Path(scratch) / CHECKPOINT_FILE
-        shutil.copyfile(local / CHECKPOINT_FILE, checkpoint_file)
-        image_shape = data_config.image_shape
+        _log_scores(client, study_run_id, winner, test_accuracy, test_loss)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        trial_run = _trial_run_id(client, study_run_id, best)
-        client.log_batch(study_run_id, metrics=[
-            _metric("test_accuracy", test_accuracy), _metric("test_loss", test_loss),
-        ])
-        client.set_tag(study_run_id, "best_trial_id", str(best.metrics.get("trial_id", "")))
-        if trial_run:
-            client.set_tag(study_run_id, "best_trial_run_id", trial_run)
-            client.log_batch(trial_run, metrics=[_metric("test_accuracy", test_accuracy)])
-        with mlflow.start_run(run_id=study_run_id):
-            info = mlflow.pytorch.log_model(
-                model, name="model",
-                input_example=np.zeros((1, *image_shape), dtype=np.float32),
-                extra_files=[str(checkpoint_file)],
-                metadata={"model_config": state["model_config"], "test_accuracy": test_accuracy},
-            )
-    version = mlflow.register_model(info.model_uri, config.registered_model,
-                                    tags={"test_accuracy": f"{test_accuracy:.6f}",
-                                          "study": config.study.name,
-                                          "trial_id": str(best.metrics.get("trial_id", ""))})
-    client.set_registered_model_alias(config.registered_model, CHAMPION_ALIAS, version.version)
-    client.set_model_version_tag(config.registered_model, version.version, "test_loss",
-                                 f"{test_loss:.6f}")
-    metric = config.study.metric
+        info = _log_model(mlflow, study_run_id, model, state, checkpoint_file, test_accuracy)
+    version = mlflow.register_model(info.model_uri, config.registered_model, tags={
+        "test_accuracy": f"{test_accuracy:.6f}", "test_loss": f"{test_loss:.6f}",
+        "study": config.study.name, "trial_id": winner.score.trial_id,
+        "best_epoch": str(winner.score.best.epoch)})
+    client.set_registered_model_alias(config.registered_model, tags.CHAMPION_ALIAS, version.version)
     best_summary = {
-        "trial_id": best.metrics.get("trial_id"),
-        "mlflow_run_id": trial_run,
-        "config": {k: best.config.get(k) for k in ("model", "train")},
-        metric: _best_value(best, metric, config.study.mode),
-        "checkpoint": str(checkpoint.path),
+        "trial_id": winner.score.trial_id,
+        "optuna_trial_number": winner.score.number,
+        "mlflow_run_id": winner.mlflow_run_id,
+        "config": {k: winner.config.get(k) for k in ("model", "train")},
+        "metric": config.study.metric,
+        "value": winner.score.best.value,
+        "epoch": winner.score.best.epoch,
+        "checkpoint": str(winner.checkpoint.path),
     }
     return {"best": best_summary, "version": version.version, "test_accuracy": test_accuracy}
 
 
-def _metric(key: str, value: float):
-    import time
+def _restore(checkpoint, scratch: Path):
+    local = Path(checkpoint.to_directory(str(scratch / "checkpoint")))
+    model, state = model_from_checkpoint(local)
+    checkpoint_file = scratch / CHECKPOINT_FILE
+    shutil.copyfile(local / CHECKPOINT_FILE, checkpoint_file)
+    return model, state, checkpoint_file
 
+
+def _score_on_test(model, state: dict[str, Any], source: str) -> dict[str, Any]:
+    """The one touch of the test split in a study."""
+    from resnet_core import data_config_from_dict
+    from search.single_run import evaluate_module
+
+    data_config = data_config_from_dict(state["data_config"])
+    return evaluate_module(model, data_config, split="test", device="cpu", source=source)
+
+
+def _log_scores(client, study_run_id: str, winner: Winner, test_accuracy: float,
+                test_loss: float) -> None:
+    client.log_batch(study_run_id, metrics=[_metric("test_accuracy", test_accuracy),
+                                            _metric("test_loss", test_loss)])
+    client.set_tag(study_run_id, tags.BEST_TRIAL_ID, winner.score.trial_id)
+    client.set_tag(study_run_id, tags.BEST_TRIAL_RUN_ID, winner.mlflow_run_id)
+    client.log_batch(winner.mlflow_run_id, metrics=[_metric("test_accuracy", test_accuracy)])
+
+
+def _log_model(mlflow, study_run_id: str, model, state: dict[str, Any], checkpoint_file: Path,
+               test_accuracy: float):
+    """Log the servable champion: raw pixels (N, C, H, W) 0..255 in, probabilities out.
+
+    torch.export keeps the batch dimension dynamic only when the example batch has more
+    than one image and the signature marks it -1, so the example holds two images.
+    """
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from resnet_core import PixelClassifier, data_config_from_dict, load_data
+
+    data = load_data(data_config_from_dict(state["data_config"]))
+    servable = PixelClassifier(model.float().cpu().eval(), data.mean, data.std).eval()
+    channels, height, width = data.test.images.shape[1:]
+    example = data.test.images[:2].float().numpy()
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, height, width))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, data.num_classes))]))
+    with mlflow.start_run(run_id=study_run_id):
+        return mlflow.pytorch.log_model(
+            servable, name="model", input_example=example, signature=signature,
+            # Known requirements: inferring them imports the model in a subprocess (seconds),
+            # and the export was checked when the example ran through torch.export.
+            pip_requirements=serving_requirements(), validate_serving_input=False,
+            extra_files=[str(checkpoint_file)],
+            metadata={"model_config": state["model_config"], "test_accuracy": test_accuracy,
+                      "input": "float32 (N, C, H, W), pixel values 0..255",
+                      "output": "class probabilities (N, classes)"},
+        )
+
+
+def serving_requirements() -> list[str]:
+    """What `mlflow models serve` needs to load the champion, pinned to this environment."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("mlflow", "torch", "numpy")]
+
+
+def _metric(key: str, value: float):
     from mlflow.entities import Metric
 
     return Metric(key, float(value), int(time.time() * 1000), 0)
-
-
-def _best_value(result, metric: str, mode: str) -> float | None:
-    history = result.metrics_dataframe
-    if history is None or metric not in history:
-        return result.metrics.get(metric)
-    series = history[metric].dropna()
-    return float(series.max() if mode == "max" else series.min())
-
-
-def _trial_run_id(client, study_run_id: str, best) -> str | None:
-    from search import tracking
-
-    trial_id = best.metrics.get("trial_id")
-    study_run = client.get_run(study_run_id)
-    runs = client.search_runs(
-        [study_run.info.experiment_id],
-        filter_string=f"tags.`{tracking.PARENT}` = '{study_run_id}' and "
-                      f"tags.`{tracking.TRIAL_ID}` = '{trial_id}'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,16 +39,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
-
-
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -53,22 +46,11 @@ def _port(text: str) -> int:
     return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1)")
-    return value
-
-
 # ---------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from resnet_core.data import DATASETS
-    from resnet_core.optim import OPTIMIZERS, SCHEDULES
+    from resnet_core import DATASETS
 
     parser = _Parser(prog="resnet-search", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -80,40 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one model")
     train.add_argument("--model", default="wrn-16-2", help="registry name, e.g. resnet-20, wrn-16-2")
-    train.add_argument("--dataset", default="digits", choices=DATASETS)
-    train.add_argument("--root", default="data", help="data root (default ./data)")
-    train.add_argument("--download", action="store_true", help="download a missing dataset")
-    train.add_argument("--val-size", type=_positive_int, default=None)
-    train.add_argument("--subset", type=_positive_int, default=None,
-                       help="train on this many images only")
-    train.add_argument("--no-augment", dest="augment", action="store_false")
-    train.add_argument("--epochs", type=_positive_int, default=15)
-    train.add_argument("--batch-size", type=_positive_int, default=128)
-    train.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
-    train.add_argument("--lr", type=_positive_float, default=0.1)
-    train.add_argument("--momentum", type=_fraction, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=5e-4)
-    train.add_argument("--no-decay-bn-bias", dest="exempt_bn_and_bias", action="store_true",
-                       help="exempt BN parameters and biases from weight decay")
-    train.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    train.add_argument("--milestones", type=float, nargs="+", default=None,
-                       help="fractions of training for --schedule milestones, e.g. 0.5 0.75")
-    train.add_argument("--gamma", type=_positive_float, default=0.2)
-    train.add_argument("--warmup-epochs", type=float, default=0.0)
-    train.add_argument("--label-smoothing", type=_fraction, default=0.0)
-    train.add_argument("--grad-clip", type=_positive_float, default=None)
-    train.add_argument("--dropout", type=_fraction, default=None)
-    train.add_argument("--block", choices=("basic", "bottleneck"), default=None)
-    train.add_argument("--shortcut", choices=("A", "B"), default=None)
-    train.add_argument("--bn-position", choices=("before_add", "after_add"), default=None)
-    amp = train.add_mutually_exclusive_group()
-    amp.add_argument("--amp", dest="amp", action="store_true", default=None,
-                     help="bf16 autocast (default: on where bf16 is fast)")
-    amp.add_argument("--no-amp", dest="amp", action="store_false")
-    train.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--deterministic", action="store_true")
+    _add_train_flags(train)
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     train.add_argument("--out", type=Path, default=None,
                        help="output directory (default runs/MODEL-DATASET)")
@@ -133,10 +82,84 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
 
     _add_search_commands(commands)
+    debug = "show the full traceback of an unexpected error (also: RESNET_SEARCH_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug)
+    for command in commands.choices.values():  # before or after the command's name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return parser
 
 
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of the data and train configs (and the model's options), named after it.
+
+    Everything comes from the fields' metadata (resnet_core.config.option): a field
+    added there is a flag here. Defaults stay the dataclasses': a flag not given is
+    not passed on.
+    """
+    from resnet_core import DataConfig, ModelConfig, TrainConfig
+
+    for cls in (DataConfig, TrainConfig, ModelConfig):
+        for spec in fields(cls):
+            if cls is ModelConfig and not spec.metadata.get("model_option"):
+                continue  # the rest of the network is the --model name
+            _add_field_flag(parser, cls, spec)
+    # The flag's name before it was named after its field.
+    parser.add_argument("--no-decay-bn-bias", dest="exempt_bn_and_bias", action="store_const",
+                        const=True, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _add_field_flag(parser: argparse.ArgumentParser, cls: type, spec: Any) -> None:
+    from resnet_core import field_types, help_text, scalar_type
+
+    annotation = scalar_type(field_types(cls)[spec.name])
+    shown = " ".join(map(str, spec.default)) if isinstance(spec.default, tuple) else spec.default
+    default = "" if spec.default is None else f" (default: {shown})"
+    options: dict[str, Any] = {
+        "dest": spec.name, "default": argparse.SUPPRESS,
+        # argparse %-formats help texts.
+        "help": (help_text(spec) + default).replace("%", "%%"),
+    }
+    if annotation is bool:
+        options["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(annotation) is tuple:
+        items = typing.get_args(annotation)
+        options["nargs"] = "+" if items[-1] is Ellipsis else len(items)
+        options["type"] = _field_value(cls, spec.name, items[0], check_bounds=False)
+    elif spec.metadata.get("choices"):
+        options["choices"] = spec.metadata["choices"]
+    else:
+        options["type"] = _field_value(cls, spec.name, annotation)
+    parser.add_argument("--" + spec.name.replace("_", "-"), **options)
+
+
+def _field_value(cls: type, name: str, kind: type, check_bounds: bool = True) -> Any:
+    """An argparse type: the text as the field's type, within the field's bounds."""
+    bounds = cls.__dataclass_fields__[name].metadata.get("bounds") if check_bounds else None
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if bounds is not None and value not in bounds:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {bounds}")
+        return value
+
+    return parse
+
+
+def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` given as flags (the rest keep the dataclass defaults)."""
+    return {spec.name: getattr(args, spec.name) for spec in fields(cls) if hasattr(args, spec.name)}
+
+
 def _add_search_commands(commands: Any) -> None:
+    check = commands.add_parser("check", help="validate a study file and print the resolved study "
+                                              "(starts nothing)")
+    check.add_argument("study", type=Path, help="study TOML file")
+    check.add_argument("--json", action="store_true", help="one JSON object")
+
     run = commands.add_parser("run", help="run a study file")
     run.add_argument("study", type=Path, help="study TOML file")
     _add_cluster_options(run)
@@ -158,6 +181,25 @@ def _add_search_commands(commands: Any) -> None:
     best.add_argument("--tracking-uri", default=None)
     best.add_argument("--json", action="store_true")
     best.add_argument("--export", type=Path, default=None, help="copy its checkpoint here")
+    best.add_argument("--pareto", action="store_true",
+                      help="the accuracy/cost Pareto front instead (objectives of the study, "
+                           "else the metric and params)")
+
+    report = commands.add_parser("report", help="an offline HTML report of a study, with PNG charts")
+    report.add_argument("name")
+    report.add_argument("--tracking-uri", default=None)
+    report.add_argument("--out", type=Path, default=None, help="output folder (default reports/NAME)")
+    report.add_argument("--open", action="store_true", help="open the page in a browser")
+
+    studies = commands.add_parser("studies", help="every study in the tracking store")
+    studies.add_argument("--tracking-uri", default=None)
+    studies.add_argument("--json", action="store_true")
+
+    serve = commands.add_parser("serve", help="serve a study's champion over HTTP (mlflow models serve)")
+    serve.add_argument("name", help="study name (serves models:/REGISTERED@champion)")
+    serve.add_argument("--tracking-uri", default=None)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default localhost only)")
+    serve.add_argument("--port", type=_port, default=5001)
 
     ui = commands.add_parser("ui", help="open the MLflow dashboard of the local store")
     ui.add_argument("--tracking-uri", default=None)
@@ -177,13 +219,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from resnet_core.models import (
-        build_model,
-        count_flops,
-        count_parameters,
-        list_models,
-        parse_model_name,
-    )
+    from resnet_core import build_model, count_flops, count_parameters, list_models, parse_model_name
 
     rows = []
     for name in list_models():
@@ -209,44 +245,31 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from resnet_core import TrainConfig
     from search.single_run import train_to_directory
 
-    overrides = {k: getattr(args, k) for k in ("dropout", "block", "shortcut", "bn_position")
-                 if getattr(args, k) is not None}
-    if args.milestones and args.schedule != "milestones":
-        raise UsageError(f"--milestones needs --schedule milestones (got --schedule {args.schedule})")
+    schedule = getattr(args, "schedule", TrainConfig.__dataclass_fields__["schedule"].default)
+    if hasattr(args, "milestones") and schedule != "milestones":
+        raise UsageError(f"--milestones needs --schedule milestones (got --schedule {schedule})")
     with user_input():
-        model_config, train_config, data_config = _train_configs(args, overrides)
-    out = args.out or Path("runs") / f"{model_config.name}-{args.dataset}"
+        model_config, train_config, data_config = _train_configs(args)
+    out = args.out or Path("runs") / f"{model_config.name}-{data_config.dataset}"
     summary = train_to_directory(model_config, train_config, data_config, out,
                                  device=args.device, resume=args.resume,
                                  progress=not args.quiet)
-    print(f"{summary['model']} on {args.dataset}: val accuracy {summary['val_accuracy']:.4f}, "
+    print(f"{summary['model']} on {data_config.dataset}: "
+          f"val accuracy {summary['val_accuracy']:.4f}, "
           f"test accuracy {summary['test_accuracy']:.4f} "
           f"({summary['parameters'] / 1e6:.2f}M parameters)")
     print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
     return 0
 
 
-def _train_configs(args: argparse.Namespace, overrides: dict[str, Any]):
-    from resnet_core.data import DataConfig
-    from resnet_core.models import parse_model_name
-    from resnet_core.optim import WRN_STEP_FRACTIONS
-    from resnet_core.train import TrainConfig
+def _train_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from resnet_core import DataConfig, ModelConfig, TrainConfig, parse_model_name
 
-    model_config = parse_model_name(args.model, **overrides)
-    train_config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay,
-        exempt_bn_and_bias=args.exempt_bn_and_bias, schedule=args.schedule,
-        milestones=tuple(args.milestones or WRN_STEP_FRACTIONS), gamma=args.gamma,
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        grad_clip=args.grad_clip, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, seed=args.seed, deterministic=args.deterministic,
-    )
-    data_config = DataConfig(dataset=args.dataset, root=args.root, download=args.download,
-                             val_size=args.val_size, subset=args.subset, augment=args.augment)
-    return model_config, train_config, data_config
+    model_config = parse_model_name(args.model, **_given(args, ModelConfig))
+    return model_config, TrainConfig(**_given(args, TrainConfig)), DataConfig(**_given(args, DataConfig))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -287,10 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or _search_command(args.command)
-    from resnet_core.checkpoint import CheckpointError
-    from resnet_core.data import DataConfigError
-    from resnet_core.train import DivergedError
+    from resnet_core import CheckpointError, DataConfigError, DivergedError
     from search.config import ConfigError
+    from search.interrupt import StudyInterrupted
 
     try:
         _check_device(getattr(args, "device", None))
@@ -302,9 +324,47 @@ def main(argv: list[str] | None = None) -> int:
     except DivergedError as error:
         print(f"resnet-search: {error}", file=sys.stderr)
         return 1
+    except StudyInterrupted as stopped:
+        print(f"resnet-search: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("resnet-search: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or a fault nobody foresaw: one line, traceback kept
+        return _unexpected(error, args.debug or bool(os.environ.get("RESNET_SEARCH_DEBUG")))
+
+
+def _unexpected(error: Exception, debug: bool) -> int:
+    """Print one line naming the file that holds the traceback (`--debug`: the traceback)."""
+    import traceback
+
+    if debug:
+        traceback.print_exc()
+        return 1
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    where = _write_traceback("".join(traceback.format_exception(error)))
+    print(f"resnet-search: unexpected error: {type(error).__name__}"
+          f"{': ' + text if text else ''}; full traceback in {where} (or rerun with --debug)",
+          file=sys.stderr)
+    return 1
+
+
+def _write_traceback(text: str) -> str:
+    """RESNET_SEARCH_HOME/logs/error-TIME-PID.log, else the temp folder when home is unwritable."""
+    import tempfile
+    import time
+
+    from search.paths import home
+
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (home() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(f"resnet-search {' '.join(sys.argv[1:])}\n{text}")
+            return str(folder / name)
+        except OSError:
+            continue
+    return "(nowhere: no writable folder; rerun with --debug)"
 
 
 def _check_device(device: str | None) -> None:

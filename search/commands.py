@@ -9,28 +9,39 @@ import sys
 from typing import Any
 
 from search.config import load_study
+from search.tags import champion_uri
 
 
 def _print_outcome(outcome) -> None:
     best = outcome.best
-    model = best["config"]["model"]
-    train = best["config"]["train"]
+    model, train = best["config"]["model"], best["config"]["train"]
     name = (f"wrn-{model['depth']}-{model.get('width', 1)}" if model["family"] == "wrn"
             else f"{model['family']}-{model['depth']}")
     print(f"\nstudy {outcome.name}: {outcome.trials} trials")
     print(f"best trial {best['trial_id']}: {name} ({model.get('block', 'basic')}), "
           f"{train['optimizer']} lr={train['lr']:.4g}, dropout={model.get('dropout', 0):.3g}")
-    metric = next(k for k in best if k.startswith(("val_", "best_val")))
-    print(f"  {metric} {best[metric]:.4f}, test accuracy {outcome.test_accuracy:.4f}")
-    print(f"registered model: models:/{outcome.registered_model}@champion "
+    print(f"  {best['metric']} {best['value']:.4f} (epoch {best['epoch']}), "
+          f"test accuracy {outcome.test_accuracy:.4f}")
+    print(f"registered model: {champion_uri(outcome.registered_model)} "
           f"(version {outcome.model_version})")
     print(f"dashboard: {_dashboard_command(outcome.tracking_uri)}")
+    for line in outcome.phases:
+        print(line)
 
 
 def _dashboard_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"resnet-search ui --tracking-uri {uri}   (then open http://127.0.0.1:5000)"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a study file and print the resolved study; starts nothing (no Ray, no MLflow)."""
+    from search.check import format_study, resolve_study
+
+    resolved = resolve_study(load_study(args.study))
+    print(json.dumps(resolved, indent=2) if args.json else format_study(resolved))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -78,20 +89,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"study {status['study']} ({status['status']}): {len(status['trials'])} of "
           f"{status['num_samples']} trials: {counts}")
     print(f"storage {status['storage_path']}, tracking {status['tracking_uri']}")
-    print(f"\n{'#':>3} {'trial':<12} {'status':<10} {'model':<22} {'optimizer':<9} "
-          f"{'lr':>9} {'epochs':>6} {'best val acc':>12}")
-    for t in status["trials"]:
-        acc = t["best_val_accuracy"]
-        print(f"{t['optuna_trial_number']:>3} {t['trial_id'] or '?':<12} {t['status']:<10} "
-              f"{t['model']:<22} {t['optimizer'] or '?':<9} {_num(t['lr']):>9} "
-              f"{t['epochs']:>6} {_num(acc, 4):>12}")
+    metric = f"best {status['metric']}"
+    print(f"\n{'rank':>4} {'#':>3} {'trial':<12} {'status':<10} {'model':<22} {'optimizer':<9} "
+          f"{'lr':>9} {'epochs':>6} {metric:>16}")
+    for place, t in enumerate(status["trials"], 1):
+        print(f"{place if t['ranked'] else '-':>4} {t['optuna_trial_number']:>3} "
+              f"{t['trial_id'] or '?':<12} {t['status']:<10} {t['model']:<22} "
+              f"{t['optimizer'] or '?':<9} {_num(t['lr']):>9} {t['epochs']:>6} "
+              f"{_num(t['value'], 4):>16}")
     best = status["best"]
     if best:
-        print(f"\nbest so far: trial {best['trial_id']} ({best['model']}), best val accuracy "
-              f"{_num(best['best_val_accuracy'], 4)}")
+        print(f"\nbest: trial {best['trial_id']} ({best['model']}), {metric} "
+              f"{_num(best['value'], 4)} at epoch {best['best_epoch']}")
     if status["test_accuracy"] is not None:
-        print(f"champion: models:/{status['registered_model']}@champion, test accuracy "
-              f"{status['test_accuracy']:.4f}")
+        print(f"champion: {champion_uri(status['registered_model'])} (trial "
+              f"{status['champion_trial_id']}), test accuracy {status['test_accuracy']:.4f}")
     return 0
 
 
@@ -102,6 +114,8 @@ def _num(value: Any, digits: int = 3) -> str:
 def cmd_best(args: argparse.Namespace) -> int:
     from search.retrieve import export_best_checkpoint, study_status
 
+    if getattr(args, "pareto", False):
+        return _print_pareto(args)
     status = study_status(args.name, args.tracking_uri)
     best = status["best"]
     if best is None:
@@ -114,7 +128,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         "study": args.name,
         "best": best,
         "test_accuracy": status["test_accuracy"],
-        "model_uri": (f"models:/{status['registered_model']}@champion"
+        "model_uri": (champion_uri(status["registered_model"])
                       if status["test_accuracy"] is not None else None),
         "exported": exported,
     }
@@ -124,13 +138,62 @@ def cmd_best(args: argparse.Namespace) -> int:
     print(f"best trial of {args.name}: {best['trial_id']} (Optuna #{best['optuna_trial_number']}, "
           f"{best['status']})")
     print(f"  model {best['model']}, optimizer {best['optimizer']}, lr {_num(best['lr'])}")
-    print(f"  best val accuracy {_num(best['best_val_accuracy'], 4)}, epochs {best['epochs']}")
+    print(f"  best {status['metric']} {_num(best['value'], 4)} at epoch {best['best_epoch']} "
+          f"(val loss {_num(best['val_loss_at_best'], 4)}), epochs {best['epochs']}")
     print(f"  MLflow run {best['mlflow_run_id']}")
     print(f"  checkpoint {best['checkpoint']}")
     if report["model_uri"]:
         print(f"  champion {report['model_uri']}, test accuracy {status['test_accuracy']:.4f}")
     if exported:
         print(f"exported checkpoint to {exported}")
+    return 0
+
+
+def _print_pareto(args: argparse.Namespace) -> int:
+    """`best NAME --pareto`: the trials no other trial beats on every objective."""
+    from search import tracking
+    from search.pareto import front_rows, markdown_table
+
+    _, client, study_run = tracking.open_study(args.name, args.tracking_uri)
+    front = front_rows(client, study_run)
+    if args.json:
+        print(json.dumps({"study": args.name, **front}, indent=2))
+        return 0
+    if not front["front"]:
+        print(f"resnet-search: study {args.name} has no scored feasible trial yet", file=sys.stderr)
+        return 1
+    goals = ", ".join(f"{mode} {name}" for name, mode in zip(front["objectives"], front["modes"],
+                                                             strict=True))
+    print(f"Pareto front of {args.name}: {len(front['front'])} of {front['candidates']} "
+          f"feasible trials ({goals})")
+    print(markdown_table(front), end="")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """An offline HTML report (and PNG charts) of a study, from the tracking store."""
+    from pathlib import Path
+
+    from search.report import build_report
+
+    out = args.out or Path("reports") / args.name
+    files = build_report(args.name, out, args.tracking_uri)
+    page, charts = files[0], files[1:]
+    print(f"report of {args.name}: {page}" + (f" and {len(charts)} PNG charts in {charts[0].parent}"
+                                              if charts else " (no PNG charts: see the page's notes)"))
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    """Every study in the tracking store, newest first."""
+    from search.studies import format_studies, list_studies
+
+    listing = list_studies(args.tracking_uri)
+    print(json.dumps(listing, indent=2) if args.json else format_studies(listing))
     return 0
 
 
@@ -147,4 +210,119 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", args.host, "--port", str(args.port)]
     print(f"MLflow dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    return subprocess.call(command)
+    return supervise(subprocess.Popen(command, start_new_session=True))
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+STOP_GRACE_S = 10.0
+
+
+def supervise(child) -> int:
+    """Wait for a server in its own process group; on SIGINT/SIGTERM/SIGHUP stop all of it.
+
+    `mlflow ui` starts uvicorn workers and huey job consumers and does not stop them
+    when it is terminated, so the whole group (and any descendant that left it) is
+    stopped here: nothing of the dashboard outlives the command.
+    """
+    import signal
+    import time
+
+    received: list[int] = []
+    previous = {sig: signal.signal(getattr(signal, sig), lambda n, _f: received.append(n))
+                for sig in STOP_SIGNALS if hasattr(signal, sig)}
+    try:
+        while child.poll() is None and not received:
+            time.sleep(0.2)
+    finally:
+        stop_process_tree(child.pid)
+        child.wait()
+        for sig, handler in previous.items():
+            signal.signal(getattr(signal, sig), handler)
+    return 128 + received[0] if received else child.returncode
+
+
+def stop_process_tree(leader: int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM a process group and every descendant of its leader; SIGKILL what is left."""
+    import signal
+    import time
+
+    # Snapshot first: once the leader exits its children are reparented and untraceable.
+    members = _descendants(leader) | {leader}
+    try:
+        os.killpg(leader, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in members:  # descendants that started their own group or session
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _alive(members | _group(leader)):
+        time.sleep(0.1)
+    for pid in _alive(members | _group(leader)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state) from /proc (empty where there is none)."""
+    from pathlib import Path
+
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "(comm)", which may hold spaces
+        table[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def _descendants(root: int) -> set[int]:
+    table = _proc_table()
+    found, frontier = set(), [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _, _) in table.items() if ppid == parent]
+        found.update(children)
+        frontier.extend(children)
+    return found
+
+
+def _group(pgid: int) -> set[int]:
+    return {pid for pid, (_, group, _) in _proc_table().items() if group == pgid}
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """Those of pids still running (a zombie has stopped; its parent reaps it)."""
+    table = _proc_table()
+    return {p for p in pids if p in table and table[p][2] != "Z"}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a study's champion: POST {"inputs": [[...images...]]} to /invocations.
+
+    Input: float32 (N, C, H, W), pixel values 0..255 as the dataset stores them; output:
+    class probabilities (N, classes). `mlflow models serve` in this environment (no new
+    virtualenv), stopped as a whole on SIGINT/SIGTERM like `ui`.
+    """
+    import subprocess
+
+    from search.tags import REGISTERED_MODEL
+    from search.tracking import open_study
+
+    uri, _, study_run = open_study(args.name, args.tracking_uri)
+    registered = study_run.data.tags.get(REGISTERED_MODEL) or args.name
+    model_uri = champion_uri(registered)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+               "--env-manager", "local", "--host", args.host, "--port", str(args.port)]
+    print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (Ctrl-C stops it)",
+          file=sys.stderr)
+    # mlflow starts `uvicorn` by name: the environment's own bin folder must come first.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+    return supervise(subprocess.Popen(command, start_new_session=True, env=env))

@@ -1,4 +1,9 @@
-"""Study files: TOML -> validated dataclasses, before anything starts.
+"""Study files: TOML -> validated configs, before anything starts.
+
+The [data] and [train] sections are resnet_core's `DataConfig` and
+`TrainConfig`, and the [space] keys are their (and `ModelConfig`'s) searchable
+fields: keys, types, choices and bounds all come from those dataclasses' field
+metadata, so a field added there is a study key here with no edit.
 
 Every error is a `ConfigError` with one line naming the file, the key, the
 value and what is allowed, e.g.
@@ -11,17 +16,21 @@ into an Optuna define-by-run function.
 
 from __future__ import annotations
 
-import difflib
-import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from resnet_core.config import BLOCKS, BN_POSITIONS, FAMILIES, SHORTCUTS, is_valid_depth
-from resnet_core.data import DATASETS
-from resnet_core.optim import OPTIMIZERS, SCHEDULES
+from resnet_core import ConfigValueError, DataConfig, ModelConfig, TrainConfig, check_fields, option
+from search.space_keys import (
+    REQUIRED_SPACE_KEYS,
+    SpaceParam,
+    SpaceRules,
+    check_depths,
+    describe_param,
+    did_you_mean,
+)
 
 
 class ConfigError(ValueError):
@@ -31,11 +40,20 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------- sections
 
 METRICS = {"val_accuracy": "max", "val_loss": "min", "best_val_accuracy": "max"}
+# Cost objectives of a multi-objective study (all minimised) and the [constraints] that limit them.
+COSTS = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
 TRACKING_SCHEMES = ("http://", "https://", "sqlite:///", "postgresql", "mysql", "file:")
 
 
+class _Section:
+    """A study-only section: field types are checked on creation, values by `_check_*`."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
 @dataclass(frozen=True)
-class StudySection:
+class StudySection(_Section):
     name: str
     num_samples: int = 12
     metric: str = "val_accuracy"
@@ -43,54 +61,41 @@ class StudySection:
     seed: int = 0
     max_concurrent_trials: int = 0  # 0: as many as resources allow
     sampler: str = "tpe"
-    optuna_storage: str | None = None  # e.g. postgresql://host/db, to warm-start later studies
+    # e.g. postgresql://user:password@host/db, to warm-start later studies
+    optuna_storage: str | None = option(None, secret=True)
     optuna_study: str | None = None  # the Optuna study in that storage (default: the name)
+    # Multi-objective: the metric, then costs to minimise (params, flops, latency_ms).
+    objectives: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mode is None and self.metric in METRICS:  # the metric's own direction
             object.__setattr__(self, "mode", METRICS[self.metric])
 
 
 @dataclass(frozen=True)
-class DataSection:
-    dataset: str = "digits"
-    root: str = "data"
-    download: bool = False
-    val_size: int | None = None
-    subset: int | None = None
-    augment: bool = True
+class ConstraintsSection(_Section):
+    """Limits a trial must meet to be the champion; params and FLOPs are checked before training."""
+
+    max_params: int | None = None
+    max_flops: int | None = None  # multiply-adds per image
+    max_latency_ms: float | None = None  # one image, measured on the trial's device
+
+    def limits(self) -> dict[str, float]:
+        """{cost: limit} of the limits that are set (cost names as in COSTS)."""
+        return {cost: getattr(self, key) for cost, key in COSTS.items()
+                if getattr(self, key) is not None}
 
 
 @dataclass(frozen=True)
-class TrainSection:
-    epochs: int = 15
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    milestones: tuple[float, ...] = (0.3, 0.6, 0.8)  # fractions of training, for "milestones"
-    gamma: float = 0.2
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    exempt_bn_and_bias: bool = False
-    deterministic: bool = False
-    amp: bool | None = None  # None: on where bf16 is fast
-    channels_last: bool = True
-    compile: bool = False
-
-
-@dataclass(frozen=True)
-class SchedulerSection:
+class SchedulerSection(_Section):
     kind: str = "asha"
     grace_period: int = 1
     reduction_factor: int = 2
 
 
 @dataclass(frozen=True)
-class ResourcesSection:
+class ResourcesSection(_Section):
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | str = 0.0  # a fraction packs trials on a GPU; "auto" estimates
     workers_per_trial: int = 1
@@ -98,7 +103,7 @@ class ResourcesSection:
 
 
 @dataclass(frozen=True)
-class TrackingSection:
+class TrackingSection(_Section):
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the local SQLite store
     experiment: str = "resnet-search"
     registered_model: str | None = None  # None: the study name
@@ -106,73 +111,68 @@ class TrackingSection:
 
 
 @dataclass(frozen=True)
-class StorageSection:
+class StorageSection(_Section):
     path: str | None = None  # None: the local results folder
-
-
-@dataclass(frozen=True)
-class SpaceParam:
-    """One key of [space]: a fixed value, a list of choices, or a range."""
-
-    name: str
-    kind: str  # "fixed" | "choice" | "int" | "float"
-    value: Any = None
-    choices: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-
-    def candidates(self) -> tuple[Any, ...] | None:
-        """All values for fixed/choice params, None for ranges."""
-        if self.kind == "fixed":
-            return (self.value,)
-        if self.kind == "choice":
-            return self.choices
-        return None
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     study: StudySection
-    data: DataSection
-    train: TrainSection
+    data: DataConfig
+    train: TrainConfig
     space: dict[str, SpaceParam]
     scheduler: SchedulerSection
     resources: ResourcesSection
     tracking: TrackingSection
     storage: StorageSection
+    constraints: ConstraintsSection = ConstraintsSection()
     source: str = ""  # the file's text, logged with the study
     path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def registered_model(self) -> str:
         return self.tracking.registered_model or self.study.name
 
 
-# ---------------------------------------------------------------- [space] rules
-
-# name -> (type, allowed values or None, check on numbers, description of allowed)
-SPACE_KEYS: dict[str, tuple[type, tuple | None, Any, str]] = {
-    "family": (str, FAMILIES, None, f"one of {', '.join(FAMILIES)}"),
-    "depth": (int, None, lambda v: v >= 3, "an integer depth (6n+2, 9n+2 or 6n+4 for wrn)"),
-    "width": (int, None, lambda v: v >= 1, "an integer >= 1"),
-    "dropout": (float, None, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "lr": (float, None, lambda v: v > 0, "a number > 0"),
-    "optimizer": (str, OPTIMIZERS, None, f"one of {', '.join(OPTIMIZERS)}"),
-    "weight_decay": (float, None, lambda v: v >= 0, "a number >= 0"),
-    "momentum": (float, None, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "batch_size": (int, None, lambda v: v >= 1, "an integer >= 1"),
-    "block": (str, BLOCKS, None, f"one of {', '.join(BLOCKS)}"),
-    "bn_position": (str, BN_POSITIONS, None, f"one of {', '.join(BN_POSITIONS)}"),
-    "shortcut": (str, SHORTCUTS, None, f"one of {', '.join(SHORTCUTS)}"),
-    "label_smoothing": (float, None, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "schedule": (str, SCHEDULES, None, f"one of {', '.join(SCHEDULES)}"),
-    "warmup_epochs": (float, None, lambda v: v >= 0, "a number >= 0"),
+SECTIONS: dict[str, type | None] = {
+    "study": StudySection, "data": DataConfig, "train": TrainConfig, "space": None,
+    "scheduler": SchedulerSection, "resources": ResourcesSection, "tracking": TrackingSection,
+    "storage": StorageSection, "constraints": ConstraintsSection,
 }
-REQUIRED_SPACE_KEYS = ("family", "depth")
-RANGE_KEYS = {"low", "high", "log", "step"}
+
+def config_params(**sections: Any) -> dict[str, str]:
+    """MLflow params `section.field` of configs (dataclasses, or their dicts in a trial config).
+
+    Secret fields (`option(secret=True)`, e.g. a database URL with a password)
+    are left out.
+    """
+    classes = {**SECTIONS, "model": ModelConfig}
+    params: dict[str, str] = {}
+    for section, values in sections.items():
+        values = asdict(values) if is_dataclass(values) else dict(values)
+        cls = classes.get(section)
+        secret = {f.name for f in fields(cls) if f.metadata.get("secret")} if cls else set()
+        params.update({f"{section}.{key}": str(value)[:500] for key, value in values.items()
+                       if key not in secret})
+    return params
+
+
+def study_params(config: StudyConfig) -> dict[str, str]:
+    """The study run's params: every setting of the study file but the space and tracking."""
+    return config_params(study=config.study, data=config.data, train=config.train,
+                         scheduler=config.scheduler, resources=config.resources,
+                         constraints=config.constraints)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to print: any password replaced by ***."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    if ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 # ---------------------------------------------------------------- loading
@@ -199,15 +199,10 @@ def load_study(path: str | Path, name: str | None = None) -> StudyConfig:
 def parse_study(raw: dict[str, Any], label: str = "study", name: str | None = None) -> StudyConfig:
     """Validate a parsed study; raises ConfigError naming the first problem."""
     check = _Checker(label)
-    sections = {
-        "study": StudySection, "data": DataSection, "train": TrainSection,
-        "space": None, "scheduler": SchedulerSection, "resources": ResourcesSection,
-        "tracking": TrackingSection, "storage": StorageSection,
-    }
     for key in raw:
-        if key not in sections:
-            check.fail(f"unknown section [{key}]{_did_you_mean(key, sections)}; "
-                       f"allowed: {', '.join(f'[{s}]' for s in sections)}")
+        if key not in SECTIONS:
+            check.fail(f"unknown section [{key}]{did_you_mean(key, SECTIONS)}; "
+                       f"allowed: {', '.join(f'[{s}]' for s in SECTIONS)}")
         if not isinstance(raw[key], dict):
             check.fail(f"[{key}] must be a table, got {raw[key]!r}")
     study_raw = dict(raw.get("study", {}))
@@ -215,22 +210,19 @@ def parse_study(raw: dict[str, Any], label: str = "study", name: str | None = No
         study_raw["name"] = name
     if "name" not in study_raw:
         check.fail("[study] name: missing; give the study a name (or pass --name)")
-    study = check.section("study", StudySection, study_raw)
-    data = check.section("data", DataSection, raw.get("data", {}))
-    train = check.section("train", TrainSection, raw.get("train", {}))
-    scheduler = check.section("scheduler", SchedulerSection, raw.get("scheduler", {}))
-    resources = check.section("resources", ResourcesSection, raw.get("resources", {}))
-    tracking = check.section("tracking", TrackingSection, raw.get("tracking", {}))
-    storage = check.section("storage", StorageSection, raw.get("storage", {}))
+    sections = {key: check.section(key, cls, study_raw if key == "study" else raw.get(key, {}))
+                for key, cls in SECTIONS.items() if cls is not None}
     if "space" not in raw:
         check.fail("[space]: missing; a study needs at least `family` and `depth` under [space]")
     space = {key: check.space_param(key, value) for key, value in raw["space"].items()}
-    config = StudyConfig(study, data, train, space, scheduler, resources, tracking, storage)
-    _check_values(check, config, raw)
+    config = StudyConfig(space=space, **sections)
+    for check_section in (_check_study, _check_space, _check_scheduler, _check_resources,
+                          _check_tracking, _check_objectives, _check_constraints):
+        check_section(check, config, raw)
     return config
 
 
-class _Checker:
+class _Checker(SpaceRules):
     def __init__(self, label: str) -> None:
         self.label = label
 
@@ -240,107 +232,26 @@ class _Checker:
     def one_of(self, where: str, value: Any, options: Any) -> None:
         if value not in options:
             self.fail(f"{where}: {value!r} is not one of {', '.join(options)}"
-                      f"{_did_you_mean(str(value), options)}")
+                      f"{did_you_mean(str(value), options)}")
 
     def section(self, section: str, cls: type, values: dict[str, Any]) -> Any:
-        allowed = {name: spec for name, spec in cls.__dataclass_fields__.items()}
-        for key, value in values.items():
+        """The section's dataclass; its own checks' ValueError gets the file and section."""
+        allowed = [spec.name for spec in fields(cls)]
+        for key in values:
             if key not in allowed:
-                self.fail(f"[{section}] unknown key {key!r}{_did_you_mean(key, allowed)}; "
+                self.fail(f"[{section}] unknown key {key!r}{did_you_mean(key, allowed)}; "
                           f"allowed: {', '.join(allowed)}")
-            self._check_type(f"[{section}] {key}", value, allowed[key].type)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigValueError as error:
+            hint = did_you_mean(str(error.value), error.choices) if error.choices else ""
+            self.fail(f"[{section}] {error.field}: {error.value!r} {error.problem}{hint}")
 
-    def _check_type(self, where: str, value: Any, annotation: str) -> None:
-        expected = annotation.replace(" ", "")
-        ok = {
-            "str": isinstance(value, str),
-            "int": _is_int(value),
-            "float": _is_number(value),
-            "bool": isinstance(value, bool),
-            "str|None": isinstance(value, str),
-            "int|None": _is_int(value),
-            "float|None": _is_number(value),
-            "bool|None": isinstance(value, bool),
-            "float|str": _is_number(value) or isinstance(value, str),
-            "tuple[float,...]": isinstance(value, list) and all(_is_number(v) for v in value),
-        }.get(expected, True)
-        if not ok:
-            kind = {"str": "a string", "int": "an integer", "float": "a number",
-                    "bool": "true or false", "tuple[float,...]": "a list of numbers"
-                    }[expected.split("|")[0]]
-            self.fail(f"{where}: {value!r} must be {kind}")
-
-    def space_param(self, key: str, value: Any) -> SpaceParam:
-        where = f"[space] {key}"
-        if key not in SPACE_KEYS:
-            self.fail(f"[space] unknown key {key!r}{_did_you_mean(key, SPACE_KEYS)}; "
-                      f"allowed: {', '.join(SPACE_KEYS)}")
-        kind, allowed, predicate, description = SPACE_KEYS[key]
-
-        def check_value(v: Any, what: str = "") -> Any:
-            label = f"{where}{what}"
-            if kind is str:
-                if not isinstance(v, str) or (allowed and v not in allowed):
-                    self.fail(f"{label}: {v!r} is not {description}"
-                              f"{_did_you_mean(str(v), allowed or ())}")
-                return v
-            if kind is int and not _is_int(v):
-                self.fail(f"{label}: {v!r} must be {description}")
-            if kind is float and not _is_number(v):
-                self.fail(f"{label}: {v!r} must be {description}")
-            if predicate is not None and not predicate(v):
-                self.fail(f"{label}: {v!r} must be {description}")
-            return v
-
-        if isinstance(value, list):
-            if not value:
-                self.fail(f"{where}: an empty list has nothing to choose from")
-            choices = tuple(check_value(v, f"[{i}]") for i, v in enumerate(value))
-            if len(set(map(repr, choices))) != len(choices):
-                self.fail(f"{where}: {value!r} lists a value twice")
-            return SpaceParam(key, "choice", choices=choices)
-        if isinstance(value, dict):
-            return self._range_param(key, value, kind, check_value, description)
-        return SpaceParam(key, "fixed", value=check_value(value))
-
-    def _range_param(self, key, value, kind, check_value, description) -> SpaceParam:
-        where = f"[space] {key}"
-        unknown = set(value) - RANGE_KEYS
-        if unknown:
-            bad = sorted(unknown)[0]
-            self.fail(f"{where}: unknown range key {bad!r}{_did_you_mean(bad, RANGE_KEYS)}; "
-                      f"allowed: low, high, log, step")
-        if kind is str:
-            self.fail(f"{where}: a range needs numbers; list the choices instead, e.g. "
-                      f"{key} = [\"...\", \"...\"]")
-        if "low" not in value or "high" not in value:
-            self.fail(f"{where}: a range needs both low and high, got {value!r}")
-        low = check_value(value["low"], ".low")
-        high = check_value(value["high"], ".high")
-        if not low < high:
-            self.fail(f"{where}: low={low!r} must be < high={high!r}")
-        log = value.get("log", False)
-        if not isinstance(log, bool):
-            self.fail(f"{where}.log: {log!r} must be true or false")
-        if log and low <= 0:
-            self.fail(f"{where}: log=true needs low > 0, got low={low!r}")
-        step = value.get("step")
-        if step is not None and (not _is_number(step) or step <= 0):
-            self.fail(f"{where}.step: {step!r} must be a number > 0")
-        if step is not None and log:
-            self.fail(f"{where}: step and log=true cannot be combined")
-        integer = kind is int or (_is_int(low) and _is_int(high) and (step is None or _is_int(step))
-                                  and key not in ("lr", "dropout", "weight_decay", "momentum",
-                                                  "label_smoothing"))
-        if kind is int and step is not None and not _is_int(step):
-            self.fail(f"{where}.step: {step!r} must be an integer for {key}")
-        return SpaceParam(key, "int" if integer else "float", low=low, high=high, log=log,
-                          step=step)
+# ---------------------------------------------------------------- rules across fields
 
 
-def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
-    study, train, space = config.study, config.train, config.space
+def _check_study(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
+    study = config.study
     if not study.name.strip() or any(c in study.name for c in "/\\") or study.name != study.name.strip():
         check.fail(f"[study] name: {study.name!r} must be a non-empty name without slashes")
     if study.num_samples < 1:
@@ -359,37 +270,9 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
     if study.sampler not in ("tpe", "random"):
         check.fail(f"[study] sampler: {study.sampler!r} must be \"tpe\" or \"random\"")
 
-    data = config.data
-    check.one_of("[data] dataset", data.dataset, DATASETS)
-    for key in ("val_size", "subset"):
-        value = getattr(data, key)
-        if value is not None and value < 1:
-            check.fail(f"[data] {key}: {value} must be >= 1")
 
-    if train.epochs < 1:
-        check.fail(f"[train] epochs: {train.epochs} must be >= 1")
-    if train.batch_size < 1:
-        check.fail(f"[train] batch_size: {train.batch_size} must be >= 1")
-    check.one_of("[train] optimizer", train.optimizer, OPTIMIZERS)
-    check.one_of("[train] schedule", train.schedule, SCHEDULES)
-    if not train.lr > 0:
-        check.fail(f"[train] lr: {train.lr} must be > 0")
-    if not 0 <= train.warmup_epochs <= train.epochs:
-        check.fail(f"[train] warmup_epochs: {train.warmup_epochs} must be in [0, epochs={train.epochs}]")
-    if not 0 <= train.label_smoothing < 1:
-        check.fail(f"[train] label_smoothing: {train.label_smoothing} must be in [0, 1)")
-    if not train.milestones or any(not 0 < m < 1 for m in train.milestones):
-        check.fail(f"[train] milestones: {list(train.milestones)} must be fractions of training "
-                   f"in (0, 1), e.g. [0.5, 0.75]")
-    if not train.gamma > 0:
-        check.fail(f"[train] gamma: {train.gamma} must be > 0")
-    if train.weight_decay < 0:
-        check.fail(f"[train] weight_decay: {train.weight_decay} must be >= 0")
-    if not 0 <= train.momentum < 1:
-        check.fail(f"[train] momentum: {train.momentum} must be in [0, 1)")
-    if train.grad_clip is not None and not train.grad_clip > 0:
-        check.fail(f"[train] grad_clip: {train.grad_clip} must be > 0 (or left out)")
-
+def _check_space(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
+    space = config.space
     duplicated = sorted(set(space) & set(raw.get("train", {})))
     if duplicated:
         check.fail(f"[space] {duplicated[0]} is also set in [train]; set it in one place "
@@ -398,123 +281,119 @@ def _check_values(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> 
         if key not in space:
             check.fail(f"[space] {key}: missing; the space needs `{key}` "
                        f"(a value, a list, or {{ low, high }})")
-    _check_depths(check, space)
+    check_depths(check, space)
+    for param in space.values():
+        if param.kind == "conditional":
+            _check_cases(check, param, space.get(param.by), getattr(config.train, param.by))
 
-    scheduler = config.scheduler
+
+def _check_cases(check: _Checker, param: SpaceParam, by_param: SpaceParam | None,
+                 fixed: Any) -> None:
+    """A per-optimizer entry covers exactly the optimizers that can reach it."""
+    from resnet_core import uses_momentum
+
+    by = param.by
+    sampled = by_param.candidates() if by_param is not None else (fixed,)
+    source = f"[space] {by} {list(sampled)!r}" if by_param is not None else f"[train] {by}={fixed!r}"
+    needed = [v for v in sampled if param.name != "momentum" or uses_momentum(v)]
+    given = [name for name, _ in param.cases]
+    for value in needed:
+        if value not in given:
+            check.fail(f"[space] {param.name}: no entry for {by} {value!r}, which {source} can "
+                       f"sample; add {value} = {{ low = ..., high = ... }} (or a value)")
+    for value in given:
+        if value not in needed:
+            check.fail(f"[space] {param.name}.{value}: {by} {value!r} is never sampled with "
+                       f"{param.name} ({source}); remove it")
+
+
+def _check_objectives(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
+    objectives, metric = config.study.objectives, config.study.metric
+    if not objectives:
+        return
+    example = f'e.g. ["{metric}", "params"]'
+    if objectives[0] != metric:
+        check.fail(f"[study] objectives[0]: {objectives[0]!r} must be the study metric "
+                   f"{metric!r} (ASHA prunes on it), then costs; {example}")
+    for i, name in enumerate(objectives[1:], 1):
+        check.one_of(f"[study] objectives[{i}]", name, COSTS)
+    if len(objectives) < 2:
+        check.fail(f"[study] objectives: {list(objectives)!r} needs at least one cost after the "
+                   f"metric ({', '.join(COSTS)}); {example}")
+    if len(set(objectives)) != len(objectives):
+        check.fail(f"[study] objectives: {list(objectives)!r} lists an objective twice")
+
+
+def _check_constraints(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
+    from search.space_keys import cheapest_architecture
+
+    for cost, limit in config.constraints.limits().items():
+        if not limit > 0:
+            check.fail(f"[constraints] {COSTS[cost]}: {limit!r} must be > 0")
+    limits = {c: v for c, v in config.constraints.limits().items() if c != "latency_ms"}
+    if not limits:
+        return
+    cheapest = cheapest_architecture(config.space, config.data.image_shape, config.data.dataset)
+    for cost, limit in limits.items():
+        if cheapest[cost][0] > limit:
+            value, model = cheapest[cost]
+            check.fail(f"[constraints] {COSTS[cost]}: {limit!r} is below every network of "
+                       f"[space]; the smallest, {model}, has {value:,} {cost}")
+
+
+def _check_scheduler(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
+    scheduler, epochs = config.scheduler, config.train.epochs
     if scheduler.kind not in ("asha", "none"):
         check.fail(f"[scheduler] kind: {scheduler.kind!r} must be \"asha\" or \"none\"")
-    if scheduler.grace_period < 1 or scheduler.grace_period > train.epochs:
+    if scheduler.grace_period < 1 or scheduler.grace_period > epochs:
         check.fail(f"[scheduler] grace_period: {scheduler.grace_period} must be in "
-                   f"[1, epochs={train.epochs}]")
+                   f"[1, epochs={epochs}]")
     if scheduler.reduction_factor < 2:
         check.fail(f"[scheduler] reduction_factor: {scheduler.reduction_factor} must be >= 2")
 
+
+def _check_resources(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
     resources = config.resources
     if not resources.cpus_per_trial > 0:
         check.fail(f"[resources] cpus_per_trial: {resources.cpus_per_trial} must be > 0")
-    gpus = resources.gpus_per_trial
+    gpus, workers = resources.gpus_per_trial, resources.workers_per_trial
     if isinstance(gpus, str) and gpus != "auto":
         check.fail(f"[resources] gpus_per_trial: {gpus!r} must be a number >= 0 or \"auto\"")
     if not isinstance(gpus, str) and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
         check.fail(f"[resources] gpus_per_trial: {gpus} must be a fraction in [0, 1] or a "
                    f"whole number of GPUs")
-    if resources.workers_per_trial < 1:
-        check.fail(f"[resources] workers_per_trial: {resources.workers_per_trial} must be >= 1")
-    if gpus == "auto" and resources.workers_per_trial > 1:
+    if workers < 1:
+        check.fail(f"[resources] workers_per_trial: {workers} must be >= 1")
+    if gpus == "auto" and workers > 1:
         check.fail("[resources] gpus_per_trial: \"auto\" packs single-worker trials; with "
-                   f"workers_per_trial={resources.workers_per_trial} give the GPUs per trial "
-                   "as a number")
-    workers = resources.workers_per_trial
-    batch_param = space.get("batch_size")
+                   f"workers_per_trial={workers} give the GPUs per trial as a number")
+    _check_batch_split(check, config.space.get("batch_size"), config.train.batch_size, workers)
+
+
+def _check_batch_split(check: _Checker, batch_param: SpaceParam | None, fixed_batch: int,
+                       workers: int) -> None:
+    """batch_size is the global batch: every sampled value must split among the DDP workers."""
+    if batch_param is not None and batch_param.kind == "conditional":
+        for _, case in batch_param.cases:
+            _check_batch_split(check, case, fixed_batch, workers)
+        return
     if batch_param is not None and batch_param.kind == "int" and workers > 1:
         step = int(batch_param.step or 1)
         if batch_param.low % workers or step % workers:
-            check.fail(f"[space] batch_size: {_describe(batch_param)} can sample batches that "
+            check.fail(f"[space] batch_size: {describe_param(batch_param)} can sample batches that "
                        f"{workers} workers cannot split; use low and step divisible by "
                        f"workers_per_trial={workers}, or a list")
-    batch_sizes = batch_param.candidates() if batch_param is not None else (train.batch_size,)
+    batch_sizes = batch_param.candidates() if batch_param is not None else (fixed_batch,)
     for batch in batch_sizes or ():
-        if batch % resources.workers_per_trial:
+        if batch % workers:
             check.fail(f"batch_size {batch} is not divisible by [resources] workers_per_trial="
-                       f"{resources.workers_per_trial}; batch_size is the global batch")
+                       f"{workers}; batch_size is the global batch")
 
+
+def _check_tracking(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
     tracking = config.tracking
     if tracking.uri is not None and not tracking.uri.startswith(TRACKING_SCHEMES):
         check.fail(f"[tracking] uri: {tracking.uri!r} is not a tracking URI; use "
                    f"http(s)://host:port, sqlite:///path, postgresql://... or mysql://...")
     if not tracking.experiment.strip():
         check.fail("[tracking] experiment: must not be empty")
-
-
-def _check_depths(check: _Checker, space: dict[str, SpaceParam]) -> None:
-    """Every family/block combination the space can produce must have a valid depth."""
-    families = space["family"].candidates() or FAMILIES
-    blocks_param = space.get("block")
-    depth = space["depth"]
-    for family in families:
-        blocks = ("basic",) if family == "wrn" else (
-            blocks_param.candidates() if blocks_param else (None,))
-        for block in blocks:
-            if family == "wrn" and blocks_param and "basic" not in (blocks_param.candidates() or ()):
-                check.fail(f"[space] block: {list(blocks_param.candidates())!r} has no block for "
-                           f"family 'wrn', which uses basic blocks only")
-            if not valid_depths(family, block, depth):
-                rule = _rule_text(family, block)
-                blocks_label = "" if block is None or family == "wrn" else f" with {block} blocks"
-                check.fail(f"[space] depth: {_describe(depth)} has no valid depth for family "
-                           f"{family!r}{blocks_label} "
-                           f"({rule})")
-    if "bn_position" in space and "after_add" in (space["bn_position"].candidates() or ()):
-        if "resnet" not in families:
-            check.fail("[space] bn_position: 'after_add' needs family 'resnet' in [space] family")
-
-
-def valid_depths(family: str, block: str | None, depth: SpaceParam) -> list[int]:
-    """The depths of a [space] depth entry that the family and block accept.
-
-    With `block=None` (not searched) the papers' default block of each depth
-    is used, so `resnet` accepts 6n+2 depths and the bottleneck-only 9n+2 ones.
-    """
-    from resnet_core.config import default_block
-
-    if depth.kind in ("fixed", "choice"):
-        candidates = [d for d in depth.candidates() if _is_int(d)]
-    else:
-        candidates = list(range(math.ceil(depth.low), math.floor(depth.high) + 1))
-    result = []
-    for d in candidates:
-        chosen = "basic" if family == "wrn" else (block or default_block(family, d))
-        if is_valid_depth(family, chosen, d):
-            result.append(d)
-    return result
-
-
-def _rule_text(family: str, block: str | None) -> str:
-    if family == "wrn":
-        return "wrn depths are 6n+4: 10, 16, 22, 28, 40, ..."
-    if block == "bottleneck":
-        return "bottleneck depths are 9n+2: 11, 20, 29, ..., 164"
-    if block == "basic":
-        return "basic depths are 6n+2: 8, 14, 20, 32, 44, 56, 110"
-    return "depths are 6n+2 (basic) or 9n+2 (bottleneck): 8, 14, 20, 32, 56, 110, 164"
-
-
-def _describe(param: SpaceParam) -> str:
-    if param.kind == "fixed":
-        return repr(param.value)
-    if param.kind == "choice":
-        return repr(list(param.choices))
-    return f"{{ low = {param.low}, high = {param.high} }}"
-
-
-def _did_you_mean(word: str, options: Any) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -3,110 +3,78 @@
 How a trial with `workers_per_trial = W` runs:
 
 - The Tune trial process only drives: it asks Tune for `DDP_DRIVER_CPU` and
-  starts a Ray Train V2 `TorchTrainer` whose W workers share the rest of
-  `cpus_per_trial` evenly (`cpus_per_trial / W - DDP_DRIVER_CPU / W` each, so
-  the trial holds exactly `cpus_per_trial`) and `gpus_per_trial / W` GPUs each
-  (Train places them in a placement group of its own). NCCL joins the workers
-  on GPUs (gloo when a worker holds less than one GPU, since NCCL cannot put
-  two ranks on one device), gloo on CPUs. Each worker runs torch with
-  `max(1, int(cpus_per_trial / W))` threads.
-- `batch_size` is global: each optimizer step sees `batch_size` images, of
-  which each worker computes `batch_size / W` (it must divide evenly). Each
-  epoch is split into W disjoint equal shares; the gradients are all-reduced
-  by DDP, so the W replicas stay identical, and train loss / accuracy are
-  summed over all shares. Every worker scores the whole validation split.
-- Every worker reports each epoch (`ray.train.report`); rank 0 attaches the
-  checkpoint. A Train callback forwards rank 0's result and checkpoint to the
-  trial process, which reports them to Tune (`ray.tune.report`): the same
-  metric keys, checkpoints and resume semantics as a single-worker trial
-  (`search.trainable`), plus `world_size`. Ray's `TuneReportCallback` is not
-  used because it forwards only the checkpoint's path as a metric, so Tune
-  would keep no checkpoint (no champion, no resume).
-- A restarted trial passes Tune's checkpoint to the workers, which all load it.
+  starts a Ray Train V2 `TorchTrainer` whose W workers share the rest of the
+  trial's CPUs and GPUs (`search.ddp_resources`; Train places them in a
+  placement group of its own). NCCL joins the workers on whole GPUs, gloo
+  elsewhere. Each worker runs the same trial body as a single-worker trial
+  (`search.ddp_worker`); `batch_size` is global and each worker computes
+  `batch_size / W` of every step.
+- Rank 0's result and checkpoint reach the trial through `ForwardToTrial`
+  (a public Train `UserCallback`) and a Ray queue; the trial reports them with
+  `ray.tune.report`: the same metric keys, checkpoints and resume semantics as
+  a single-worker trial, plus `world_size`.
+- A restarted trial hands Tune's checkpoint to the workers, which all load it.
   Train itself never retries (`max_failures = 0`): failures go to Tune, whose
   `FailureConfig` restarts the trial from its last checkpoint.
-- A non-finite loss on any worker stops all of them at the same step (the
-  check is all-reduced), they report the diverged result and the trial ends
-  cleanly with `diverged = 1`.
+- A trial that Tune stops (ASHA) or that dies frees its workers: see
+  `TrainRunLauncher`.
+
+Ray's documented bridge, `ray.tune.integration.ray_train.TuneReportCallback`,
+is not used: it hands Tune only the checkpoint's path as a metric, so Tune
+would keep no checkpoint (no champion, no resume; ray-project/ray#55556 made
+it a metrics-only queue). And Train frees the placement group of a run whose
+controller died only through the state API of a full `ray[default]` install
+(ray-project/ray#58515, for #54305), so the launcher removes it itself.
 """
 
 from __future__ import annotations
 
-import math
-import tempfile
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import ray
-import torch
+import ray.train
 from ray import tune
-from ray.train.v2._internal.execution.callback import ControllerCallback
-from ray.train.v2.api.callback import UserCallback
 
-from resnet_core.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from resnet_core.data import load_data
-from resnet_core.train import DivergedError, TrainingRun
-from search.resources import DDP_DRIVER_CPU
-from search.trainable import configs_from_trial, diverged_result, trial_identity
+from search.ddp_resources import (
+    backend_for,
+    reserved_cpus_per_worker,
+    torch_threads,
+    worker_resources,
+)
+from search.ddp_worker import train_loop_per_worker
 
 # Folder (inside the Tune trial's storage folder) where Ray Train stages the
 # checkpoints of rank 0 before the trial process hands them to Tune.
 TRAIN_RUNS_DIR = "ddp-train"
+# How often the trial drains its result queue and the launcher checks on the trial.
 POLL_S = 0.5
+# Ray Train's own limit on starting a run's workers (its setting, with its default):
+# the launcher of a stopped trial waits this long for the workers to appear or the
+# run to end before it gives up on the run.
+WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+RAY_DEFAULT_WORKER_GROUP_START_TIMEOUT_S = 60.0
 
 
-# ---------------------------------------------------------------- resources
-
-
-def worker_resources(config: dict[str, Any]) -> dict[str, float]:
-    """The trial's `resources` entry (see `search.space.SearchSpace`), validated."""
-    resources = config.get("resources")
-    if not resources or "workers" not in resources:
-        raise ValueError("a distributed trial needs config['resources'] = {'workers': W, "
-                         "'cpus_per_worker': c, 'gpus_per_worker': g} (search.space.SearchSpace)")
-    workers = int(resources["workers"])
-    cpus = float(resources.get("cpus_per_worker", 1.0))
-    gpus = float(resources.get("gpus_per_worker", 0.0) or 0.0)
-    if workers < 1 or cpus <= 0 or gpus < 0:
-        raise ValueError(f"invalid trial resources {resources}")
-    return {"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus}
-
-
-def torch_threads(cpus_per_worker: float) -> int:
-    return max(1, int(cpus_per_worker))
-
-
-def reserved_cpus_per_worker(cpus_per_worker: float, workers: int) -> float:
-    """What each worker reserves: its share less its part of the trial driver's sliver.
-
-    The trial's own process holds `DDP_DRIVER_CPU`, so a trial reserves exactly
-    `cpus_per_trial` in all: two trials of `cpus_per_trial = 1` fill two cores.
-    Rounded down to Ray's resource granularity (1e-4) so that sums never overshoot.
-    """
-    share = cpus_per_worker - DDP_DRIVER_CPU / workers
-    return max(math.floor(share * 1e4) / 1e4, 1e-4)
-
-
-def backend_for(gpus_per_worker: float) -> str:
-    """NCCL needs one whole GPU per rank; gloo runs everywhere (CPU, shared GPUs)."""
-    return "nccl" if gpus_per_worker >= 1 else "gloo"
+def worker_group_start_timeout_s() -> float:
+    return float(os.environ.get(WORKER_GROUP_START_TIMEOUT_ENV,
+                                RAY_DEFAULT_WORKER_GROUP_START_TIMEOUT_S))
 
 
 def build_trainer(config: dict[str, Any], *, resume_from: tune.Checkpoint | None = None,
-                  storage_path: str | None = None, storage_filesystem=None,
+                  storage_path: str | None = None, storage_filesystem: Any = None,
                   name: str | None = None, callbacks: list | None = None,
                   loop: Callable[[dict[str, Any]], None] | None = None,
-                  extra_loop_config: dict[str, Any] | None = None):
+                  extra_loop_config: dict[str, Any] | None = None) -> Any:
     """The `TorchTrainer` that runs one trial's W workers.
 
     `loop` replaces `train_loop_per_worker` and `extra_loop_config` adds to what
     the workers receive (tests drive the same worker set-up with their own loop).
     """
-    import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     need = worker_resources(config)
@@ -138,162 +106,84 @@ def build_trainer(config: dict[str, Any], *, resume_from: tune.Checkpoint | None
     )
 
 
-# ---------------------------------------------------------------- the workers
-
-
-def worker_run(loop_config: dict[str, Any]) -> tuple[TrainingRun, dict[str, Any], int]:
-    """This worker's share of the trial: (run, data config, epoch resumed from)."""
-    import ray.train
-    import ray.train.torch
-
-    torch.set_num_threads(int(loop_config.get("threads", 1)))
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    model_config, train_config, data_config = configs_from_trial(loop_config["trial"])
-    device = ray.train.torch.get_device()
-    if isinstance(device, list):
-        device = device[0]
-    data = load_data(data_config)
-    run = TrainingRun(
-        model_config, train_config, data, device, rank=rank, world_size=world_size,
-        wrap_model=lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
-    )
-    resumed_from = 0
-    checkpoint = loop_config.get("resume_from")
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            run.load_state_dict(load_checkpoint(directory))
-        resumed_from = run.epoch
-    return run, {**data_config.__dict__}, resumed_from
-
-
-def _report(result: dict[str, Any], state: dict[str, Any] | None) -> None:
-    """Every rank reports; only a rank holding `state` (rank 0) attaches a checkpoint."""
-    import ray.train
-
-    if state is None:
-        ray.train.report(result)
-        return
-    with tempfile.TemporaryDirectory(prefix="resnet-search-ckpt-") as directory:
-        save_checkpoint(state, Path(directory) / CHECKPOINT_FILE)
-        ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(directory))
-
-
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """One DDP worker: train epoch by epoch, report every epoch (rank 0: with a checkpoint)."""
-    run_worker(loop_config)
-
-
-def run_worker(loop_config: dict[str, Any]) -> TrainingRun:
-    """The body of `train_loop_per_worker`; returns the run (tests inspect each rank's state)."""
-    run, data_config, resumed_from = worker_run(loop_config)
-    metric = loop_config["trial"].get("metric", "val_accuracy")
-    extra = {**trial_identity(), "resumed_from_epoch": resumed_from,
-             "device": str(run.device.type), "amp": int(run.amp), "world_size": run.world_size,
-             "rank": run.rank}
-    best = max((m["val_accuracy"] for m in run.history), default=0.0)
-    if run.finished and run.history:
-        # Restored from the final checkpoint: report the last epoch again (see search.trainable).
-        _report({**run.history[-1], "best_val_accuracy": best, "diverged": 0, **extra}, None)
-        return run
-    while not run.finished:
-        try:
-            metrics = run.train_epoch()
-        except DivergedError as error:
-            _report({**diverged_result(metric, run, error), **extra}, None)
-            return run
-        best = max(best, metrics["val_accuracy"])
-        state = None
-        if run.rank == 0:
-            state = run.state_dict()
-            state["data_config"] = data_config
-        _report({**metrics, "best_val_accuracy": best, "diverged": 0, **extra}, state)
-    return run
-
-
-# ---------------------------------------------------------------- the Tune trial
-
-
-class ForwardToTrial(UserCallback):
+class ForwardToTrial(ray.train.UserCallback):
     """Runs in the Train controller: hands rank 0's result and the checkpoint to the trial."""
 
-    def __init__(self, queue) -> None:
+    def __init__(self, queue: Any) -> None:
         self.queue = queue
 
-    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: Any) -> None:
         self.queue.put((dict(metrics[0]), checkpoint))
-
-
-class AnnounceController(ControllerCallback):
-    """Runs in the Train controller: tells the launcher which controller to abort if need be."""
-
-    def __init__(self, launcher) -> None:
-        self.launcher = launcher
-
-    def after_controller_start(self, train_run_context) -> None:
-        ray.get(self.launcher.set_controller.remote(ray.get_runtime_context().current_actor))
 
 
 class TrainRunLauncher:
     """Owns one attempt's Train run, outside the Tune trial's process (a detached actor).
 
     Tune stops a trial (ASHA pruning, or the last epoch under ASHA) by removing
-    the trial's placement group, which kills the trial process at once. A Train
-    controller owned by that process would die with it, without shutting its
-    run down; Ray Train's own clean-up of the workers' placement group needs the
-    state API of a full `ray[default]` dashboard, so the run's CPUs/GPUs would
-    stay reserved and the next trials would wait forever. The launcher owns the
-    controller instead, watches the trial's result queue (which dies with the
-    trial), and aborts the run through the controller when the trial is gone.
+    the trial's placement group, which kills the trial process at once; a Train
+    run owned by that process would leave its workers' placement group reserved
+    (see the module docstring) and the next trials would wait forever. The
+    launcher owns the run instead, watches the trial's result queue (which dies
+    with the trial), and when the trial is gone removes the workers' placement
+    group, which rank 0 announced: the workers end, the run fails, its CPUs/GPUs
+    are free again.
     """
 
-    def __init__(self, queue) -> None:
+    def __init__(self, queue: Any) -> None:
         self.queue = queue  # owned by the trial: alive exactly as long as the trial
-        self.controller = None
+        self.placement_group = None
         self.staging: tuple[Any, str] | None = None
         self.done = threading.Event()
         self.stop = threading.Event()
+        self.lock = threading.Lock()
 
-    def set_controller(self, controller) -> None:
-        self.controller = controller
+    def set_placement_group(self, placement_group: Any) -> None:
+        with self.lock:
+            self.placement_group = placement_group
+        if self.stop.is_set():  # the trial went away while the workers started
+            self._free_workers()
 
-    def fit(self, config: dict[str, Any], resume_from, storage_path: str, storage_filesystem,
-            name: str) -> None:
+    def fit(self, config: dict[str, Any], resume_from: Any, storage_path: str,
+            storage_filesystem: Any, name: str, **trainer_options: Any) -> None:
+        """Run the trial's Train run to its end (`trainer_options` go to `build_trainer`)."""
         launcher = ray.get_runtime_context().current_actor
         self.staging = (storage_filesystem, storage_path)
         try:
             build_trainer(config, resume_from=resume_from, storage_path=storage_path,
                           storage_filesystem=storage_filesystem, name=name,
-                          callbacks=[ForwardToTrial(self.queue), AnnounceController(launcher)],
-                          ).fit()
+                          callbacks=[ForwardToTrial(self.queue)],
+                          extra_loop_config={"launcher": launcher}, **trainer_options).fit()
         finally:
             self.done.set()
 
     def request_stop(self) -> None:
         self.stop.set()
 
-    def watch(self, poll_s: float = 1.0) -> None:
-        """Until the trial says stop or disappears; then abort a run still going, and exit."""
-        while not self.stop.is_set() and self._trial_alive():
+    def watch(self, poll_s: float = POLL_S) -> None:
+        """Until the trial says stop or disappears; then end a run still going, and exit."""
+        while not self.stop.is_set() and self._trial_alive(poll_s):
             self.stop.wait(poll_s)
+        self.stop.set()
         if not self.done.is_set():
-            deadline = time.monotonic() + 120  # a run still starting announces its controller
-            while self.controller is None and not self.done.is_set() \
-                    and time.monotonic() < deadline:
-                self.done.wait(0.2)
-            if self.controller is not None and not self.done.is_set():
-                try:
-                    ray.get(self.controller.abort.remote(), timeout=60)
-                except Exception:  # the controller exits while it answers
-                    pass
+            self._free_workers()
+            # Workers still starting announce their placement group (freed on arrival).
+            self.done.wait(worker_group_start_timeout_s())
         if self.staging is not None:  # Train's staging folder: Tune holds the checkpoints
             _delete(*self.staging)
         ray.actor.exit_actor()
 
-    def _trial_alive(self) -> bool:
+    def _free_workers(self) -> None:
+        with self.lock:
+            placement_group, self.placement_group = self.placement_group, None
+        if placement_group is not None:
+            ray.util.remove_placement_group(placement_group)
+
+    def _trial_alive(self, wait_s: float) -> bool:
+        probe = self.queue.actor.qsize.remote()
         try:
-            ray.get(self.queue.actor.qsize.remote(), timeout=30)
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError):
+            ray.get(probe, timeout=wait_s)
+        except ray.exceptions.GetTimeoutError:
             return True  # busy or briefly unreachable: ask again
         except ray.exceptions.RayActorError:
             return False
@@ -302,57 +192,68 @@ class TrainRunLauncher:
 
 def _trial_storage() -> tuple[str, Any]:
     """The Tune trial's folder on the study storage (shared by all nodes) and its filesystem."""
-    from ray.train._internal.session import get_session
-
-    session = get_session()
-    if session is None or getattr(session, "storage", None) is None:
+    storage = tune.get_context().get_storage()
+    if storage is None:
         raise RuntimeError("train_distributed_trial must run as a Ray Tune trial")
-    return session.storage.trial_fs_path, session.storage.storage_filesystem
+    return storage.trial_fs_path, storage.storage_filesystem
 
 
-def _delete(filesystem, path: str) -> None:
+def _delete(filesystem: Any, path: str) -> None:
     try:
         filesystem.delete_dir(path)
     except (FileNotFoundError, OSError):
         pass
 
 
-def train_distributed_trial(config: dict[str, Any]) -> None:
-    """Ray Tune entry point for trials of `workers_per_trial > 1` DDP workers."""
-    from ray.util.queue import Empty, Queue
+def start_launcher(queue: Any) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    trial_path, filesystem = _trial_storage()
-    storage_path = f"{trial_path.rstrip('/')}/{TRAIN_RUNS_DIR}"
-    # A fresh Train run per attempt: Train never restores on its own, Tune's checkpoint rules.
-    name = f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    queue = Queue(actor_options={"num_cpus": 0})
     launcher = ray.remote(TrainRunLauncher).options(
         num_cpus=0, max_concurrency=8, lifetime="detached",
         # Out of the trial's placement group (Tune removes it when it stops the trial).
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=True),
     ).remote(queue)
-    launcher.watch.remote(POLL_S * 2)
+    launcher.watch.remote(POLL_S)
+    return launcher
+
+
+def _forward_results(queue: Any, fit: ray.ObjectRef) -> None:
+    """Report every result the run forwards to Tune, until the run has ended and all are in."""
+    from ray.util.queue import Empty
+
+    while True:
+        finished = bool(ray.wait([fit], timeout=0)[0])  # first: results before the end drain
+        try:
+            metrics, checkpoint = queue.get(block=not finished, timeout=POLL_S)
+        except Empty:
+            if finished:
+                return
+            continue
+        if checkpoint is None:
+            tune.report(metrics)
+            continue
+        tune.report(metrics, checkpoint=tune.Checkpoint(path=checkpoint.path,
+                                                        filesystem=checkpoint.filesystem))
+        _delete(checkpoint.filesystem, checkpoint.path)  # Tune holds its own copy now
+
+
+def train_distributed_trial(config: dict[str, Any]) -> None:
+    """Ray Tune entry point for trials of `workers_per_trial > 1` DDP workers."""
+    from ray.util.queue import Queue
+
+    trial_path, filesystem = _trial_storage()
+    storage_path = f"{trial_path.rstrip('/')}/{TRAIN_RUNS_DIR}"
+    # A fresh Train run per attempt: Train never restores on its own, Tune's checkpoint rules.
+    name = f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    queue = Queue(actor_options={"num_cpus": 0})
+    launcher = start_launcher(queue)
     fit = launcher.fit.remote(config, tune.get_checkpoint(), storage_path, filesystem, name)
     try:
-        while True:
-            finished = bool(ray.wait([fit], timeout=0)[0])  # first: results before the end drain
-            try:
-                metrics, checkpoint = queue.get(block=not finished, timeout=POLL_S)
-            except Empty:
-                if finished:
-                    break
-                continue
-            if checkpoint is None:
-                tune.report(metrics)
-                continue
-            tune.report(metrics, checkpoint=tune.Checkpoint(path=checkpoint.path,
-                                                            filesystem=checkpoint.filesystem))
-            _delete(checkpoint.filesystem, checkpoint.path)  # Tune holds its own copy now
+        _forward_results(queue, fit)
         ray.get(fit)  # raises the run's error: Tune retries the trial from its checkpoint
         _delete(filesystem, storage_path)  # Train's staging folder: Tune holds the checkpoints
     finally:
         # Normal end: the launcher just cleans up and exits. Stopped by Tune (SystemExit in
-        # tune.report) or failed: it aborts the run first (it also notices a killed trial).
+        # tune.report) or failed: it ends the run first (it also notices a killed trial).
         launcher.request_stop.remote()

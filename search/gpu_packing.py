@@ -25,9 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from resnet_core.config import ModelConfig
-from resnet_core.data import DataConfig
-from resnet_core.models import build_model
+from resnet_core import DataConfig, ModelConfig, build_model
 
 CUDA_OVERHEAD_BYTES = 600 * 2**20  # context, cuDNN/cuBLAS workspaces, allocator slack
 SAFETY = 0.85  # use at most this share of a GPU's memory

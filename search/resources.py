@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.config import StudyConfig
+from search.ddp_resources import DDP_DRIVER_CPU
 
-# The trial's own process only launches the DDP workers: it needs (almost) nothing.
-DDP_DRIVER_CPU = 0.01
+# A probe task needs a fresh worker process on each node: Ray's default limit for
+# starting one (worker_register_timeout_seconds) is 60 s.
+STORAGE_PROBE_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def trial_resources(config: StudyConfig) -> TrialNeed:
     gpus = gpus_per_trial(config)
     if workers == 1:
         return TrialNeed(cpus, gpus, cpus, gpus, 1)
-    # The driver's sliver comes out of the workers' share (search.distributed).
+    # The driver's sliver comes out of the workers' share (search.ddp_resources).
     return TrialNeed(cpus, gpus, cpus / workers, gpus / workers, workers)
 
 
@@ -92,6 +94,7 @@ def storage_visible_on_all_nodes(storage_path: str) -> list[str]:
             ).remote(marker)
             for n in nodes
         }
-        return [name for name, ref in checks.items() if not ray.get(ref, timeout=60)]
+        return [name for name, ref in checks.items()
+                if not ray.get(ref, timeout=STORAGE_PROBE_TIMEOUT_S)]
     finally:
         os.remove(marker)

@@ -14,79 +14,76 @@ from typing import Any
 
 from torch import nn
 
-from resnet_core.checkpoint import CHECKPOINT_FILE, model_from_checkpoint
-from search.champion import CHAMPION_ALIAS
+from resnet_core import CHECKPOINT_FILE, model_from_checkpoint
+from search import ranking, tags, tracking
 from search.config import ConfigError
+from search.study_summary import model_label
 from search.tracking import open_study
 
 
 def study_status(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
-    """The study's trials with their states and metrics, best first."""
-    from search import tracking
-
+    """The study's trials with their states and metrics, in the ranking's order (best first)."""
     uri, client, study_run = open_study(name, tracking_uri)
-    params = study_run.data.params
-    metric, mode = params.get("study.metric", "val_accuracy"), params.get("study.mode", "max")
-    rank_by = "best_val_accuracy" if metric == "val_accuracy" else metric
-    trials = []
-    for run in tracking.trial_runs(client, study_run):
-        tags, metrics = run.data.tags, run.data.metrics
-        trials.append({
-            "trial_id": tags.get(tracking.TRIAL_ID),
-            "optuna_trial_number": int(tags.get(tracking.OPTUNA_NUMBER, -1)),
-            "status": tags.get(tracking.STATUS, "unknown"),
-            "epochs": int(metrics.get("epoch", 0)),
-            "val_accuracy": metrics.get("val_accuracy"),
-            "best_val_accuracy": metrics.get("best_val_accuracy"),
-            "val_loss": metrics.get("val_loss"),
-            "model": _model_label(run.data.params),
-            "optimizer": run.data.params.get("train.optimizer"),
-            "lr": _float(run.data.params.get("train.lr")),
-            "mlflow_run_id": run.info.run_id,
-            "checkpoint": tags.get(tracking.CHECKPOINT),
-            "node_id": tags.get(tracking.NODE_ID),
-        })
-    scored = [t for t in trials if t.get(rank_by) is not None and t["status"] != "diverged"]
-    scored.sort(key=lambda t: t[rank_by], reverse=mode == "max")
-    unscored = [t for t in trials if t not in scored]
-    ordered = scored + sorted(unscored, key=lambda t: t["optuna_trial_number"])
+    metric, mode = tracking.study_objective(study_run)
+    trials = [_trial_row(score, run) for score, run in tracking.ranked_trial_runs(client, study_run)]
     counts: dict[str, int] = {}
     for t in trials:
         counts[t["status"]] = counts.get(t["status"], 0) + 1
+    run_tags = study_run.data.tags
     return {
         "study": name,
         "tracking_uri": uri,
         "study_run_id": study_run.info.run_id,
-        "status": study_run.data.tags.get(tracking.STATUS, "unknown"),
+        "status": run_tags.get(tags.STATUS, "unknown"),
         "metric": metric,
         "mode": mode,
-        "num_samples": int(params.get("study.num_samples", 0)),
-        "storage_path": study_run.data.tags.get(tracking.STORAGE),
+        "num_samples": int(study_run.data.params.get("study.num_samples", 0)),
+        "storage_path": run_tags.get(tags.STORAGE),
         "counts": counts,
         "test_accuracy": study_run.data.metrics.get("test_accuracy"),
-        "registered_model": study_run.data.tags.get("resnet_search.registered_model"),
-        "best": scored[0] if scored else None,
-        "trials": ordered,
+        "registered_model": run_tags.get(tags.REGISTERED_MODEL),
+        "champion_trial_id": run_tags.get(tags.BEST_TRIAL_ID),
+        "best": trials[0] if trials and trials[0]["ranked"] else None,
+        "trials": trials,
     }
 
 
-def _model_label(params: dict[str, str]) -> str:
-    family, depth = params.get("model.family", "?"), params.get("model.depth", "?")
-    if family == "wrn":
-        return f"wrn-{depth}-{params.get('model.width', '1')}"
-    block = params.get("model.block")
-    return f"{family}-{depth}" + (f" ({block})" if block and block != "basic" else "")
+def _trial_row(score: ranking.TrialScore, run) -> dict[str, Any]:
+    run_tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+    return {
+        "trial_id": score.trial_id,
+        "optuna_trial_number": score.number,
+        "status": score.status,
+        "ranked": score.ranked,
+        "value": score.best.value if score.best else None,
+        "best_epoch": score.best.epoch if score.best else None,
+        "val_loss_at_best": score.best.val_loss if score.best else None,
+        "epochs": int(metrics.get("epoch", 0)),
+        "val_accuracy": metrics.get("val_accuracy"),
+        "best_val_accuracy": metrics.get("best_val_accuracy"),
+        "val_loss": metrics.get("val_loss"),
+        "model": model_label(params),
+        "optimizer": params.get("train.optimizer"),
+        "lr": _float(params.get("train.lr")),
+        "parameters": _int(params.get("model.parameters")),
+        "flops": _int(params.get("model.flops")),
+        "mlflow_run_id": run.info.run_id,
+        "checkpoint": run_tags.get(tags.CHECKPOINT),
+        "node_id": run_tags.get(tags.NODE_ID),
+    }
 
 
 def _float(value: str | None) -> float | None:
     return float(value) if value is not None else None
 
 
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None else None
+
+
 def download_model_checkpoint(model_uri: str, tracking_uri: str | None, destination: Path) -> Path:
     """Fetch the weights-only checkpoint stored inside a logged/registered model."""
     import mlflow
-
-    from search import tracking
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
@@ -118,14 +115,14 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     (the resolved trial) and `test_accuracy`.
     """
     _, client, study_run = open_study(name, tracking_uri)
-    registered = study_run.data.tags.get("resnet_search.registered_model") or name
-    model, state = load_model_uri(f"models:/{registered}@{CHAMPION_ALIAS}", tracking_uri)
+    registered = study_run.data.tags.get(tags.REGISTERED_MODEL) or name
+    model, state = load_model_uri(tags.champion_uri(registered), tracking_uri)
     config = {
         "model": state["model_config"],
         "train": state.get("train_config"),
         "data": state.get("data_config"),
         "test_accuracy": study_run.data.metrics.get("test_accuracy"),
-        "model_uri": f"models:/{registered}@{CHAMPION_ALIAS}",
+        "model_uri": tags.champion_uri(registered),
     }
     return model, config
 
@@ -133,13 +130,13 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
 def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | None = None) -> Path:
     """Copy the best checkpoint: the champion's, else the best trial's while the study runs."""
     _, client, study_run = open_study(name, tracking_uri)
-    registered = study_run.data.tags.get("resnet_search.registered_model") or name
+    registered = study_run.data.tags.get(tags.REGISTERED_MODEL) or name
     destination = Path(destination)
     target = destination / CHECKPOINT_FILE if destination.is_dir() else destination
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="resnet-search-export-") as scratch:
         try:
-            source = download_model_checkpoint(f"models:/{registered}@{CHAMPION_ALIAS}",
+            source = download_model_checkpoint(tags.champion_uri(registered),
                                                tracking_uri, Path(scratch))
         except ConfigError:
             best = study_status(name, tracking_uri)["best"]
@@ -153,7 +150,8 @@ def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | Non
 def evaluate_model_uri(model_uri: str, *, tracking_uri: str | None = None,
                        dataset: str | None = None, root: str | None = None, split: str = "test",
                        device: str | None = None) -> dict[str, Any]:
-    from search.single_run import data_config_from_dict, evaluate_module
+    from resnet_core import data_config_from_dict
+    from search.single_run import evaluate_module
 
     model, state = load_model_uri(model_uri, tracking_uri)
     data_config = data_config_from_dict(state.get("data_config") or {})

@@ -18,12 +18,16 @@ import re
 import sys
 
 from optuna.storages import RDBStorage
+from ray.tune.search.optuna import OptunaSearch
 
-from search.config import ConfigError, StudyConfig
-from search.space import SearchSpace
+from search import tags
+from search.config import COSTS, ConfigError, StudyConfig
+from search.space import InfeasibleArchitecture, SearchSpace, constraint_violations
 from search.tracking import redact_url
 
-METRIC_ATTR = "resnet_search.metric"
+METRIC_ATTR = tags.OPTUNA_METRIC_ATTR
+# Networks over a [constraints] limit the searcher may reject in a row before giving up.
+MAX_REJECTIONS = 500
 CONNECT_TIMEOUT_S = 10
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -35,11 +39,18 @@ def build_sampler(config: StudyConfig):
     if config.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # multivariate + group model the conditional space jointly; constant_liar keeps
-    # concurrent trials from being proposed the same point.
+    # concurrent trials from being proposed the same point. Networks over a [constraints]
+    # limit carry Optuna constraints (`Trial.set_constraint`), which TPE learns to avoid.
     return optuna.samplers.TPESampler(
         seed=seed, multivariate=True, group=True, constant_liar=True,
         n_startup_trials=max(3, min(10, config.study.num_samples // 3)),
     )
+
+
+def set_constraints(ot_trial, violations: list[float]) -> None:
+    """Tell Optuna how far a trial is over each limit (> 0: infeasible), once per trial."""
+    for name, value in zip(COSTS, violations, strict=True):
+        ot_trial.set_constraint(name, value)
 
 
 # ---------------------------------------------------------------- Optuna RDB storage
@@ -114,13 +125,16 @@ def check_optuna_storage(config: StudyConfig, storage=None) -> int:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return 0
-    wanted = StudyDirection.MAXIMIZE if config.study.mode == "max" else StudyDirection.MINIMIZE
+    metrics, modes = objectives(config)
+    wanted = [StudyDirection.MAXIMIZE if mode == "max" else StudyDirection.MINIMIZE
+              for mode in modes]
     directions = storage.get_study_directions(study_id)
     where = f"[study] optuna_study {name!r} in {redact_url(config.study.optuna_storage)}"
-    if list(directions) != [wanted]:
+    if list(directions) != wanted:
         have = "/".join(d.name.lower() for d in directions)
-        raise ConfigError(f"{where} is a {have} study; this study wants to {wanted.name.lower()} "
-                          f"{config.study.metric} (use another optuna_study)")
+        want = "/".join(d.name.lower() for d in wanted)
+        raise ConfigError(f"{where} is a {have} study; this study wants to {want} "
+                          f"{', '.join(metrics)} (use another optuna_study)")
     metric = storage.get_study_user_attrs(study_id).get(METRIC_ATTR)
     if metric is not None and metric != config.study.metric:
         raise ConfigError(f"{where} optimized {metric}, not {config.study.metric}; "
@@ -131,9 +145,52 @@ def check_optuna_storage(config: StudyConfig, storage=None) -> int:
 # ---------------------------------------------------------------- the searcher
 
 
+def objectives(config: StudyConfig) -> tuple[list[str], list[str]]:
+    """(metrics, modes) Optuna optimizes: the study metric, then any costs (minimised)."""
+    metrics = list(config.study.objectives) or [config.study.metric]
+    return metrics, [config.study.mode] + ["min"] * (len(metrics) - 1)
+
+
+class ConstrainedOptunaSearch(OptunaSearch):
+    """OptunaSearch that rejects networks over a [constraints] limit before any trial starts.
+
+    A rejected network is told to Optuna as a pruned trial carrying its constraint
+    violations (TPE's constraints_func reads them) and the next one is sampled, so
+    no Ray trial is ever created for it. A trial over max_latency_ms (measured in
+    the trial) is told the same way when it ends. Costs known before training are
+    added to every result, so params/flops objectives are there for DDP trials too.
+    """
+
+    def suggest(self, trial_id: str):
+        from optuna.trial import TrialState
+
+        for _ in range(MAX_REJECTIONS):
+            try:
+                config = super().suggest(trial_id)
+            except InfeasibleArchitecture as rejected:
+                ot_trial = self._ot_trials.pop(trial_id)
+                set_constraints(ot_trial, rejected.violations)
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                continue
+            costs = self.__dict__.setdefault("_costs", {})
+            costs[trial_id] = (config.get("cost") or {}, config.get("constraints") or {})
+            return config
+        raise RuntimeError(f"the searcher rejected {MAX_REJECTIONS} networks in a row as "
+                           f"over the [constraints] limits; raise the limits or give "
+                           f"[space] smaller networks")
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        cost, limits = self.__dict__.get("_costs", {}).pop(trial_id, ({}, {}))
+        if result is not None:
+            result = {**cost, **result}
+            measured = {k: result[k] for k in ("params", "flops", "latency_ms") if k in result}
+            if trial_id in self._ot_trials and limits:
+                set_constraints(self._ot_trials[trial_id], constraint_violations(measured, limits))
+        super().on_trial_complete(trial_id, result, error)
+
+
 def build_searcher(config: StudyConfig):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {}
@@ -147,9 +204,11 @@ def build_searcher(config: StudyConfig):
         source = (f"warm-starting from {previous} trials of" if previous else "new")
         print(f"optuna: {source} study {name!r} in {redact_url(config.study.optuna_storage)}",
               file=sys.stderr)
-    searcher = OptunaSearch(
-        SearchSpace(config), metric=config.study.metric, mode=config.study.mode,
-        sampler=build_sampler(config), **kwargs,
+    metrics, modes = objectives(config)
+    many = len(metrics) > 1
+    searcher = ConstrainedOptunaSearch(
+        SearchSpace(config), metric=metrics if many else metrics[0],
+        mode=modes if many else modes[0], sampler=build_sampler(config), **kwargs,
     )
     if storage is not None:
         storage.set_study_user_attr(storage.get_study_id_from_name(kwargs["study_name"]),

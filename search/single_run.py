@@ -14,27 +14,30 @@ from typing import Any
 
 import torch
 
-from resnet_core.checkpoint import (
+from resnet_core import (
     CHECKPOINT_FILE,
+    DataConfig,
+    DeviceLoader,
+    ModelConfig,
+    TrainConfig,
+    TrainingRun,
+    bf16_is_fast,
+    count_flops,
+    count_parameters,
+    data_config_from_dict,
+    default_device,
+    evaluate_model,
+    fit,
     load_checkpoint,
+    load_data,
     model_from_checkpoint,
     save_checkpoint,
 )
-from resnet_core.config import ModelConfig
-from resnet_core.data import DataConfig, load_data
-from resnet_core.hardware import bf16_is_fast, default_device
-from resnet_core.loader import DeviceLoader
-from resnet_core.models import count_flops, count_parameters
-from resnet_core.train import TrainConfig, TrainingRun, evaluate_model
 
 METRICS_FILE = "metrics.json"
 
-
-def data_config_from_dict(data: dict[str, Any]) -> DataConfig:
-    values = dict(data)
-    if "synthetic_shape" in values:
-        values["synthetic_shape"] = tuple(values["synthetic_shape"])
-    return DataConfig(**values)
+__all__ = ["data_config_from_dict", "evaluate_checkpoint", "evaluate_module",
+           "train_to_directory"]
 
 
 def train_to_directory(
@@ -48,21 +51,20 @@ def train_to_directory(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train one model, checkpointing every epoch; returns what metrics.json holds."""
-    data = load_data(data_config)
-    run = TrainingRun(model_config, train_config, data, device)
+    run = TrainingRun.from_configs(model_config, train_config, data_config, device)
     checkpoint_path = out / CHECKPOINT_FILE
     if resume and checkpoint_path.is_file():
         run.load_state_dict(load_checkpoint(checkpoint_path))
         print(f"resumed from {checkpoint_path} at epoch {run.epoch}", file=sys.stderr)
     bar = _progress_bar(train_config.epochs, run.epoch, run.model_config.name, progress)
-    while not run.finished:
-        metrics = run.train_epoch()
-        state = run.state_dict()
-        state["data_config"] = asdict(data_config)
-        save_checkpoint(state, checkpoint_path)
+
+    def on_epoch(run: TrainingRun, metrics: dict[str, float]) -> None:
+        save_checkpoint(run.state_dict(), checkpoint_path)  # --resume continues from here
         bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val_acc=f"{metrics['val_accuracy']:.4f}",
                         img_s=f"{metrics['images_per_second']:.0f}")
         bar.update(1)
+
+    fit(run, on_epoch=on_epoch)
     bar.close()
     test_loss, test_accuracy = run.test()
     last = run.history[-1]
@@ -73,7 +75,7 @@ def train_to_directory(
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "parameters": count_parameters(run.model),
-        "flops": count_flops(run.model, data.image_size),
+        "flops": count_flops(run.model, run.data.image_size),
         "device": str(run.device),
         "amp": run.amp,
         "config": {
@@ -105,7 +107,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Rebuild a model from its checkpoint alone and score it on a split."""
     model, state = model_from_checkpoint(checkpoint)
-    data_config = data_config_from_dict(state.get("data_config") or {})
+    data_config = data_config_from_dict(state.get("data_config"))
     return evaluate_module(model, data_config, dataset=dataset, root=root, split=split,
                            device=device, batch_size=batch_size,
                            source=str(checkpoint))
@@ -148,7 +150,7 @@ def evaluate_module(
 
 def _check_model_fits_data(model: torch.nn.Module, data) -> None:
     """A model trained on other images cannot score these: say so instead of crashing."""
-    from resnet_core.data import DataConfigError
+    from resnet_core import DataConfigError
 
     config = getattr(model, "config", None)
     if config is None:

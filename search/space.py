@@ -6,6 +6,13 @@ The space is conditional:
 - `width` (the WRN k) only for `wrn`,
 - `momentum` only for optimizers that use it (sgd, nesterov, rmsprop),
 - `depth` only among the values that the sampled family and block accept.
+- a per-optimizer entry (`lr.sgd = {...}`, `lr.adam = {...}`) from the sampled
+  optimizer's entry, under its own Optuna name (`lr.sgd`).
+
+The cost of the sampled network (parameters, multiply-adds) is computed on the
+meta device before the recipe is sampled; a network over a [constraints] limit
+raises `InfeasibleArchitecture`, which the searcher (`search.searcher`) tells
+Optuna and answers by sampling again, so it is never trained.
 
 Optuna needs one distribution per parameter name, so a parameter whose
 choices depend on earlier ones gets a context suffix (`depth.wrn`,
@@ -15,16 +22,51 @@ choices depend on earlier ones gets a context suffix (`depth.wrn`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from resnet_core.config import ModelConfig
-from resnet_core.optim import uses_momentum
-from search.config import SpaceParam, StudyConfig, valid_depths
+from resnet_core import FAMILIES, OPTIMIZERS, ModelConfig, TrainConfig, searchable_fields, uses_momentum
+from search.config import COSTS, StudyConfig
+from search.space_keys import SpaceParam, network_cost, valid_depths
 
-MODEL_KEYS = ("family", "depth", "width", "block", "shortcut", "bn_position", "dropout")
-TRAIN_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "label_smoothing",
-              "schedule", "warmup_epochs")
+MODEL_KEYS = tuple(spec.name for spec in searchable_fields(ModelConfig))
+TRAIN_KEYS = tuple(spec.name for spec in searchable_fields(TrainConfig))
+MOMENTUM_OPTIMIZERS = tuple(name for name in OPTIMIZERS if uses_momentum(name))
+
+# The conditional parameters: sampled only when the trial's choices so far (model
+# and train values) satisfy the test; otherwise the trial keeps the default.
+# `resnet-search check` prints the text.
+CONDITIONS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    "block": ("family != 'wrn' (wrn uses basic blocks only)", lambda t: t["family"] != "wrn"),
+    "width": ("family == 'wrn'", lambda t: t["family"] == "wrn"),
+    "bn_position": ("family == 'resnet'", lambda t: t["family"] == "resnet"),
+    "momentum": (f"optimizer in {', '.join(MOMENTUM_OPTIMIZERS)}",
+                 lambda t: uses_momentum(t["optimizer"])),
+}
+
+
+class InfeasibleArchitecture(Exception):
+    """A sampled network over a [constraints] limit; the searcher resamples without training it."""
+
+    def __init__(self, violations: list[float], cost: dict[str, float]) -> None:
+        super().__init__(f"network over the [constraints] limits: {cost}")
+        self.violations = violations
+        self.cost = cost
+
+
+def constraint_violations(cost: dict[str, float], limits: dict[str, float]) -> list[float]:
+    """One value per cost of COSTS: > 0 (the relative excess) when over its limit, else <= 0.
+
+    The order and length are fixed, as Optuna's constrained samplers expect.
+    """
+    return [cost[name] / limits[name] - 1.0 if name in limits and name in cost else 0.0
+            for name in COSTS]
+
+
+def sampled_when(key: str, chosen: dict[str, Any]) -> bool:
+    """Whether a conditional parameter applies to a trial with these values."""
+    return key not in CONDITIONS or CONDITIONS[key][1](chosen)
 
 
 class SearchSpace:
@@ -32,9 +74,15 @@ class SearchSpace:
 
     def __init__(self, config: StudyConfig) -> None:
         self.params = dict(config.space)
-        self.train = asdict(config.train)
-        self.data = {**asdict(config.data)}
+        # Lists, not tuples: the trial config is plain data (JSON, MLflow params, Ray).
+        self.train = _plain(asdict(config.train))
+        self.data = _plain(asdict(config.data))
         self.seed = config.study.seed
+        self.image_shape = tuple(config.data.image_shape)
+        self.limits = config.constraints.limits()
+        # Latency costs ~17 forward passes per trial: measured only when the study asks for it.
+        self.measure_latency = ("max_latency_ms" in self.limits
+                                or "latency_ms" in config.study.objectives)
         self.workers = config.resources.workers_per_trial
         gpus = config.resources.gpus_per_trial
         # What a DDP trial (search.distributed) splits among its workers: the trial totals / workers.
@@ -45,9 +93,25 @@ class SearchSpace:
         }
 
     def __call__(self, trial: Any) -> dict[str, Any]:
+        model = self._sample_model(trial)
+        # Known before training: a network over a [constraints] limit is never trained.
+        cost = network_cost(model, self.image_shape, self.data["dataset"])
+        violations = constraint_violations(cost, self.limits)
+        if any(v > 0 for v in violations):
+            raise InfeasibleArchitecture(violations, cost)
+        train = self._sample_train(trial)
+        # Every trial starts from a different initialisation; splits stay fixed.
+        train["seed"] = self.seed + self.train["seed"] + int(getattr(trial, "number", 0))
+        data = {**self.data, "split_seed": self.seed + self.data["split_seed"]}
+        return {"model": model, "train": train, "data": data, "cost": cost,
+                "constraints": dict(self.limits), "measure_latency": self.measure_latency,
+                "optuna_trial_number": int(getattr(trial, "number", -1)),
+                "resources": dict(self.resources)}
+
+    def _sample_model(self, trial: Any) -> dict[str, Any]:
         family = self._suggest(trial, "family")
         model: dict[str, Any] = {"family": family}
-        if family == "wrn":
+        if not sampled_when("block", model):
             model["block"] = "basic"
         elif "block" in self.params:
             model["block"] = self._suggest(trial, "block", context=family)
@@ -62,36 +126,36 @@ class SearchSpace:
                                                step=allowed[1] - allowed[0])
         else:
             model["depth"] = trial.suggest_categorical(f"depth.{context}", allowed)
-        if family == "wrn" and "width" in self.params:
-            model["width"] = self._suggest(trial, "width")
-        if family == "resnet" and "bn_position" in self.params:
-            model["bn_position"] = self._suggest(trial, "bn_position")
+        for key in ("width", "bn_position"):
+            if key in self.params and sampled_when(key, model):
+                model[key] = self._suggest(trial, key)
         for key in ("shortcut", "dropout"):
             if key in self.params:
                 model[key] = self._suggest(trial, key)
-
         # Resolve the family's defaults (block, shortcut, ...) so every trial lists every key.
         resolved = ModelConfig(**model).to_dict()
-        model = {k: resolved[k] for k in MODEL_KEYS}
+        return {k: resolved[k] for k in MODEL_KEYS}
 
+    def _sample_train(self, trial: Any) -> dict[str, Any]:
         train = dict(self.train)
+        for key in TRAIN_KEYS:  # the optimizer first: per-optimizer entries depend on it
+            if key in self.params and key != "momentum" and self.params[key].kind != "conditional":
+                train[key] = self._suggest(trial, key)
         for key in TRAIN_KEYS:
-            if key == "momentum" or key not in self.params:
-                continue
-            train[key] = self._suggest(trial, key)
-        if "momentum" in self.params and uses_momentum(train["optimizer"]):
+            param = self.params.get(key)
+            if param is not None and param.kind == "conditional" and sampled_when(key, train):
+                train[key] = self._suggest(trial, key, context=train[param.by])
+        if "momentum" in self.params and self.params["momentum"].kind != "conditional" \
+                and sampled_when("momentum", train):
             train["momentum"] = self._suggest(trial, "momentum", context=train["optimizer"])
         train["warmup_epochs"] = min(train["warmup_epochs"], train["epochs"])
-        # Every trial starts from a different initialisation; splits stay fixed.
-        train["seed"] = self.seed + int(getattr(trial, "number", 0))
-        data = {**self.data, "split_seed": self.seed}
-        return {"model": model, "train": train, "data": data,
-                "optuna_trial_number": int(getattr(trial, "number", -1)),
-                "resources": dict(self.resources)}
+        return train
 
     def _suggest(self, trial: Any, key: str, context: str | None = None) -> Any:
         param: SpaceParam = self.params[key]
         name = key if context is None else f"{key}.{context}"
+        if param.kind == "conditional":  # context is the value of param.by
+            param = param.case(context)
         if param.kind == "fixed":
             return param.value
         if param.kind == "choice":
@@ -104,6 +168,10 @@ class SearchSpace:
                                    log=param.log)
 
 
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
 def _evenly_spaced(values: list[int]) -> bool:
     if len(values) < 2:
         return False
@@ -113,14 +181,51 @@ def _evenly_spaced(values: list[int]) -> bool:
 
 def describe_space(config: StudyConfig) -> dict[str, str]:
     """The space as short strings, for the study run's parameters."""
-    out = {}
+    return {key: _domain(param) for key, param in config.space.items()}
+
+
+def _domain(param: SpaceParam) -> str:
+    if param.kind == "conditional":
+        return "; ".join(f"{name}: {_domain(case)}" for name, case in param.cases)
+    if param.kind == "fixed":
+        return repr(param.value)
+    if param.kind == "choice":
+        return repr(list(param.choices))
+    scale = " log" if param.log else ""
+    step = f" step {param.step}" if param.step else ""
+    return f"[{param.low}, {param.high}]{scale}{step}"
+
+
+def explain_space(config: StudyConfig) -> list[dict[str, Any]]:
+    """Each [space] parameter: its domain and when it is sampled (for `resnet-search check`)."""
+    described = describe_space(config)
+    families = config.space["family"].candidates() or FAMILIES
+    optimizers = (config.space["optimizer"].candidates() or OPTIMIZERS
+                  if "optimizer" in config.space else (config.train.optimizer,))
+    chosen = [{"family": f, "optimizer": o} for f in families for o in optimizers]
+    rows = []
     for key, param in config.space.items():
-        if param.kind == "fixed":
-            out[key] = repr(param.value)
-        elif param.kind == "choice":
-            out[key] = repr(list(param.choices))
-        else:
-            scale = " log" if param.log else ""
-            step = f" step {param.step}" if param.step else ""
-            out[key] = f"[{param.low}, {param.high}]{scale}{step}"
+        row = {"name": key, "kind": param.kind, "domain": described[key], "sampled": "always"}
+        if key in CONDITIONS:
+            applies = any(sampled_when(key, c) for c in chosen)
+            row["sampled"] = (f"when {CONDITIONS[key][0]}" if applies else
+                              f"never: no trial has {CONDITIONS[key][0]}")
+        if param.kind == "conditional":
+            names = ", ".join(f"{key}.{name}" for name, _ in param.cases)
+            row["sampled"] = (f"per {param.by}, from the {param.by}'s entry (Optuna "
+                              f"parameters {names})")
+        if key == "depth":
+            row["sampled"] = "among the depths the sampled family (and block) accept"
+            row["depths"] = _depths_by_family(config, families)
+        rows.append(row)
+    return rows
+
+
+def _depths_by_family(config: StudyConfig, families: tuple[str, ...]) -> dict[str, list[int]]:
+    blocks = config.space["block"].candidates() if "block" in config.space else None
+    out = {}
+    for family in families:
+        for block in (None,) if family == "wrn" or not blocks else blocks:
+            label = family if block is None else f"{family}.{block}"
+            out[label] = valid_depths(family, block, config.space["depth"])
     return out

@@ -9,14 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from resnet_core import GPU_FALLBACK_ENV
+from search import tags
 from search.config import ConfigError, StudyConfig, parse_study
+from search.interrupt import StorageFull, StudyInterrupted, check_finished, graceful_stop
 from search.paths import default_artifact_root, default_storage_path
-
-CHAMPION_ALIAS = "champion"
+from search.phases import phases_for, timed
 
 
 class StudyAlreadyCompleted(Exception):
@@ -37,6 +40,7 @@ class StudyOutcome:
     model_version: str | None
     test_accuracy: float | None
     trials: int
+    phases: list[str] = field(default_factory=list)  # the phase breakdown, for the summary
 
 
 # ---------------------------------------------------------------- preparation
@@ -55,29 +59,51 @@ def absolute_paths(config: StudyConfig, base: Path | None = None) -> StudyConfig
 
 def prepare_data(config: StudyConfig) -> None:
     """Check (or download) the dataset once in the driver, before any trial starts."""
-    from resnet_core.data import DataConfig, DataConfigError, load_data
+    from resnet_core import DataConfigError, load_data
 
-    data = config.data
     try:
-        load_data(DataConfig(dataset=data.dataset, root=data.root, download=data.download,
-                             val_size=data.val_size, subset=data.subset, augment=data.augment))
+        load_data(config.data)
     except DataConfigError as error:
         raise ConfigError(f"{Path(config.path).name or 'study'}: [data] {error}") from None
+
+
+RAY_CONNECT_TIMEOUT_S = 5.0  # a live GCS answers a TCP connect at once; ray.init retries for minutes
+
+
+def check_ray_reachable(address: str, source: str) -> None:
+    """Fail in seconds, naming the address, when nothing listens at a host:port Ray address."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    if address in ("auto", "local") or ":" not in target:
+        return  # resolved by Ray itself (a local cluster's address file)
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{source} {address}: no Ray cluster answers there "
+                          f"({type(error).__name__}: {error}); start one (`ray start --head`, "
+                          f"`cluster/local.sh up 2`) or fix the address") from None
 
 
 def start_ray(address: str | None) -> None:
     """Join --address / $RAY_ADDRESS, or start a private local Ray (dashboard on localhost)."""
     import ray
 
+    source = "--address" if address else "$RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    if os.environ.get(GPU_FALLBACK_ENV):  # the trials decide their device: tell them
+        runtime_env["env_vars"][GPU_FALLBACK_ENV] = os.environ[GPU_FALLBACK_ENV]
     if address:
+        check_ray_reachable(address, source)
         try:
             ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         except ConnectionError as error:
-            raise ConfigError(f"--address {address}: cannot connect to a Ray cluster "
+            raise ConfigError(f"{source} {address}: cannot connect to a Ray cluster "
                               f"({str(error).splitlines()[0]})") from None
     else:
         # The dashboard has no authentication: localhost unless the user opens it up.
@@ -127,6 +153,102 @@ def check_storage_shared(storage_path: str) -> None:
         raise ConfigError(f"[storage] path {storage_path} is not shared: node(s) "
                           f"{', '.join(missing)} cannot see it; use a shared file system (NFS) "
                           f"or an object store URI (s3://, gs://) visible to all nodes")
+
+
+def check_storage_writable(storage_path: str) -> None:
+    """A local results folder that cannot be written is an error now, before anything starts."""
+    import tempfile
+
+    if "://" in storage_path:
+        return
+    try:
+        Path(storage_path).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=storage_path, prefix=".write-probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"[storage] path {storage_path} is not writable "
+                          f"({error.strerror or error}); pick a writable path") from None
+
+
+def storage_is_full(storage_path: str) -> bool:
+    """Whether 1 MiB more cannot be written to a local results folder (ENOSPC)."""
+    import errno
+    import tempfile
+
+    if "://" in storage_path:
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=storage_path, prefix=".space-probe-") as probe:
+            probe.write(bytes(1 << 20))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        return error.errno == errno.ENOSPC
+    return False
+
+
+DRIVER_STATE_TAG = "resnet_search.driver_state"  # Tune's local copy of the experiment state
+
+
+def keep_driver_state(client, study_run_id: str, name: str) -> None:
+    """Record where this driver's local copy of Tune's experiment state is: a full disk can
+    leave the copy on storage torn, and `resume` repairs it from this one."""
+    import glob
+
+    import ray
+
+    try:
+        session = ray._private.worker._global_node.get_session_dir_path()
+    except AttributeError:
+        return
+    found = glob.glob(os.path.join(session, "artifacts", "*", name, "driver_artifacts"))
+    if found:
+        client.set_tag(study_run_id, DRIVER_STATE_TAG, max(found, key=os.path.getmtime))
+
+
+def repair_experiment_state(experiment_path: str, staging: str | None) -> None:
+    """Tune's newest experiment state on storage torn (cut off by a full disk): put back the
+    driver's local copy of every state file, so `resume` continues the same trials."""
+    import json
+    import shutil
+
+    states = sorted(Path(experiment_path).glob("experiment_state-*.json"))
+    if not states or not staging or not (Path(staging) / states[-1].name).is_file():
+        return
+    try:
+        json.loads(states[-1].read_text())
+        return
+    except (ValueError, UnicodeDecodeError):
+        pass
+    for file in Path(staging).iterdir():
+        if file.is_file():
+            shutil.copyfile(file, Path(experiment_path) / file.name)
+    print(f"resnet-search: {states[-1]} was torn (storage full); restored Tune's state from "
+          f"the driver's copy in {staging}", file=sys.stderr)
+
+
+def fit_checking_storage(tuner, config: StudyConfig, uri: str, study_run_id: str):
+    """`tuner.fit()`; trials (or Tune itself) stopped by a full storage disk (errno 28) raise
+    StorageFull: the study is interrupted, not failed, and `resume` goes on once space is freed."""
+    def full() -> StorageFull:
+        from search import tracking
+
+        keep_driver_state(tracking.client_for(uri), study_run_id, config.study.name)
+        ends = (tags.COMPLETED, tags.PRUNED, tags.DIVERGED)  # not those the full disk failed
+        return StorageFull(config.study.name, config.storage.path,
+                           finished_trials(uri, study_run_id, ends), config.study.num_samples)
+
+    try:
+        results = tuner.fit()
+    except Exception:  # e.g. Tune reading back a trial error it could not write whole
+        if storage_is_full(config.storage.path):
+            raise full() from None
+        raise
+    errors = [str(r.error) for r in results if r.error is not None]
+    if any("[Errno 28]" in e or "No space left on device" in e for e in errors) \
+            or (errors and storage_is_full(config.storage.path)):
+        raise full()
+    return results
 
 
 # ---------------------------------------------------------------- the Tuner
@@ -215,6 +337,9 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
         # so it would start every trial at once: cap at what the workers can run.
         max_concurrent = concurrent_trial_capacity(config)
     tune_config = tune.TuneConfig(
+        # A finished trial's process (imports done, dataset loaded) runs the next trial:
+        # trial start-up was most of a short trial's time (benchmarks/platform_overhead.py).
+        reuse_actors=True,
         search_alg=build_searcher(config),
         scheduler=scheduler,
         num_samples=config.study.num_samples,
@@ -241,37 +366,58 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     tracking.check_tracking_reachable(uri)
     prepare_data(config)
     check_optuna_storage(config)
+    check_storage_writable(config.storage.path)
     client = tracking.client_for(uri)
     if tracking.find_study_run(client, config.study.name) is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
                           f"`resnet-search resume {config.study.name}` or pick another --name")
+    ray_start = time.perf_counter()
     start_ray(address)
+    ray_seconds = time.perf_counter() - ray_start
     check_resources(config)
     check_storage_shared(config.storage.path)
     experiment_id = tracking.get_or_create_experiment(
         client, config.tracking.experiment, _artifact_root(uri))
     study_run_id = tracking.create_study_run(client, experiment_id, config, config.storage.path,
                                              describe_space(config))
-    client.set_tag(study_run_id, "resnet_search.registered_model", config.registered_model)
-    callback = tracking.MlflowTrialCallback(uri, study_run_id, experiment_id, config.study.name,
-                                            config.train.epochs, config.tracking.log_checkpoints)
+    phases_for(study_run_id).driver["ray_startup"] += ray_seconds
+    callback = trial_callback(config, uri, study_run_id, experiment_id)
     print(f"study {config.study.name}: {config.study.num_samples} trials, results in "
           f"{config.storage.path}/{config.study.name}, tracking {uri}", file=sys.stderr)
-    with _study_run_guard(client, study_run_id):
-        results = build_tuner(config, callback).fit()
+    with _study_run_guard(client, study_run_id), graceful_stop() as signals:
+        results = fit_checking_storage(build_tuner(config, callback), config, uri, study_run_id)
+        check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
+                       signals)
         return finish_study(config, results, uri, study_run_id)
+
+
+def finished_trials(uri: str, study_run_id: str, ends: tuple = tags.FINAL_STATUSES) -> int:
+    """Trial runs of the study that reached an end (not running, not interrupted)."""
+    from search import tracking
+
+    client = tracking.client_for(uri)
+    runs = tracking.trial_runs(client, client.get_run(study_run_id))
+    return sum(r.data.tags.get(tags.STATUS) in ends for r in runs)
+
+
+def trial_callback(config: StudyConfig, uri: str, study_run_id: str, experiment_id: str):
+    """The driver-side callback that mirrors the study's trials into MLflow."""
+    from search.callback import MlflowTrialCallback
+
+    return MlflowTrialCallback(uri, study_run_id, experiment_id, config.study.name,
+                               config.train.epochs, config.tracking.log_checkpoints,
+                               metric=config.study.metric, mode=config.study.mode)
 
 
 @contextlib.contextmanager
 def _study_run_guard(client, study_run_id: str):
     """A study that stops on an error or Ctrl-C is marked so in MLflow (and can be resumed)."""
-    from search import tracking
 
     try:
         yield
     except BaseException as error:
-        interrupted = isinstance(error, KeyboardInterrupt)
-        client.set_tag(study_run_id, tracking.STATUS, "interrupted" if interrupted else "failed")
+        interrupted = isinstance(error, (KeyboardInterrupt, StudyInterrupted))
+        client.set_tag(study_run_id, tags.STATUS, tags.INTERRUPTED if interrupted else tags.FAILED)
         client.set_terminated(study_run_id, "KILLED" if interrupted else "FAILED")
         raise
 
@@ -284,18 +430,19 @@ def resume_study(name: str, *, address: str | None = None,
     from search import tracking
 
     uri, client, study_run = tracking.open_study(name, tracking_uri)
-    if study_run.data.tags.get(tracking.STATUS) == "completed":
-        raise StudyAlreadyCompleted(name, study_run.data.tags.get("resnet_search.registered_model"))
+    if study_run.data.tags.get(tags.STATUS) == tags.COMPLETED:
+        raise StudyAlreadyCompleted(name, study_run.data.tags.get(tags.REGISTERED_MODEL))
     config = study_config_from_run(client, study_run)
-    start_ray(address)
+    check_storage_writable(config.storage.path)
+    with timed(phases_for(study_run.info.run_id), "ray_startup"):
+        start_ray(address)
     check_resources(config)
     study_run_id = study_run.info.run_id
     client.update_run(study_run_id, status="RUNNING")
-    client.set_tag(study_run_id, tracking.STATUS, "running")
+    client.set_tag(study_run_id, tags.STATUS, tags.RUNNING)
     experiment_path = os.path.join(config.storage.path, config.study.name)
-    callback = tracking.MlflowTrialCallback(uri, study_run_id, study_run.info.experiment_id,
-                                            config.study.name, config.train.epochs,
-                                            config.tracking.log_checkpoints)
+    callback = trial_callback(config, uri, study_run_id, study_run.info.experiment_id)
+    repair_experiment_state(experiment_path, study_run.data.tags.get(DRIVER_STATE_TAG))
     if tune.Tuner.can_restore(experiment_path):
         print(f"resuming study {name} from {experiment_path}", file=sys.stderr)
         tuner = build_tuner(config, callback, restore=True)
@@ -303,8 +450,10 @@ def resume_study(name: str, *, address: str | None = None,
         print(f"study {name} has no saved Ray state at {experiment_path}; starting its trials",
               file=sys.stderr)
         tuner = build_tuner(config, callback)
-    with _study_run_guard(client, study_run_id):
-        results = tuner.fit()
+    with _study_run_guard(client, study_run_id), graceful_stop() as signals:
+        results = fit_checking_storage(tuner, config, uri, study_run_id)
+        check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
+                       signals)
         return finish_study(config, results, uri, study_run_id)
 
 
@@ -312,16 +461,15 @@ def study_config_from_run(client, study_run) -> StudyConfig:
     """Rebuild the validated config from the study file logged with the study run."""
     import tomllib
 
-    from search import tracking
 
-    tags = study_run.data.tags
+    run_tags = study_run.data.tags
     text = Path(client.download_artifacts(study_run.info.run_id, "study.toml")).read_text()
     raw = tomllib.loads(text)
-    name = tags[tracking.STUDY]
+    name = run_tags[tags.STUDY]
     config = parse_study(raw, label=f"study {name}", name=name)
-    config = replace(config, source=text, path=tags.get(tracking.STUDY_FILE, ""))
-    config = absolute_paths(config, Path(tags.get(tracking.STUDY_FILE, ".")).parent)
-    storage = tags[tracking.STORAGE]
+    config = replace(config, source=text, path=run_tags.get(tags.STUDY_FILE, ""))
+    config = absolute_paths(config, Path(run_tags.get(tags.STUDY_FILE, ".")).parent)
+    storage = run_tags[tags.STORAGE]
     return replace(config, storage=replace(config.storage, path=storage),
                    data=replace(config.data, root=study_run.data.params.get("data.root",
                                                                             config.data.root)))
@@ -341,29 +489,54 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> StudyOutcome:
-    """Evaluate the best trial once on the test split, log and register it as champion."""
+    """Register the ranking's winner (scored once on the test split) as the champion."""
     from search import tracking
-    from search.champion import register_champion
+    from search.champion import pick_winner, register_champion
+    from search.study_summary import update_study_run
 
     client = tracking.client_for(uri)
-    metric, mode = config.study.metric, config.study.mode
-    finished = [r for r in results if r.metrics and not r.metrics.get("diverged")]
-    errors = [r for r in results if r.error is not None]
-    if not finished:
-        client.set_tag(study_run_id, tracking.STATUS, "failed")
-        client.set_terminated(study_run_id, "FAILED")
+    ranked = tracking.ranked_trial_runs(client, client.get_run(study_run_id))
+    winner = pick_winner(ranked, results, config.study.metric, config.study.mode)
+    if winner is None:
+        errors = [r for r in results if r.error is not None]
+        _end_study_run(client, study_run_id, tags.FAILED)
         raise RuntimeError(f"study {config.study.name}: no trial finished "
                            f"({len(errors)} failed); see the trial errors under "
                            f"{config.storage.path}/{config.study.name}")
-    best = results.get_best_result(metric=metric, mode=mode, scope="all",
-                                   filter_nan_and_inf=True)
-    checkpoint = best.get_best_checkpoint(metric, mode) or best.checkpoint
-    champion = register_champion(config, uri, study_run_id, best, checkpoint)
-    client.set_tag(study_run_id, tracking.STATUS, "completed")
-    client.set_terminated(study_run_id, "FINISHED")
+    from mlflow.entities import Metric
+
+    times = phases_for(study_run_id)
+    with timed(times, "champion"):
+        champion = register_champion(config, uri, study_run_id, winner)
+    if config.study.objectives:
+        from search.pareto import record_pareto_front
+
+        record_pareto_front(client, study_run_id)
+    _end_study_run(client, study_run_id, tags.COMPLETED)
+    update_study_run(client, study_run_id)
+    with timed(times, "report"):
+        _log_report(client, study_run_id)
+    client.log_batch(study_run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0)
+                                            for k, v in times.metrics().items()])
     return StudyOutcome(
         name=config.study.name, tracking_uri=uri, study_run_id=study_run_id,
         best=champion["best"], registered_model=config.registered_model,
         model_version=champion["version"], test_accuracy=champion["test_accuracy"],
-        trials=len(results),
+        trials=len(results), phases=times.summary(),
     )
+
+
+def _log_report(client, study_run_id: str) -> None:
+    """The study's HTML report and charts as artifacts of its run (`report/`)."""
+    from search.report import log_report
+
+    try:
+        log_report(client, study_run_id)
+    except Exception as error:  # a report must never cost a finished study
+        print(f"resnet-search: study report not logged ({type(error).__name__}: {error})",
+              file=sys.stderr)
+
+
+def _end_study_run(client, study_run_id: str, status: str) -> None:
+    client.set_tag(study_run_id, tags.STATUS, status)
+    client.set_terminated(study_run_id, "FINISHED" if status == tags.COMPLETED else "FAILED")

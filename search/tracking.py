@@ -1,45 +1,31 @@
-"""MLflow: one parent run per study, one nested child run per trial.
+"""MLflow: where a study's runs live, and how they are found again.
 
-All writes happen in the driver through `MlflowTrialCallback` (one writer,
-safe with SQLite). Runs are found again by tags, so a resumed study goes on
-writing the runs it already has instead of creating duplicates.
-
-Tags (the lineage a user follows in the dashboard):
-    resnet_search.kind          "study" | "trial"
-    resnet_search.study         the study name
-    resnet_search.storage_path  (study) where Ray keeps results and checkpoints
-    resnet_search.study_file    (study) the path of the study file
-    ray.trial_id, ray.node_id, optuna.trial_number, checkpoint  (trial)
-    status                      running | completed | pruned | diverged | failed
+One parent run per study, one nested child run per trial. All writes during a
+study happen in the driver through `search.callback.MlflowTrialCallback` (one
+writer, safe with SQLite). Runs are found again by the tags of `search.tags`, so a
+resumed study goes on writing the runs it already has instead of creating duplicates.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import fcntl
 import os
-import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
-from ray.tune import Callback
 
-from search.config import ConfigError
+from search import ranking, tags
+from search.config import ConfigError, redact_url, study_params
 from search.paths import default_tracking_uri
 
-KIND = "resnet_search.kind"
-STUDY = "resnet_search.study"
-STORAGE = "resnet_search.storage_path"
-STUDY_FILE = "resnet_search.study_file"
-TRIAL_ID = "ray.trial_id"
-NODE_ID = "ray.node_id"
-OPTUNA_NUMBER = "optuna.trial_number"
-CHECKPOINT = "checkpoint"
-STATUS = "status"
-PARENT = "mlflow.parentRunId"
-RUN_NAME = "mlflow.runName"
+# MLflow 3 opens an experiment of unknown kind on its GenAI "Traces" page; this kind makes
+# the dashboard open on the training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 TRACKING_TIMEOUT_S = 5
 
 
@@ -84,26 +70,48 @@ def check_tracking_reachable(uri: str, timeout: float = TRACKING_TIMEOUT_S) -> N
         Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def redact_url(url: str) -> str:
-    """A URL fit to print: any password replaced by ***."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    if ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+# SQLite stores this process has seen initialised (their schema exists): no lock needed again.
+_READY_STORES: set[str] = set()
 
 
 def client_for(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    """A client of the store; a new local SQLite store is created once, under a file lock.
+
+    The first client of a fresh SQLite file runs MLflow's schema migrations; two processes
+    doing that at once (a `run` and a `status`, two tests) race, and one dies with an alembic
+    error. `<db>.lock` serialises the creation: the first process creates the schema, the
+    others wait for it and find it there.
+    """
+    if not uri.startswith("sqlite:///") or uri in _READY_STORES:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _store_lock(sqlite_path(uri)):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # creates the tracking schema
+        client.search_registered_models(max_results=1)  # and checks the registry's tables
+    _READY_STORES.add(uri)
+    return client
+
+
+def sqlite_path(uri: str) -> Path:
+    """The database file of a `sqlite:///path[?options]` URI."""
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
+
+
+@contextlib.contextmanager
+def _store_lock(database: Path) -> Iterator[None]:
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, even on a crash
+        yield
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root)
+    return client.create_experiment(name, artifact_location=artifact_root,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def find_study_run(client: MlflowClient, name: str):
@@ -112,7 +120,8 @@ def find_study_run(client: MlflowClient, name: str):
     if not experiments:
         return None
     runs = client.search_runs(
-        experiments, filter_string=f"tags.`{KIND}` = 'study' and tags.`{STUDY}` = '{_quote(name)}'",
+        experiments, filter_string=f"tags.`{tags.KIND}` = '{tags.KIND_STUDY}' and "
+                      f"tags.`{tags.STUDY}` = '{_quote(name)}'",
         order_by=["attributes.start_time DESC"], max_results=1,
     )
     return runs[0] if runs else None
@@ -121,12 +130,15 @@ def find_study_run(client: MlflowClient, name: str):
 def open_study(name: str, tracking_uri: str | None = None):
     """(uri, client, study run) of a study found by name; ConfigError if there is none."""
     uri = resolve_tracking_uri(tracking_uri)
+    missing = ConfigError(f"no study named {name!r} in {uri}; pass --tracking-uri or set "
+                          f"MLFLOW_TRACKING_URI to the store the study used")
+    if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():
+        raise missing  # and leave no empty store behind
     check_tracking_reachable(uri)
     client = client_for(uri)
     run = find_study_run(client, name)
     if run is None:
-        raise ConfigError(f"no study named {name!r} in {uri}; pass --tracking-uri or set "
-                          f"MLFLOW_TRACKING_URI to the store the study used")
+        raise missing
     return uri, client, run
 
 
@@ -134,169 +146,70 @@ def trial_runs(client: MlflowClient, study_run) -> list:
     """All trial runs of a study (child runs of its parent run)."""
     return client.search_runs(
         [study_run.info.experiment_id],
-        filter_string=f"tags.`{PARENT}` = '{study_run.info.run_id}'",
+        filter_string=f"tags.`{tags.PARENT}` = '{study_run.info.run_id}'",
         max_results=10000,
     )
+
+
+def trial_run(client: MlflowClient, study_run_id: str, experiment_id: str, trial_id: str):
+    """The run of one Ray trial of a study; None if it has none yet."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tags.PARENT}` = '{study_run_id}' and "
+                      f"tags.`{tags.TRIAL_ID}` = '{_quote(trial_id)}'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def trial_score(run, metric: str) -> ranking.TrialScore:
+    """A trial run as the ranking sees it (from the summary metrics the callback logs)."""
+    run_tags, metrics = run.data.tags, run.data.metrics
+    best = ranking.epoch_from_summary(metrics, metric)
+    if best is None and metric == "val_accuracy":  # runs logged before the summary existed
+        best = ranking.epoch_from_summary(metrics, "best_val_accuracy")
+    return ranking.TrialScore(
+        trial_id=run_tags.get(tags.TRIAL_ID, run.info.run_id),
+        number=int(run_tags.get(tags.OPTUNA_NUMBER, -1)),
+        status=run_tags.get(tags.STATUS, "unknown"),
+        best=best,
+        feasible=run_tags.get(tags.FEASIBLE, "true") == "true",
+    )
+
+
+def study_objective(study_run) -> tuple[str, str]:
+    """(metric, mode) the study ranks by, as its parameters recorded them."""
+    params = study_run.data.params
+    return params.get("study.metric", "val_accuracy"), params.get("study.mode", "max")
+
+
+def ranked_trial_runs(client: MlflowClient, study_run) -> list[tuple[ranking.TrialScore, Any]]:
+    """(score, run) of every trial of a study, best first: THE ranking every command shows."""
+    metric, mode = study_objective(study_run)
+    runs = {}
+    for run in trial_runs(client, study_run):
+        score = trial_score(run, metric)
+        runs[score.trial_id] = (score, run)
+    return [runs[s.trial_id] for s in ranking.rank([s for s, _ in runs.values()], mode)]
 
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
 
 
-def flatten(prefix: str, values: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in values.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            out.update(flatten(name, value))
-        else:
-            out[name] = str(value)[:500]
-    return out
-
-
 def create_study_run(
     client: MlflowClient, experiment_id: str, config, storage_path: str, space: dict[str, str]
 ) -> str:
     """The study's parent run: settings and space as params, the file as an artifact."""
-    from dataclasses import asdict
-
     run = client.create_run(experiment_id, run_name=config.study.name, tags={
-        KIND: "study", STUDY: config.study.name, STORAGE: storage_path,
-        STUDY_FILE: config.path, STATUS: "running",
+        tags.KIND: tags.KIND_STUDY, tags.STUDY: config.study.name, tags.STORAGE: storage_path,
+        tags.STUDY_FILE: config.path, tags.STATUS: tags.RUNNING,
+        tags.REGISTERED_MODEL: config.registered_model,
     })
     run_id = run.info.run_id
-    params = {**flatten("study", asdict(config.study)), **flatten("data", asdict(config.data)),
-              **flatten("train", asdict(config.train)),
-              **flatten("scheduler", asdict(config.scheduler)),
-              **flatten("resources", asdict(config.resources)),
-              **{f"space.{k}": v for k, v in space.items()}}
-    params.pop("study.optuna_storage", None)  # may hold a database password
+    params = {**study_params(config), **{f"{tags.SPACE_PARAM}{k}": v for k, v in space.items()}}
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     if config.source:
         client.log_text(run_id, config.source, "study.toml")
     client.log_dict(run_id, space, "space.json")
     return run_id
-
-
-class MlflowTrialCallback(Callback):
-    """Mirror every trial into a nested MLflow run: params, per-epoch metrics, lineage.
-
-    Picklable (Ray saves callbacks with the experiment): the client is rebuilt
-    lazily from the tracking URI.
-    """
-
-    def __init__(self, tracking_uri: str, study_run_id: str, experiment_id: str, study_name: str,
-                 epochs: int, log_checkpoints: bool = True) -> None:
-        self.tracking_uri = tracking_uri
-        self.study_run_id = study_run_id
-        self.experiment_id = experiment_id
-        self.study_name = study_name
-        self.epochs = epochs
-        self.log_checkpoints = log_checkpoints
-        self._client: MlflowClient | None = None
-        self._runs: dict[str, str] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None
-        state["_runs"] = {}
-        return state
-
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = client_for(self.tracking_uri)
-        return self._client
-
-    # ------------------------------------------------------------ runs
-
-    def run_id_for(self, trial) -> str:
-        """The trial's run: cached, else found by tag (resumed study), else created."""
-        trial_id = trial.trial_id
-        if trial_id in self._runs:
-            return self._runs[trial_id]
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{PARENT}` = '{self.study_run_id}' and "
-                          f"tags.`{TRIAL_ID}` = '{trial_id}'",
-            max_results=1,
-        )
-        if existing:
-            run_id = existing[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run_id = self._create_trial_run(trial)
-        self._runs[trial_id] = run_id
-        return run_id
-
-    def _create_trial_run(self, trial) -> str:
-        config = trial.config
-        number = config.get("optuna_trial_number", -1)
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}-{trial.trial_id}",
-                                     tags={
-            PARENT: self.study_run_id, KIND: "trial", STUDY: self.study_name,
-            TRIAL_ID: trial.trial_id, OPTUNA_NUMBER: str(number), STATUS: "running",
-        })
-        params = {**flatten("model", config.get("model", {})),
-                  **flatten("train", config.get("train", {}))}
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
-        return run.info.run_id
-
-    # ------------------------------------------------------------ Tune hooks
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.run_id_for(trial)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        run_id = self.run_id_for(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
-                   if k in TRIAL_METRICS and isinstance(v, (int, float)) and math.isfinite(v)]
-        tags = []
-        if result.get("node_id"):
-            tags.append(RunTag(NODE_ID, str(result["node_id"])))
-        if result.get("hostname"):
-            tags.append(RunTag("hostname", str(result["hostname"])))
-        if result.get("gpu_ids"):
-            tags.append(RunTag("ray.gpu_ids", str(result["gpu_ids"])))
-        if trial.checkpoint is not None:
-            tags.append(RunTag(CHECKPOINT, str(trial.checkpoint.path)))
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        run_id = self.run_id_for(trial)
-        status = trial_outcome(trial.last_result or {}, self.epochs)
-        tags = [RunTag(STATUS, status)]
-        if trial.checkpoint is not None:
-            tags.append(RunTag(CHECKPOINT, str(trial.checkpoint.path)))
-            if self.log_checkpoints:
-                self._log_checkpoint(run_id, trial.checkpoint)
-        self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, "FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        run_id = self.run_id_for(trial)
-        self.client.set_tag(run_id, STATUS, "failed")
-        if trial.error_file:
-            self.client.set_tag(run_id, "error_file", str(trial.error_file))
-        self.client.set_terminated(run_id, "FAILED")
-
-    def _log_checkpoint(self, run_id: str, checkpoint) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            local = checkpoint.to_directory(os.path.join(directory, "checkpoint"))
-            self.client.log_artifacts(run_id, local, "checkpoint")
-
-
-TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_accuracy",
-                 "lr", "epoch_seconds", "images_per_second", "epoch", "diverged",
-                 "resumed_from_epoch", "world_size")
-
-
-def trial_outcome(last_result: dict[str, Any], epochs: int) -> str:
-    """completed, pruned (stopped early by the scheduler) or diverged."""
-    if last_result.get("diverged"):
-        return "diverged"
-    if int(last_result.get("epoch", 0)) < epochs:
-        return "pruned"
-    return "completed"

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from common import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "cluster" / "local.sh"
 PORTS_PER_NODE = 110  # local.sh: WORKER_PORTS_PER_NODE (100) + 10
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from common import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "cluster" / "mlflow" / "mlflow.yaml"
 SEARCH_URL = "/api/2.0/mlflow/experiments/search?max_results=5"
 
@@ -30,12 +30,6 @@ def _container() -> dict:
     docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     return deployment["spec"]["template"]["spec"]["containers"][0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, user: str | None = None, password: str | None = None,
@@ -47,7 +41,7 @@ def _get(url: str, user: str | None = None, password: str | None = None,
     if host is not None:
         headers["Host"] = host
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
             return r.status
     except urllib.error.HTTPError as error:
         return error.code
@@ -81,13 +75,14 @@ def store_uris(request, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(600)
 def test_mlflow_deployment_script_serves_with_basic_auth(store_uris, tmp_path):
-    pytest.importorskip("mlflow")
-    pytest.importorskip("flask_wtf", reason="the basic-auth app needs mlflow[auth] (Flask-WTF)")
+    # No skip: the dev extra brings mlflow[auth] (Flask-WTF), which the server's
+    # basic-auth app and the README's user-creation step need.
+    import flask_wtf  # noqa: F401
     container = _container()
     script = container["args"][0]
-    port = _free_port()
+    port = free_port()
     # Same script; loopback and a free port instead of the pod's 0.0.0.0:5000, and a
     # temporary folder instead of the artifact volume.
     assert "--host 0.0.0.0 --port 5000" in script and "/mlflow-artifacts" in script
@@ -115,7 +110,8 @@ def test_mlflow_deployment_script_serves_with_basic_auth(store_uris, tmp_path):
                                   stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        # Generous: two gunicorn/uvicorn workers importing MLflow on a busy 2-core CI machine.
+        deadline = time.monotonic() + 300
         while _get(base + "/health") != 200:
             assert server.poll() is None, log.read_text()[-4000:]
             assert time.monotonic() < deadline, log.read_text()[-4000:]
@@ -131,6 +127,7 @@ def test_mlflow_deployment_script_serves_with_basic_auth(store_uris, tmp_path):
         assert _get(base + SEARCH_URL, "admin", "wrong-password") == 401
         assert _get(base + SEARCH_URL, "admin", admin_password, host="mlflow:5000") == 200
         assert _get(base + SEARCH_URL, "admin", admin_password, host="evil.example.com") == 403
+        _create_study_user_as_the_readme_does(base, admin_password)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -145,3 +142,28 @@ def _cmdlines(session_leader: int) -> list[str]:
     out = subprocess.run(["ps", "-o", "args=", "--sid", str(session_leader)],
                          capture_output=True, text=True)
     return out.stdout.splitlines()
+
+
+def _readme_user_snippet() -> str:
+    """The Python that cluster/README.md runs (with the project venv) to create the studies' user."""
+    readme = (ROOT / "cluster" / "README.md").read_text()
+    m = re.search(r"MLFLOW_CLIENT_PASSWORD=\S+ (\S+) - <<'EOF'\n(.*?)\nEOF\n", readme, re.S)
+    assert m, "cluster/README.md has no user-creation step"
+    interpreter, code = m.groups()
+    assert interpreter == ".venv/bin/python", f"the step runs {interpreter}, not the project venv"
+    return code
+
+
+def _create_study_user_as_the_readme_does(base: str, admin_password: str) -> None:
+    code = _readme_user_snippet().replace("http://localhost:5000", base)
+    client_password = secrets.token_hex(12)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": admin_password,
+                "MLFLOW_CLIENT_PASSWORD": client_password})
+    # The project venv's interpreter: the one running these tests.
+    run = subprocess.run([sys.executable, "-"], input=code, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _get(base + SEARCH_URL, "resnet-search", client_password, host="mlflow:5000") == 200
+    assert _get(base + SEARCH_URL, "resnet-search", "wrong", host="mlflow:5000") == 401
+

@@ -59,6 +59,10 @@ def test_digits_splits_are_deterministic_and_disjoint():
     assert not torch.equal(a.val.images, c.val.images)
     assert torch.equal(a.test.images, c.test.images)  # the test split never moves
     assert len(a.train) + len(a.val) + len(a.test) == 1797
+    # No image is in two splits (digits' 1797 images are all distinct), and none is lost.
+    splits = [{img.numpy().tobytes() for img in split.images} for split in (a.train, a.val, a.test)]
+    assert [len(s) for s in splits] == [len(a.train), len(a.val), len(a.test)]
+    assert not (splits[0] & splits[1]) and not (splits[0] & splits[2]) and not (splits[1] & splits[2])
 
 
     assert a.in_channels == 1 and a.image_size == (8, 8) and not a.flip and a.crop_padding == 1
@@ -121,3 +125,4 @@ def test_channels_last_batches_and_eval_loaders_are_plain(fake_datasets):
     b = torch.cat([x for x, _ in test])
     assert torch.equal(a, b)  # no augmentation or shuffling outside training
     assert len(train) == 90 // 16  # drop_last keeps full batches only
+

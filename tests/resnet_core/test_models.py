@@ -16,6 +16,7 @@ from resnet_core.models import (
     PostActivationBlock,
     PreActivationBlock,
     ZeroPadShortcut,
+    architecture_cost,
     build_model,
     count_flops,
     count_parameters,
@@ -207,8 +208,18 @@ def test_flop_counter_counts_multiply_adds():
         + 64 * 10                            # classifier
     )
     assert count_flops(model, (32, 32)) == expected
-    # ResNet-20 is about 41M multiply-adds on CIFAR (the usual figure).
+    # ResNet-20 is about 41M multiply-adds on CIFAR (the usual figure); WRN-28-10 5.25G
+    # (Zagoruyko & Komodakis count 5.2G multiply-adds).
     assert 40e6 < count_flops(build_model("resnet-20")) < 42e6
+    assert 5.2e9 < count_flops(build_model("wrn-28-10")) < 5.3e9
+
+
+@pytest.mark.parametrize("name", ["resnet-20", "preact-resnet-164", "wrn-16-4", "plain-20"])
+def test_architecture_cost_equals_the_built_network(name):
+    """Cost before training (meta device, no weights) is the cost of the real network."""
+    model = build_model(name, in_channels=1)
+    assert architecture_cost(name, (8, 8), in_channels=1) == (
+        count_parameters(model), count_flops(model, (8, 8)))
 
 
 def test_models_command_lists_the_registry_as_json():

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from common import ROOT
 
 from resnet_core.checkpoint import (
     CheckpointError,
+    data_config_from_dict,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
@@ -19,8 +21,6 @@ from resnet_core.checkpoint import (
 from resnet_core.data import DataConfig, load_data
 from resnet_core.models import parse_model_name
 from resnet_core.train import DivergedError, TrainConfig, TrainingRun, fit
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,16 @@ def _cpu_bf16() -> bool:
 def test_callback_gets_every_epoch(digits):
     seen = []
     run = TrainingRun(parse_model_name("wrn-10-1"), TrainConfig(epochs=2), digits, "cpu")
-    fit(run, on_epoch=seen.append)
-    assert [m["epoch"] for m in seen] == [1, 2]
-    assert 0 <= seen[-1]["val_accuracy"] <= 1 and seen[-1]["lr"] < 0.1
+    fit(run, on_epoch=lambda run, metrics: seen.append((run.epoch, metrics)))
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    assert [m["epoch"] for _, m in seen] == [1, 2]
+    assert 0 <= seen[-1][1]["val_accuracy"] <= 1 and seen[-1][1]["lr"] < 0.1
+
+
+def test_a_callback_that_returns_true_stops_training(digits):
+    run = TrainingRun(parse_model_name("resnet-8"), TrainConfig(epochs=3), digits, "cpu")
+    history = fit(run, on_epoch=lambda run, metrics: metrics["epoch"] == 1)
+    assert [m["epoch"] for m in history] == [1] and run.epoch == 1 and not run.finished
 
 
 def test_divergence_raises_a_recognisable_error(digits):
@@ -111,7 +118,7 @@ def test_resume_in_a_new_process_is_exact(tmp_path):
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed["model"][key]), key
     def without_timing(history):
-        return [{k: v for k, v in m.items() if k not in ("epoch_seconds", "images_per_second")}
+        return [{k: v for k, v in m.items() if not k.endswith(("_seconds", "images_per_second"))}
                 for m in history]
 
     assert without_timing(straight.history) == without_timing(resumed["history"])
@@ -128,6 +135,21 @@ def test_checkpoints_load_without_running_code(tmp_path):
     with pytest.raises(CheckpointError, match="is not a resnet-search checkpoint"):
         load_checkpoint(evil)
     assert not (Path.cwd() / "pwned").exists()
+
+
+def test_a_run_built_from_configs_carries_its_data_config_into_checkpoints(tmp_path):
+    data_config = DataConfig("digits", subset=200, split_seed=3)
+    run = TrainingRun.from_configs(parse_model_name("resnet-8"), TrainConfig(epochs=1),
+                                   data_config, "cpu")
+    fit(run)
+    path = save_checkpoint(run.state_dict(), tmp_path / "checkpoint.pt")
+    state = load_checkpoint(path)
+    assert data_config_from_dict(state["data_config"]) == data_config
+    # A run restored from the checkpoint alone knows its data too.
+    restored = TrainingRun(parse_model_name("resnet-8"), TrainConfig(epochs=1),
+                           load_data(data_config), "cpu")
+    restored.load_state_dict(state)
+    assert restored.data_config == data_config
 
 
 def test_checkpoint_rebuilds_the_model_alone(tmp_path, digits):

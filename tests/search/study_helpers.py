@@ -2,14 +2,62 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from common import ROOT, free_port  # noqa: F401 - free_port: re-exported for the study tests
+
+# The one tiny study the tests start from: 2 WRN-10 trials of 2 epochs on digits. Each test
+# overrides only what it is about (a section's key set to None is left out).
+BASE_STUDY: dict[str, dict[str, Any]] = {
+    "study": {"num_samples": 2, "seed": 1},
+    "data": {"dataset": "digits"},
+    "train": {"epochs": 2, "batch_size": 64},
+    "space": {"family": "wrn", "depth": 10, "width": [1, 2],
+              "lr": {"low": 0.03, "high": 0.2, "log": True}},
+    "scheduler": {"kind": "none"},
+    "resources": {"cpus_per_trial": 1},
+    "tracking": {},
+}
+
+
+def study_toml(name: str, *, replace_space: bool = False, **sections: dict[str, Any]) -> str:
+    """A study file: BASE_STUDY with the given sections' keys overridden (None drops a key).
+
+    `replace_space=True` takes the given [space] as the whole space.
+    Example: `study_toml("asha", study={"num_samples": 8}, scheduler={"kind": "asha"})`.
+    """
+    unknown = set(sections) - set(BASE_STUDY) - {"constraints", "storage"}
+    if unknown:
+        raise ValueError(f"unknown study sections {sorted(unknown)}")
+    merged = {section: dict(values) for section, values in BASE_STUDY.items()}
+    merged["study"]["name"] = name
+    merged["tracking"]["registered_model"] = f"{name}-model"
+    for section, values in sections.items():
+        base = {} if section == "space" and replace_space else merged.get(section, {})
+        merged[section] = {k: v for k, v in {**base, **values}.items() if v is not None}
+    return "\n".join(f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
+                     for section, values in merged.items() if values)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for everything a test writes
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 class Studies:
@@ -45,9 +93,11 @@ class Studies:
                                 start_new_session=True)
 
     def client(self):
-        from mlflow.tracking import MlflowClient
+        from search.tracking import client_for
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        # client_for, not a bare MlflowClient: a test polling a store that its driver is
+        # creating at the same moment must not race it on the schema (issue 11).
+        return client_for(self.tracking_uri)
 
     def trial_runs(self, study: str) -> list:
         from search import tracking

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import subprocess
-import sys
-from pathlib import Path
+from dataclasses import fields
 
 import pytest
+from common import cli
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
-                          text=True, cwd=cwd or ROOT, timeout=600)
+from resnet_core.config import ModelConfig, TrainConfig, field_types, scalar_type
+from resnet_core.data import DataConfig
+from search.cli import _train_configs, build_parser
 
 
 def test_train_writes_checkpoint_and_metrics_and_evaluate_agrees(tmp_path):
@@ -79,6 +76,10 @@ def test_train_resumes_an_interrupted_run(tmp_path):
         (["--milestones", "0.5"], "--milestones needs --schedule milestones"),
         (["--schedule", "milestones", "--milestones", "1.5"],
          "milestones=[1.5] must be fractions of training in (0, 1)"),
+        (["--gamma", "0"], "argument --gamma: '0' must be > 0"),
+        (["--weight-decay", "-1"], "argument --weight-decay: '-1' must be >= 0"),
+        (["--warmup-epochs", "20"], "warmup_epochs=20.0 must be in [0, epochs=15]"),
+        (["--synthetic-shape", "3", "32"], "argument --synthetic-shape: expected 3 arguments"),
     ],
 )
 def test_bad_train_arguments_give_one_line_and_exit_2(args, message, tmp_path):
@@ -94,3 +95,54 @@ def test_evaluate_a_missing_checkpoint_is_a_clear_error(tmp_path):
     result = cli("evaluate", "--checkpoint", str(tmp_path / "nope.pt"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"resnet-search: error: no checkpoint at {tmp_path / 'nope.pt'}"
+
+
+def train_flags() -> dict[str, argparse.Action]:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {option: action for action in commands.choices["train"]._actions
+            for option in action.option_strings}
+
+
+def test_every_config_field_is_a_train_flag_named_after_it():
+    flags = train_flags()
+    model_options = [f for f in fields(ModelConfig) if f.metadata["model_option"]]
+    assert {f.name for f in model_options} >= {"dropout", "block", "shortcut", "bn_position"}
+    for cls, spec in [*((TrainConfig, f) for f in fields(TrainConfig)),
+                      *((DataConfig, f) for f in fields(DataConfig)),
+                      *((ModelConfig, f) for f in model_options)]:
+        flag = "--" + spec.name.replace("_", "-")
+        assert flag in flags, flag
+        action = flags[flag]
+        assert action.dest == spec.name
+        assert action.default is argparse.SUPPRESS  # the dataclass default applies
+        assert spec.metadata["help"] and spec.metadata["help"] in action.help.replace("%%", "%")
+        if spec.metadata["choices"]:
+            assert tuple(action.choices) == spec.metadata["choices"]
+        if scalar_type(field_types(cls)[spec.name]) is bool:
+            assert "--no-" + flag[2:] in flags, flag
+
+
+def test_flags_reach_the_configs_and_unset_flags_keep_the_defaults():
+    args = build_parser().parse_args([
+        "train", "--model", "resnet-20", "--exempt-bn-and-bias", "--no-channels-last",
+        "--schedule", "milestones", "--milestones", "0.5", "0.75", "--gamma", "0.1",
+        "--synthetic-shape", "1", "8", "8", "--dataset", "synthetic", "--no-augment",
+        "--dropout", "0.2", "--no-amp", "--grad-clip", "2", "--deterministic",
+        "--synthetic-size", "64"])
+    model, train, data = _train_configs(args)
+    assert (model.name, model.dropout) == ("resnet-20", 0.2)
+    assert train == TrainConfig(exempt_bn_and_bias=True, channels_last=False,
+                                schedule="milestones", milestones=(0.5, 0.75), gamma=0.1,
+                                amp=False, grad_clip=2.0, deterministic=True)
+    assert data == DataConfig(dataset="synthetic", synthetic_shape=(1, 8, 8), augment=False,
+                              synthetic_size=64)
+    _, defaults, default_data = _train_configs(build_parser().parse_args(["train"]))
+    assert (defaults, default_data) == (TrainConfig(), DataConfig())
+
+
+def test_the_old_flag_name_still_works_but_is_not_advertised():
+    args = build_parser().parse_args(["train", "--no-decay-bn-bias"])
+    assert _train_configs(args)[1].exempt_bn_and_bias is True
+    help_text = cli("train", "--help").stdout
+    assert "--exempt-bn-and-bias" in help_text and "--no-decay-bn-bias" not in help_text

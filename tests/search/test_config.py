@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import json
+from dataclasses import fields
 
 import pytest
 import tomllib
+from common import ROOT, cli
 
-from search.config import ConfigError, load_study, parse_study
-from search.space import SearchSpace
-
-ROOT = Path(__file__).resolve().parents[2]
+from resnet_core.config import ConfigValueError, ModelConfig, TrainConfig
+from resnet_core.data import DataConfig
+from search.config import ConfigError, config_params, load_study, parse_study, study_params
+from search.space import InfeasibleArchitecture, SearchSpace
+from search.space_keys import SPACE_KEYS
 
 GOOD = """
 [study]
@@ -95,6 +96,10 @@ BAD_STUDIES = [
     ("negative weight decay", "[train]\nweight_decay = -1", "[train] weight_decay: -1 must be >= 0"),
     ("momentum above one", "[train]\nmomentum = 1.5", "[train] momentum: 1.5 must be in [0, 1)"),
     ("zero grad clip", "[train]\ngrad_clip = 0", "[train] grad_clip: 0 must be > 0"),
+    ("zero gamma", "[train]\ngamma = 0", "[train] gamma: 0 must be > 0"),
+    ("empty milestones", "[train]\nmilestones = []", "[train] milestones: [] must be fractions"),
+    ("bad synthetic shape", "[data]\nsynthetic_shape = [3, 'x', 32]",
+     "[data] synthetic_shape: [3, 'x', 32] must be a list of 3 integers"),
     ("negative seed", "[study]\nseed = -1", "[study] seed: -1 must be >= 0"),
     ("milestone beyond training", "[train]\nmilestones = [0.5, 1.5]",
      "[train] milestones: [0.5, 1.5] must be fractions of training in (0, 1)"),
@@ -105,6 +110,48 @@ BAD_STUDIES = [
      "[space] batch_size: { low = 30, high = 100 } can sample batches that 2 workers cannot"),
     ("wrn with bottleneck only", "[space]\nblock = 'bottleneck'",
      "[space] block: ['bottleneck'] has no block for family 'wrn'"),
+    # per-optimizer entries: `lr.sgd = { low, high }`, keyed by the optimizer's values
+    ("per-optimizer key typo", "[space]\noptimizer = ['sgd', 'adam']\nlr = { sgd = 0.1, adma = 0.001 }",
+     "[space] lr: 'adma' is not one of sgd, nesterov, adam, adamw, adagrad, rmsprop "
+     "(did you mean 'adam'?)"),
+    ("per-optimizer entry missing", "[space]\noptimizer = ['sgd', 'adam']\nlr.sgd = 0.1",
+     "[space] lr: no entry for optimizer 'adam', which [space] optimizer ['sgd', 'adam'] can sample"),
+    ("per-optimizer entry never sampled", "[space]\nlr = { sgd = 0.1, adam = 0.001 }",
+     "[space] lr.adam: optimizer 'adam' is never sampled with lr ([train] optimizer='sgd')"),
+    ("momentum entry for adam", "[space]\noptimizer = ['sgd', 'adam']\nmomentum = { sgd = 0.9, adam = 0.9 }",
+     "[space] momentum.adam: optimizer 'adam' is never sampled with momentum"),
+    ("per-optimizer bad range", "[space]\nlr.sgd = { low = 0.1, high = 0.01 }",
+     "[space] lr.sgd: low=0.1 must be < high=0.01"),
+    ("per-optimizer nested", "[space]\nlr.sgd.adam = 0.1",
+     "[space] lr.sgd: a conditional entry cannot be nested"),
+    ("per-optimizer model key", "[space]\ndropout = { sgd = 0.1 }",
+     "[space] dropout: a table without low/high is a per-optimizer entry, which only [train] keys"),
+    # [constraints] and multi-objective [study] objectives
+    ("unknown constraint", "[constraints]\nmax_param = 1000",
+     "[constraints] unknown key 'max_param' (did you mean 'max_params'?)"),
+    ("zero max_params", "[constraints]\nmax_params = 0", "[constraints] max_params: 0 must be > 0"),
+    ("negative latency", "[constraints]\nmax_latency_ms = -1.5",
+     "[constraints] max_latency_ms: -1.5 must be > 0"),
+    ("float max_params", "[constraints]\nmax_params = 1e5",
+     "[constraints] max_params: 100000.0 must be an integer"),
+    ("text latency", "[constraints]\nmax_latency_ms = 'fast'",
+     "[constraints] max_latency_ms: 'fast' must be a number"),
+    ("max_params below every network", "[constraints]\nmax_params = 1000",
+     "[constraints] max_params: 1000 is below every network of [space]; the smallest, wrn-10-1, "
+     "has 77,562 params"),
+    ("max_flops below every network", "[constraints]\nmax_flops = 1000",
+     "[constraints] max_flops: 1000 is below every network of [space]"),
+    ("unknown objective", "[study]\nobjectives = ['val_accuracy', 'parms']",
+     "[study] objectives[1]: 'parms' is not one of params, flops, latency_ms "
+     "(did you mean 'params'?)"),
+    ("objectives without a cost", "[study]\nobjectives = ['val_accuracy']",
+     "[study] objectives: ['val_accuracy'] needs at least one cost after the metric"),
+    ("objectives not led by the metric", "[study]\nobjectives = ['params', 'val_accuracy']",
+     "[study] objectives[0]: 'params' must be the study metric 'val_accuracy'"),
+    ("objective twice", "[study]\nobjectives = ['val_accuracy', 'params', 'params']",
+     "[study] objectives: ['val_accuracy', 'params', 'params'] lists an objective twice"),
+    ("objectives not a list", "[study]\nobjectives = 'params'",
+     "[study] objectives: 'params' must be a list of strings"),
 ]
 
 
@@ -118,6 +165,63 @@ def test_bad_studies_give_one_clear_line(patch, message):
     assert text.startswith("bad.toml: ")
     assert message in text, text
     assert "\n" not in text
+
+
+def test_train_and_data_rules_are_the_dataclasses_rules():
+    """One set of rules: a bad [train]/[data] value is refused by the resnet_core class itself."""
+    classes = {"train": TrainConfig, "data": DataConfig}
+    checked = 0
+    for what, patch, message in BAD_STUDIES:
+        raw = tomllib.loads(patch)
+        if not set(raw) <= set(classes) or any(
+                key not in classes[section].__dataclass_fields__
+                for section, values in raw.items() for key in values):
+            continue
+        for section, values in raw.items():
+            with pytest.raises(ConfigValueError) as error:
+                classes[section](**values)
+            e = error.value
+            assert message in f"[{section}] {e.field}: {e.value!r} {e.problem}", what
+            checked += 1
+    assert checked >= 10
+
+
+def _space_value(spec):
+    if spec.default is None:
+        return spec.metadata["choices"][0] if spec.metadata["choices"] else 1
+    return spec.default
+
+
+def test_space_keys_are_the_searchable_fields_of_the_configs():
+    for cls in (ModelConfig, TrainConfig):
+        for spec in fields(cls):
+            if spec.name in ("family", "depth"):
+                continue
+            raw = study(f"[space]\n{spec.name} = {json.dumps(_space_value(spec))}")
+            raw["train"].pop("epochs") if spec.name == "epochs" else None
+            if spec.metadata["searchable"]:
+                param = parse_study(raw).space[spec.name]
+                assert param.value == _space_value(spec)
+            else:
+                with pytest.raises(ConfigError, match=f"unknown key '{spec.name}'"):
+                    parse_study(raw)
+    assert set(SPACE_KEYS) == {"family", "depth", "width", "block", "shortcut", "bn_position",
+                               "dropout", "optimizer", "lr", "momentum", "weight_decay",
+                               "batch_size", "label_smoothing", "schedule", "warmup_epochs"}
+
+
+def test_params_hold_every_field_but_secrets():
+    config = parse_study(study("[study]\noptuna_storage = 'postgresql://u:hunter2@db/optuna'"))
+    params = study_params(config)
+    for section, cls in (("study", None), ("data", DataConfig), ("train", TrainConfig)):
+        names = [f.name for f in fields(cls)] if cls else ["name", "num_samples", "seed"]
+        assert {f"{section}.{name}" for name in names} <= set(params), section
+    assert "study.optuna_storage" not in params
+    assert not any("hunter2" in value for value in params.values())
+    trial = config_params(model=ModelConfig("wrn", 10).to_dict(), train=TrainConfig().to_dict())
+    assert trial["model.depth"] == "10" and trial["train.milestones"] == "(0.3, 0.6, 0.8)"
+    assert set(trial) == {f"model.{f.name}" for f in fields(ModelConfig)} | {
+        f"train.{f.name}" for f in fields(TrainConfig)}
 
 
 def test_mode_follows_the_metric_unless_given():
@@ -170,8 +274,6 @@ class FixedTrial:
 def test_every_shipped_study_file_is_valid_and_samples_buildable_networks():
     import optuna
 
-    from resnet_core.config import ModelConfig
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     files = sorted((ROOT / "configs").glob("*.toml"))
     assert {f.name for f in files} >= {"quickstart.toml", "cifar10-wrn.toml",
@@ -208,11 +310,33 @@ def test_space_is_conditional():
     assert "depth.resnet" in resnet_trial.names
 
 
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
+def test_per_optimizer_ranges_sample_under_their_own_names():
+    config = parse_study(study("[space]\noptimizer = ['sgd', 'adam']\n"
+                               "lr.sgd = { low = 0.02, high = 0.3, log = true }\n"
+                               "lr.adam = { low = 1e-4, high = 3e-3, log = true }\n"
+                               "momentum = { low = 0.8, high = 0.9 }"))
+    space = SearchSpace(config)
+    sgd_trial, adam_trial = FixedTrial(pick=0), FixedTrial(pick=1)
+    sgd, adam = space(sgd_trial)["train"], space(adam_trial)["train"]
+    assert (sgd["optimizer"], sgd["lr"]) == ("sgd", 0.02) and "lr.sgd" in sgd_trial.names
+    assert (adam["optimizer"], adam["lr"]) == ("adam", 3e-3) and "lr.adam" in adam_trial.names
+    assert not any(n.startswith("lr.adam") for n in sgd_trial.names)
+    assert "lr" not in sgd_trial.names + adam_trial.names
 
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120, env={**os.environ, **(env or {})})
+
+def test_check_shows_per_optimizer_ranges_and_constraints(tmp_path):
+    path = tmp_path / "cond.toml"
+    path.write_text(GOOD + "optimizer = ['sgd', 'adam']\nlr.sgd = { low = 0.02, high = 0.3 }\n"
+                    "lr.adam = [1e-3, 3e-3]\n[constraints]\nmax_params = 100000\n")
+    result = cli("check", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    row = next(r for r in resolved["space"] if r["name"] == "lr")
+    assert row["domain"] == "sgd: [0.02, 0.3]; adam: [0.001, 0.003]"
+    assert "lr.sgd, lr.adam" in row["sampled"]
+    assert resolved["constraints"]["max_params"] == 100000
+    text = cli("check", str(path)).stdout
+    assert "sgd: [0.02, 0.3]; adam: [0.001, 0.003]" in text and "max_params" in text
 
 
 @pytest.mark.parametrize(
@@ -225,8 +349,13 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
          "tracking database postgresql://nobody@127.0.0.1:9/none is unreachable"),
         (GOOD + '[data]\ndataset = "cifar10"\nroot = "/nonexistent"\n', [],
          "dataset 'cifar10' not found"),
+        (GOOD + "[constraints]\nmax_params = 1000\n", [],
+         "[constraints] max_params: 1000 is below every network of [space]"),
+        (GOOD.replace("num_samples = 2", "num_samples = 2\nobjectives = ['val_accuracy', 'parms']"),
+         [], "[study] objectives[1]: 'parms' is not one of params, flops, latency_ms"),
     ],
-    ids=["type", "unreachable-server", "unreachable-database", "missing-dataset"],
+    ids=["type", "unreachable-server", "unreachable-database", "missing-dataset",
+         "constraint-below-every-network", "unknown-objective"],
 )
 def test_run_rejects_bad_input_with_exit_2_and_starts_nothing(tmp_path, study_text, args, message):
     path = tmp_path / "bad.toml"
@@ -263,13 +392,16 @@ def _has_gpu() -> bool:
 def test_the_readme_study_file_is_valid_as_written():
     import optuna
 
-    from resnet_core.config import ModelConfig
-
     readme = (ROOT / "README.md").read_text()
     example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     config = parse_study(tomllib.loads(example), label="README.md")
+    assert config.constraints.max_params and config.study.objectives  # the example shows them
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(30):
         trial = study.ask()
-        ModelConfig(**SearchSpace(config)(trial)["model"])
+        try:
+            ModelConfig(**SearchSpace(config)(trial)["model"])
+        except InfeasibleArchitecture as over:  # the searcher resamples these
+            assert over.cost["params"] > config.constraints.max_params or \
+                over.cost["flops"] > config.constraints.max_flops
         study.tell(trial, 0.5)

@@ -8,74 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from study_helpers import study_toml
 
-from search import tracking
+from search import tags
 
 pytestmark = pytest.mark.slow
 
-DDP_STUDY = """
-[study]
-name = "{name}"
-num_samples = 2
-seed = 3
-
-[data]
-dataset = "digits"
-
-[train]
-epochs = 2
-batch_size = 64
-
-[space]
-family = "wrn"
-depth = 10
-width = 1
-lr = {{ low = 0.03, high = 0.2, log = true }}
-
-[scheduler]
-{scheduler}
-
-[resources]
-cpus_per_trial = 1
-workers_per_trial = 2
-
-[tracking]
-registered_model = "{name}-model"
-"""
-
 SCHEDULERS = {
     # Every trial returns from its function at the end of training.
-    "none": 'kind = "none"',
+    "none": {"kind": "none"},
     # ASHA stops every trial itself at max_t (the last epoch): Tune removes the trial's
     # placement group, killing its process; the Train run must still end and free its CPUs,
     # or the second trial would wait forever.
-    "asha": 'kind = "asha"\ngrace_period = 2\nreduction_factor = 2',
+    "asha": {"kind": "asha", "grace_period": 2, "reduction_factor": 2},
 }
 
-TRIAL = """
-[study]
-name = "unit"
 
-[data]
-dataset = "digits"
-root = "{root}"
-
-[train]
-epochs = {epochs}
-batch_size = 64
-lr = {lr}
-momentum = 0.9
-
-[space]
-family = "wrn"
-depth = 10
-width = 1
-
-[resources]
-cpus_per_trial = 1
-workers_per_trial = 2
-"""
-
+def ddp_study(scheduler: str) -> str:
+    return study_toml("ddp", study={"seed": 3}, space={"width": 1}, scheduler=SCHEDULERS[scheduler],
+                      resources={"workers_per_trial": 2})
 
 def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
     """A resolved trial exactly as the study's search space hands it to a DDP trial."""
@@ -85,7 +36,11 @@ def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
     from search.config import parse_study
     from search.space import SearchSpace
 
-    raw = tomllib.loads(TRIAL.format(root=tmp_path / "data", epochs=epochs, lr=lr))
+    text = study_toml("unit", study={"seed": 0}, data={"root": str(tmp_path / "data")},
+                      train={"epochs": epochs, "lr": lr, "momentum": 0.9},
+                      space={"family": "wrn", "depth": 10, "width": 1}, replace_space=True,
+                      resources={"workers_per_trial": 2})
+    raw = tomllib.loads(text)
     return SearchSpace(parse_study(raw))(optuna.trial.FixedTrial({}))
 
 
@@ -119,7 +74,7 @@ def dump_each_rank_loop(loop_config: dict) -> None:
     """The real worker loop, then each rank saves the weights and loader share it ended with."""
     import ray
 
-    from search.distributed import run_worker
+    from search.ddp_worker import run_worker
 
     run = run_worker(loop_config)
     out = Path(loop_config["out"]) / f"rank{run.rank}"
@@ -164,7 +119,14 @@ class TestTwoGlooWorkers:
         # and one torch thread; the global batch of 64 is 32 images per worker.
         assert all(r["reserved_cpu"] == pytest.approx(0.495) for r in ranks)
         assert all(r["threads"] == 1 and r["per_worker_batch"] == 32 for r in ranks)
+        # Each rank trains on its own half of the training split (the loader's slicing is
+        # tested in tests/resnet_core/test_data.py; this checks the run asks for it).
+        from resnet_core.data import DataConfig, load_data
+
+        train_images = len(load_data(DataConfig(**one_epoch[0]["data"])).train)
+        share, batch = train_images // 2, ranks[0]["per_worker_batch"]
         assert ranks[0]["local_images"] == ranks[1]["local_images"]
+        assert share - batch < ranks[0]["local_images"] <= share  # whole batches of its half
         # Train metrics are sums over both shares: the same on both ranks, and the
         # accuracy counts the images of both shares.
         first, second = (r["history"][0] for r in ranks)
@@ -218,10 +180,60 @@ class TestTwoGlooWorkers:
         assert checkpoint is None
 
 
+def announce_then_wait_loop(loop_config: dict) -> None:
+    """Workers that start like the real ones, then never report (a trial stopped mid-epoch)."""
+    import time
+
+    from search.ddp_worker import announce_workers
+
+    announce_workers(loop_config)
+    time.sleep(3600)
+
+
+class TestAStoppedTrialFreesItsWorkers:
+    """Its own local Ray, so that the CPUs it counts are the workers' alone."""
+
+    def test_the_launcher_frees_the_workers_of_a_trial_that_disappeared(self, local_ray,
+                                                                          tmp_path):
+        import time
+
+        import pyarrow.fs
+        from ray.util.queue import Queue
+
+        from search.distributed import start_launcher
+
+        ray = local_ray
+        total = ray.cluster_resources()["CPU"]
+        # The queue stands for the trial: it dies with the trial's process.
+        queue = Queue(actor_options={"num_cpus": 0})
+        launcher = start_launcher(queue)
+        fit = launcher.fit.remote(trial_config(tmp_path, epochs=50), None, str(tmp_path / "train"),
+                                  pyarrow.fs.LocalFileSystem(), "stopped",
+                                  loop=announce_then_wait_loop)
+        deadline = time.monotonic() + 120
+        while ray.available_resources().get("CPU", 0) > total - 0.9:  # workers hold 0.99
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.5)
+        ray.kill(queue.actor)  # the trial is gone (Tune removed its placement group)
+
+        # Without the launcher the workers' placement group would stay reserved until
+        # the study's driver exits, and the next trials would wait forever.
+        ray.wait([fit], timeout=90)
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) < total - 1e-6:
+            assert time.monotonic() < deadline, ray.available_resources()
+            time.sleep(0.5)
+        # The staging folder goes with the run (once the workers' group has ended).
+        deadline = time.monotonic() + 90
+        while (tmp_path / "train").exists():
+            assert time.monotonic() < deadline, "the staging folder was never removed"
+            time.sleep(0.5)
+
+
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 def test_quickstart_style_study_with_two_workers_per_trial(studies, scheduler):
     """The issue's acceptance: workers_per_trial = 2 runs whole studies on this 2-core machine."""
-    path = studies.write("ddp", DDP_STUDY.format(name="ddp", scheduler=SCHEDULERS[scheduler]))
+    path = studies.write("ddp", ddp_study(scheduler))
     result = studies.cli("run", str(path), timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "registered model: models:/ddp-model@champion (version 1)" in result.stdout
@@ -230,11 +242,11 @@ def test_quickstart_style_study_with_two_workers_per_trial(studies, scheduler):
     runs = studies.trial_runs("ddp")
     assert len(runs) == 2
     for run in runs:
-        assert run.data.tags[tracking.STATUS] == "completed"
+        assert run.data.tags[tags.STATUS] == "completed"
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [1, 2]
-        assert run.data.tags.get(tracking.CHECKPOINT)
+        assert run.data.tags.get(tags.CHECKPOINT)
         assert run.data.metrics["world_size"] == 2  # MLflow records the DDP width
 
     # Ray's own record of every result: two workers per trial, rank 0 reporting.

@@ -8,42 +8,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from study_helpers import ROOT, study_toml
 
-from search import tracking
+from search import tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
-ROOT = Path(__file__).resolve().parents[2]
 LOCAL_SH = ROOT / "cluster" / "local.sh"
 
-STUDY = """
-[study]
-name = "{name}"
-num_samples = {samples}
-seed = 2
-
-[data]
-dataset = "digits"
-
-[train]
-epochs = 2
-batch_size = 64
-
-[space]
-family = "wrn"
-depth = 10
-lr = {{ low = 0.05, high = 0.2, log = true }}
-
-[scheduler]
-kind = "none"
-
-[resources]
-cpus_per_trial = {cpus}
-gpus_per_trial = {gpus}
-
-[storage]
-path = "{storage}"
-"""
+def multinode_study(name: str, samples: int, cpus: float, gpus: float, storage: str) -> str:
+    return study_toml(name, study={"num_samples": samples, "seed": 2},
+                      space={"width": None, "lr": {"low": 0.05, "high": 0.2, "log": True}},
+                      resources={"cpus_per_trial": cpus, "gpus_per_trial": gpus},
+                      storage={"path": str(storage)})
 
 
 def free_port_block(size: int = 400) -> int:
@@ -81,7 +58,7 @@ class LocalCluster:
 
 def test_a_study_spreads_over_the_nodes_with_checkpoints_in_shared_storage(studies, tmp_path):
     storage = tmp_path / "shared-results"
-    path = studies.write("spread", STUDY.format(name="spread", samples=4, cpus=1, gpus=0,
+    path = studies.write("spread", multinode_study(name="spread", samples=4, cpus=1, gpus=0,
                                                 storage=storage))
     with LocalCluster(tmp_path / "cluster", workers=2) as address:
         result = studies.cli("run", str(path), "--address", address,
@@ -89,17 +66,17 @@ def test_a_study_spreads_over_the_nodes_with_checkpoints_in_shared_storage(studi
     assert result.returncode == 0, result.stderr[-3000:]
     runs = studies.trial_runs("spread")
     assert len(runs) == 4
-    nodes = {r.data.tags[tracking.NODE_ID] for r in runs}
+    nodes = {r.data.tags[tags.NODE_ID] for r in runs}
     assert len(nodes) > 1, "every trial ran on the same node"
     for run in runs:
-        checkpoint = Path(run.data.tags[tracking.CHECKPOINT])
+        checkpoint = Path(run.data.tags[tags.CHECKPOINT])
         assert storage in checkpoint.parents and (checkpoint / "checkpoint.pt").is_file()
 
 
 def test_storage_that_the_nodes_do_not_share_is_a_clear_error(studies, tmp_path):
     storage = tmp_path / "not-shared"
     storage.mkdir()
-    path = studies.write("unshared", STUDY.format(name="unshared", samples=2, cpus=1, gpus=0,
+    path = studies.write("unshared", multinode_study(name="unshared", samples=2, cpus=1, gpus=0,
                                                   storage=storage))
     with LocalCluster(tmp_path / "cluster", workers=1,
                       WORKER_PRIVATE_DIR=str(storage)) as address:
@@ -115,12 +92,13 @@ def test_storage_that_the_nodes_do_not_share_is_a_clear_error(studies, tmp_path)
 
 def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
     # A head with 2 CPUs and 1 (logical) GPU: 0.25 GPU + 0.5 CPU per trial runs 4 at once.
-    path = studies.write("packed", STUDY.format(name="packed", samples=4, cpus=0.5, gpus=0.25,
+    path = studies.write("packed", multinode_study(name="packed", samples=4, cpus=0.5, gpus=0.25,
                                                 storage=tmp_path / "results"))
     with LocalCluster(tmp_path / "cluster", workers=0, CPUS_PER_NODE="2",
                       GPUS_PER_NODE="1") as address:
+        # The GPU is logical (this machine has none): its trials train on the CPU.
         result = studies.cli("run", str(path), "--address", address,
-                             env={"RAY_AUTH_MODE": "token"})
+                             env={"RAY_AUTH_MODE": "token", "RESNET_SEARCH_GPU_FALLBACK": "cpu"})
     assert result.returncode == 0, result.stderr[-3000:]
     runs = studies.trial_runs("packed")
     assert len(runs) == 4

@@ -3,46 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
-from study_helpers import Studies, kill_session, session_processes, wait_for
+from study_helpers import Studies, free_port, kill_session, session_processes, study_toml, wait_for
 
-from search import tracking
+from search import tags, tracking
 
 pytestmark = pytest.mark.slow
 
-SMALL_STUDY = """
-[study]
-name = "{name}"
-num_samples = {samples}
-seed = 1
 
-[data]
-dataset = "digits"
-
-[train]
-epochs = {epochs}
-batch_size = 64
-
-[space]
-family = ["wrn", "resnet"]
-depth = [8, 10]
-width = [1, 2]
-lr = {{ low = 0.03, high = 0.2, log = true }}
-optimizer = ["sgd", "nesterov"]
-momentum = {{ low = 0.8, high = 0.95 }}
-
-[scheduler]
-kind = "none"
-
-[resources]
-cpus_per_trial = 1
-
-[tracking]
-registered_model = "{name}-model"
-"""
+def small_study(name: str, samples: int, epochs: int) -> str:
+    """Four kinds of network and two optimizers: enough variety for ranking and lineage."""
+    return study_toml(name, study={"num_samples": samples}, train={"epochs": epochs}, space={
+        "family": ["wrn", "resnet"], "depth": [8, 10], "optimizer": ["sgd", "nesterov"],
+        "momentum": {"low": 0.8, "high": 0.95}})
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +28,7 @@ def finished_study(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e") / "home"
     home.mkdir()
     studies = Studies(home)
-    path = studies.write("e2e", SMALL_STUDY.format(name="e2e", samples=4, epochs=3))
+    path = studies.write("e2e", small_study("e2e", samples=4, epochs=3))
     result = studies.cli("run", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     return studies, result
@@ -63,29 +41,73 @@ def test_study_prints_the_champion_and_the_dashboard(finished_study):
     assert "resnet-search ui --tracking-uri sqlite:///" in result.stdout
 
 
+def test_the_run_says_where_its_time_went(finished_study):
+    """The phase breakdown is printed and logged, and its parts are the trials' own timings."""
+    studies, result = finished_study
+    assert "where the time went: wall" in result.stdout
+    trials_line = next(line for line in result.stdout.splitlines() if line.startswith("  trials: "))
+    assert "training" in trials_line and "checkpointing" in trials_line
+    client = studies.client()
+    phases = tracking.find_study_run(client, "e2e").data.metrics
+    for phase in ("driver.ray_startup", "driver.champion", "driver.tracking", "trials.startup",
+                  "trials.training", "trials.validation", "trials.checkpointing"):
+        assert phases[f"phase.{phase}_seconds"] > 0, phase
+    trained = sum(sum(m.value for m in client.get_metric_history(r.info.run_id, "train_seconds"))
+                  for r in tracking.trial_runs(client, tracking.find_study_run(client, "e2e")))
+    assert phases["phase.trials.training_seconds"] == pytest.approx(trained, rel=1e-6)
+
+
+def test_the_dashboard_opens_on_runs_and_the_study_run_explains_itself(finished_study):
+    """MLflow's UI opens a model-training experiment on its runs; the study run's description
+    names the winner and the champion; study-level metrics chart the search; trial runs carry
+    their cost, so MLflow's own table and compare views work without set-up."""
+    from search.study_summary import NOTE_TAG
+
+    studies, _ = finished_study
+    client = studies.client()
+    parent = tracking.find_study_run(client, "e2e")
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    note = parent.data.tags[NOTE_TAG]
+    champion = parent.data.tags[tags.BEST_TRIAL_ID]
+    assert "## Study e2e: completed" in note and "4 of 4 trials: 4 completed" in note
+    assert f"({champion})" in note.split("| 1 |", 1)[1].splitlines()[0]  # rank 1 is the champion
+    assert "models:/e2e-model@champion" in note and "test accuracy" in note
+    assert "CPU-hours" in note
+    best_so_far = client.get_metric_history(parent.info.run_id, "best_so_far_val_accuracy")
+    assert [m.step for m in best_so_far][-1] == 4
+    values = [m.value for m in sorted(best_so_far, key=lambda m: m.step)]
+    assert values == sorted(values)  # best so far never goes down
+    assert parent.data.metrics["trials_completed"] == 4
+    for run in tracking.trial_runs(client, parent):
+        assert int(run.data.params["model.parameters"]) > 0 and int(run.data.params["model.flops"]) > 0
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
+    assert "report/report.html" in artifacts
+
+
 def test_mlflow_holds_the_study_trials_metrics_and_lineage(finished_study):
     studies, _ = finished_study
     client = studies.client()
     parent = tracking.find_study_run(client, "e2e")
     assert parent is not None and parent.info.status == "FINISHED"
-    assert parent.data.tags[tracking.STATUS] == "completed"
+    assert parent.data.tags[tags.STATUS] == "completed"
     assert parent.data.params["space.family"] == "['wrn', 'resnet']"
     assert "test_accuracy" in parent.data.metrics
     assert "study.toml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
 
     runs = tracking.trial_runs(client, parent)
     assert len(runs) == 4
-    assert len({r.data.tags[tracking.TRIAL_ID] for r in runs}) == 4
-    assert sorted(int(r.data.tags[tracking.OPTUNA_NUMBER]) for r in runs) == [0, 1, 2, 3]
+    assert len({r.data.tags[tags.TRIAL_ID] for r in runs}) == 4
+    assert sorted(int(r.data.tags[tags.OPTUNA_NUMBER]) for r in runs) == [0, 1, 2, 3]
     for run in runs:
-        tags = run.data.tags
-        assert tags[tracking.STATUS] == "completed"
-        assert tags[tracking.NODE_ID] and tags[tracking.CHECKPOINT].startswith(str(studies.home))
+        run_tags = run.data.tags
+        assert run_tags[tags.STATUS] == "completed"
+        assert run_tags[tags.NODE_ID] and run_tags[tags.CHECKPOINT].startswith(str(studies.home))
         assert run.data.params["model.family"] in ("wrn", "resnet")
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert [m.step for m in history] == [1, 2, 3]  # step = epoch
-        if run.data.params["train.optimizer"] == "adam":
-            assert "train.momentum" in run.data.params
+        # Every trial here uses momentum (sgd, nesterov): the sampled value reached the trial.
+        assert 0.8 <= float(run.data.params["train.momentum"]) <= 0.95
         assert "checkpoint" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
@@ -155,31 +177,92 @@ def test_status_best_and_evaluate_commands(finished_study, tmp_path):
     assert "study 'e2e' already exists" in again.stderr and "resnet-search resume e2e" in again.stderr
 
 
-ASHA_STUDY = """
-[study]
-name = "asha"
-num_samples = 8
-seed = 3
-max_concurrent_trials = 2
+def _independent_best(client, run) -> tuple[float, float, int]:
+    """(best val accuracy, val loss then, epoch) from the raw metric history of one trial run."""
+    accuracy = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
+    loss = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+    epoch = min(accuracy, key=lambda e: (-accuracy[e], loss[e], e))
+    return accuracy[epoch], loss[epoch], epoch
 
-[data]
-dataset = "digits"
 
-[train]
-epochs = 6
-batch_size = 64
+def test_every_command_names_the_same_winner_and_it_is_the_best_trial(finished_study):
+    """run's summary, status, best, the study run and the registered champion agree, and the
+    winner is the trial with the best validation accuracy (ties: lower val loss) by raw history."""
+    studies, result = finished_study
+    client = studies.client()
+    parent = tracking.find_study_run(client, "e2e")
+    by_trial = {r.data.tags[tags.TRIAL_ID]: (_independent_best(client, r),
+                                            int(r.data.tags[tags.OPTUNA_NUMBER]))
+                for r in tracking.trial_runs(client, parent)}
+    expected = min(by_trial, key=lambda t: (-by_trial[t][0][0], by_trial[t][0][1], by_trial[t][1]))
 
-[space]
-family = "wrn"
-depth = 10
+    printed = next(line for line in result.stdout.splitlines() if line.startswith("best trial "))
+    status = json.loads(studies.cli("status", "e2e", "--json").stdout)
+    best = json.loads(studies.cli("best", "e2e", "--json").stdout)
+    version = client.get_model_version_by_alias("e2e-model", "champion")
+    named = {
+        "run": printed.split()[2].rstrip(":"),
+        "status": status["best"]["trial_id"],
+        "best": best["best"]["trial_id"],
+        "study run": parent.data.tags[tags.BEST_TRIAL_ID],
+        "registry": version.tags["trial_id"],
+    }
+    assert set(named.values()) == {expected}, named
+    # The champion's weights are its best epoch's, not its last's.
+    assert int(version.tags["best_epoch"]) == by_trial[expected][0][2]
+    assert status["best"]["value"] == pytest.approx(by_trial[expected][0][0])
+
+
+def test_the_champion_answers_batched_http_requests_like_load_best(finished_study):
+    """`resnet-search serve` (mlflow models serve) takes raw pixels 0..255 and returns the
+    probabilities load_best's network gives on the normalised images, for batches of 1 and 16."""
+    import urllib.request
+
+    import numpy as np
+    import torch
+
+    from resnet_core.data import DataConfig, load_data
+    from search.retrieve import load_best
+
+    studies, _ = finished_study
+    port = free_port()
+    server = studies.start("serve", "e2e", "--port", str(port))
+    try:
+        def answers() -> bool:
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).status == 200
+            except OSError:
+                assert server.poll() is None, "the server exited"
+                return False
+
+        wait_for(answers, 180, "the model server to answer /ping")
+        data = load_data(DataConfig(dataset="digits"))
+        model, _ = load_best("e2e", studies.tracking_uri)
+        mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255
+        std = torch.tensor(data.std).view(1, -1, 1, 1) * 255
+        for batch in (1, 16):
+            pixels = data.test.images[:batch].float()
+            body = json.dumps({"inputs": pixels.numpy().tolist()}).encode()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+            served = np.asarray(json.loads(urllib.request.urlopen(request, timeout=60).read())
+                                ["predictions"], dtype=np.float32)
+            with torch.no_grad():
+                expected = torch.softmax(model((pixels - mean) / std), dim=1).numpy()
+            assert served.shape == (batch, 10)
+            np.testing.assert_allclose(served, expected, atol=1e-4)
+            assert (served.argmax(1) == expected.argmax(1)).all()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    wait_for(lambda: not session_processes(server.pid), 30, "the server's processes to stop")
+
+
 # From hopeless (1e-5) to good (0.1): the weak half is stopped at the first rungs.
-lr = { low = 1e-5, high = 0.1, log = true }
-
-[scheduler]
-kind = "asha"
-grace_period = 1
-reduction_factor = 2
-"""
+ASHA_STUDY = study_toml(
+    "asha", study={"num_samples": 8, "seed": 3, "max_concurrent_trials": 2}, train={"epochs": 6},
+    space={"width": None, "lr": {"low": 1e-5, "high": 0.1, "log": True}},
+    scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2})
 
 
 def test_asha_stops_weak_trials_early(studies):
@@ -188,42 +271,86 @@ def test_asha_stops_weak_trials_early(studies):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = studies.trial_runs("asha")
     assert len(runs) == 8
-    epochs = {r.data.tags[tracking.TRIAL_ID]: int(r.data.metrics["epoch"]) for r in runs}
-    statuses = [r.data.tags[tracking.STATUS] for r in runs]
+    epochs = {r.data.tags[tags.TRIAL_ID]: int(r.data.metrics["epoch"]) for r in runs}
+    statuses = [r.data.tags[tags.STATUS] for r in runs]
     assert "pruned" in statuses and "completed" in statuses
     assert min(epochs.values()) < 6 and max(epochs.values()) == 6
-    pruned = [r for r in runs if r.data.tags[tracking.STATUS] == "pruned"]
-    kept = [r for r in runs if r.data.tags[tracking.STATUS] == "completed"]
+    pruned = [r for r in runs if r.data.tags[tags.STATUS] == "pruned"]
+    kept = [r for r in runs if r.data.tags[tags.STATUS] == "completed"]
     # Stopped trials were the weak ones.
-    assert max(float(r.data.params["train.lr"]) for r in pruned) < 0.1
+    lr = {status: sorted(float(r.data.params["train.lr"]) for r in group)
+          for status, group in (("pruned", pruned), ("kept", kept))}
+    assert lr["pruned"][len(lr["pruned"]) // 2] < lr["kept"][len(lr["kept"]) // 2], lr  # medians
     assert max(r.data.metrics["best_val_accuracy"] for r in kept) > max(
         r.data.metrics["best_val_accuracy"] for r in pruned)
 
 
 def test_killed_driver_resumes_without_repeating_trials(studies):
-    path = studies.write("crash", SMALL_STUDY.format(name="crash", samples=6, epochs=4))
+    path = studies.write("crash", small_study("crash", samples=6, epochs=4))
     driver = studies.start("run", str(path))
     try:
-        wait_for(lambda: sum(r.data.tags.get(tracking.STATUS) == "completed"
+        wait_for(lambda: sum(r.data.tags.get(tags.STATUS) == "completed"
                              for r in studies.trial_runs("crash")) >= 2,
                  timeout=300, what="two finished trials")
     finally:
         kill_session(driver)
     assert not session_processes(driver.pid)
     before = studies.trial_runs("crash")
-    assert 2 <= len(before) < 6 or any(r.data.tags[tracking.STATUS] == "running" for r in before)
+    assert 2 <= len(before) < 6 or any(r.data.tags[tags.STATUS] == "running" for r in before)
 
     resumed = studies.cli("resume", "crash")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     runs = studies.trial_runs("crash")
-    trial_ids = [r.data.tags[tracking.TRIAL_ID] for r in runs]
+    trial_ids = [r.data.tags[tags.TRIAL_ID] for r in runs]
     assert len(runs) == 6 and len(set(trial_ids)) == 6  # num_samples, no duplicates
-    assert {r.data.tags[tracking.STATUS] for r in runs} == {"completed"}
+    assert {r.data.tags[tags.STATUS] for r in runs} == {"completed"}
     assert {r.info.run_id for r in before} <= {r.info.run_id for r in runs}  # same runs go on
     client = studies.client()
     assert str(client.get_model_version_by_alias("crash-model", "champion").version) == "1"
-    optuna_numbers = sorted(int(r.data.tags[tracking.OPTUNA_NUMBER]) for r in runs)
+    optuna_numbers = sorted(int(r.data.tags[tags.OPTUNA_NUMBER]) for r in runs)
     assert optuna_numbers == list(range(6))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies, signum):
+    """What a batch scheduler or Ctrl-C does: the study stops at a safe point as `interrupted`
+    (exit 128 + signal, one line), no process of it is left, and `resume` finishes the trials."""
+    name = f"stopped-{signum.name.lower()}"
+    driver = studies.start("run", str(studies.write(name, small_study(name, samples=4, epochs=8))))
+    try:
+        wait_for(lambda: any(r.data.tags.get(tags.STATUS) == "completed"
+                             for r in studies.trial_runs(name)), timeout=300, what="a finished trial")
+        os.kill(driver.pid, signum)
+        driver.wait(timeout=180)
+    finally:
+        if driver.poll() is None:
+            kill_session(driver)
+    log = (studies.home.parent / "driver.log").read_text()
+    assert driver.returncode == 128 + signum, log[-3000:]
+    assert f"study {name} interrupted by {signum.name}" in log.splitlines()[-1]
+    wait_for(lambda: not session_processes(driver.pid), 60, "the study's processes to stop")
+    study_run = tracking.find_study_run(studies.client(), name)
+    assert study_run.data.tags[tags.STATUS] == "interrupted"
+    assert not studies.client().search_model_versions(f"name='{name}-model'")  # nothing registered
+
+    resumed = studies.cli("resume", name)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = studies.trial_runs(name)
+    assert len(runs) == 4 and len({r.data.tags[tags.TRIAL_ID] for r in runs}) == 4
+    assert {r.data.tags[tags.STATUS] for r in runs} == {"completed"}
+
+
+def test_the_tracking_uri_of_the_study_file_is_where_the_study_is_tracked(studies, tmp_path):
+    """[tracking] uri is used when neither --tracking-uri nor $MLFLOW_TRACKING_URI is given."""
+    from search.tracking import client_for
+
+    other = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    text = study_toml("placed", study={"num_samples": 1}, train={"epochs": 1},
+                      space={"width": 1, "lr": 0.1}, tracking={"uri": other})
+    result = studies.cli("run", str(studies.write("placed", text)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tracking.find_study_run(client_for(other), "placed") is not None
+    assert not studies.trial_runs("placed")  # nothing in the default store
 
 
 def _trial_pids(session: int) -> list[int]:
@@ -240,31 +367,11 @@ def _trial_pids(session: int) -> list[int]:
     return pids
 
 
-KILL_STUDY = """
-[study]
-name = "killed-trial"
-num_samples = 1
-
-[data]
-dataset = "digits"
-
-[train]
-epochs = 8
-batch_size = 32
-
-[space]
-family = "wrn"
-depth = 16
-width = 4
-
-[scheduler]
-kind = "none"
-"""
+KILL_STUDY = study_toml("killed-trial", study={"num_samples": 1}, train={"epochs": 8, "batch_size": 32},
+                        space={"family": "wrn", "depth": 16, "width": 4}, replace_space=True)
 
 
 def test_a_killed_trial_restarts_from_its_checkpoint_and_finishes(studies):
-    import os
-    import signal
 
     path = studies.write("killed", KILL_STUDY)
     driver = studies.start("run", str(path))
@@ -283,7 +390,7 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_finishes(studies):
     runs = studies.trial_runs("killed-trial")
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.tags[tracking.STATUS] == "completed" and run.data.metrics["epoch"] == 8
+    assert run.data.tags[tags.STATUS] == "completed" and run.data.metrics["epoch"] == 8
     client = studies.client()
     resumed = client.get_metric_history(run.info.run_id, "resumed_from_epoch")
     assert max(m.value for m in resumed) >= 2  # it went on from a checkpoint, not from scratch

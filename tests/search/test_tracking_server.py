@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from study_helpers import study_toml
 from tracking_server import (
     TrackedStudies,
     database_uri,
@@ -22,46 +23,16 @@ from tracking_server import (
     tracking_server,
 )
 
-from search import tracking
+from search import tags, tracking
 
 pytestmark = pytest.mark.postgres
 slow = pytest.mark.slow
 
-STUDY = """
-[study]
-name = "{name}"
-num_samples = {samples}
-seed = {seed}
-{study_extra}
-
-[data]
-dataset = "digits"
-
-[train]
-epochs = {epochs}
-batch_size = 64
-
-[space]
-family = "wrn"
-depth = 10
-width = [1, 2]
-lr = {{ low = 0.03, high = 0.2, log = true }}
-
-[scheduler]
-kind = "none"
-
-[resources]
-cpus_per_trial = 1
-
-[tracking]
-registered_model = "{name}-model"
-"""
-
 
 def study_text(name: str, samples: int = 2, epochs: int = 2, seed: int = 1,
-               study_extra: str = "") -> str:
-    return STUDY.format(name=name, samples=samples, epochs=epochs, seed=seed,
-                        study_extra=study_extra)
+               study: dict | None = None) -> str:
+    return study_toml(name, study={"num_samples": samples, "seed": seed, **(study or {})},
+                      train={"epochs": epochs})
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +45,8 @@ def postgres() -> None:
 # ---------------------------------------------------------------- one study per backend
 
 
-def _run_tracked(studies: TrackedStudies, study_extra: str = ""):
-    path = studies.write("tracked", study_text("tracked", study_extra=study_extra))
+def _run_tracked(studies: TrackedStudies, study: dict | None = None):
+    path = studies.write("tracked", study_text("tracked", study=study))
     result = studies.cli("run", str(path), *studies.uri_args)
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
     return result
@@ -104,7 +75,7 @@ def server_study(server, tmp_path_factory):
     home = tmp_path_factory.mktemp("tracked-server") / "home"
     home.mkdir()
     studies = TrackedStudies(home, server.uri)
-    result = _run_tracked(studies, f'optuna_storage = "{server.optuna_storage}"')
+    result = _run_tracked(studies, {"optuna_storage": server.optuna_storage})
     assert "optuna: new study 'tracked'" in result.stderr
     return studies, result, server
 
@@ -133,7 +104,7 @@ def test_the_store_holds_the_study_its_trials_metrics_and_lineage(tracked_study)
     client = studies.client()
     parent = tracking.find_study_run(client, "tracked")
     assert parent is not None and parent.info.status == "FINISHED"
-    assert parent.data.tags[tracking.STATUS] == "completed"
+    assert parent.data.tags[tags.STATUS] == "completed"
     assert parent.data.params["space.width"] == "[1, 2]"
     assert "test_accuracy" in parent.data.metrics
     assert not any("optuna_storage" in key for key in parent.data.params)
@@ -142,14 +113,14 @@ def test_the_store_holds_the_study_its_trials_metrics_and_lineage(tracked_study)
 
     runs = tracking.trial_runs(client, parent)
     assert len(runs) == 2
-    assert len({r.data.tags[tracking.TRIAL_ID] for r in runs}) == 2
-    assert sorted(int(r.data.tags[tracking.OPTUNA_NUMBER]) for r in runs) == [0, 1]
+    assert len({r.data.tags[tags.TRIAL_ID] for r in runs}) == 2
+    assert sorted(int(r.data.tags[tags.OPTUNA_NUMBER]) for r in runs) == [0, 1]
     for run in runs:
-        tags = run.data.tags
+        run_tags = run.data.tags
         assert run.info.status == "FINISHED"
-        assert tags[tracking.STATUS] == "completed"
-        assert tags[tracking.NODE_ID]
-        assert tags[tracking.CHECKPOINT].startswith(str(studies.home))
+        assert run_tags[tags.STATUS] == "completed"
+        assert run_tags[tags.NODE_ID]
+        assert run_tags[tags.CHECKPOINT].startswith(str(studies.home))
         assert run.data.params["model.family"] == "wrn"
         assert run.data.params["model.width"] in ("1", "2")
         for metric in ("val_accuracy", "train_loss", "best_val_accuracy"):
@@ -255,9 +226,8 @@ def _config(name: str, storage: str, **study):
 
     from search.config import parse_study
 
-    extra = "\n".join([f'optuna_storage = "{storage}"',
-                       *(f"{k} = {json.dumps(v)}" for k, v in study.items())])
-    return parse_study(tomllib.loads(study_text(name, study_extra=extra)), label=f"{name}.toml")
+    text = study_text(name, study={"optuna_storage": storage, **study})
+    return parse_study(tomllib.loads(text), label=f"{name}.toml")
 
 
 def test_the_searcher_with_rdb_storage_survives_rays_save_and_restore(
@@ -328,8 +298,8 @@ def test_a_later_study_warm_starts_from_an_earlier_one(server_study, monkeypatch
     # The URL names its user through the environment: neither the study file, nor MLflow,
     # nor Ray's saved experiment holds the expanded URL.
     template = server.optuna_storage.replace("postgres@", "${RS_TEST_PG_USER}@", 1)
-    extra = f'optuna_storage = "{template}"\noptuna_study = "tracked"'
-    later = studies.write("warm", study_text("warm", epochs=1, seed=2, study_extra=extra))
+    later = studies.write("warm", study_text("warm", epochs=1, seed=2, study={
+        "optuna_storage": template, "optuna_study": "tracked"}))
     result = studies.cli("run", str(later), *studies.uri_args, env={"RS_TEST_PG_USER": "postgres"})
     assert result.returncode == 0, result.stderr[-5000:]
     assert "optuna: warm-starting from 2 trials of study 'tracked'" in result.stderr
@@ -339,13 +309,13 @@ def test_a_later_study_warm_starts_from_an_earlier_one(server_study, monkeypatch
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
     assert study.user_attrs["resnet_search.metric"] == "val_accuracy"
     # The later study's trials continue the earlier numbering: its sampler saw them.
-    numbers = {name: sorted(int(r.data.tags[tracking.OPTUNA_NUMBER])
+    numbers = {name: sorted(int(r.data.tags[tags.OPTUNA_NUMBER])
                             for r in studies.trial_runs(name)) for name in ("tracked", "warm")}
     assert numbers == {"tracked": [0, 1], "warm": [2, 3]}
     values = {t.number: t.value for t in study.trials}
     for name in ("tracked", "warm"):
         for run in studies.trial_runs(name):
-            number = int(run.data.tags[tracking.OPTUNA_NUMBER])
+            number = int(run.data.tags[tags.OPTUNA_NUMBER])
             assert values[number] == pytest.approx(run.data.metrics["val_accuracy"])
     client = studies.client()
     warm = tracking.find_study_run(client, "warm")

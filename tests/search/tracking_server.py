@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from study_helpers import Studies, session_processes
+from study_helpers import Studies, free_port, session_processes
 
 POSTGRES_HOST = os.environ.get("RESNET_SEARCH_TEST_PG_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("RESNET_SEARCH_TEST_PG_PORT", "5432"))
@@ -71,12 +70,6 @@ def database_exists(uri: str) -> bool:
     with _admin_connection() as connection:
         return connection.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                   (name,)).fetchone() is not None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""Platform overhead: what `resnet-search run` costs over training the same networks without it.
+
+    .venv/bin/python benchmarks/platform_overhead.py [--reps 2] [--json PATH] [--quick]
+
+(a) Long trials: 4 identical 20-epoch WRN-16-2 digits trials, one at a time, through
+    `resnet-search run` (Ray, Optuna, MLflow tracking, per-epoch checkpoints, the champion)
+    against the same 4 runs of `resnet-search train` one after another.
+    Target: study wall time / bare wall time <= 1.10.
+(b) Many short trials: 32 trials of 2 epochs of ResNet-8 on digits, 2 at a time, through
+    `resnet-search run` against the loop a user would otherwise write: an in-process
+    Optuna study with n_jobs=2 training the same networks with resnet_core (no Ray, no
+    MLflow, no checkpoints). Target: <= 1.25x its wall time.
+
+Both sides of a case alternate within each repetition, so a change in machine load
+hits both. Each result records the machine, versions, repetitions and spread. The
+study side prints its own phase breakdown ("where the time went"), kept in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from machine import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "search.cli"]
+
+
+def study_text(name: str, *, samples: int, epochs: int, concurrent: int, space: str,
+               cpus_per_trial: float) -> str:
+    return f"""
+[study]
+name = "{name}"
+num_samples = {samples}
+max_concurrent_trials = {concurrent}
+seed = 0
+
+[data]
+dataset = "digits"
+
+[train]
+epochs = {epochs}
+batch_size = 128
+optimizer = "sgd"
+
+[space]
+{space}
+
+[scheduler]
+kind = "none"
+
+[resources]
+cpus_per_trial = {cpus_per_trial}
+"""
+
+
+def timed_command(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return seconds, result.stdout
+
+
+def phase_lines(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("where the time went")), None)
+    return [] if start is None else lines[start:start + 3]
+
+
+def case_long(rep: int, scratch: Path, env: dict[str, str], epochs: int, trials: int) -> dict[str, Any]:
+    """(a): the same WRN-16-2 recipe 4 times, one at a time, study vs bare `train`."""
+    path = scratch / f"long-{rep}.toml"
+    path.write_text(study_text(f"long-{rep}", samples=trials, epochs=epochs, concurrent=1,
+                               space='family = "wrn"\ndepth = 16\nwidth = 2\nlr = 0.1',
+                               cpus_per_trial=os.cpu_count() or 1))
+    study_s, stdout = timed_command([*CLI, "run", str(path), "--quiet"], env, scratch)
+    bare_s = 0.0
+    for i in range(trials):
+        seconds, _ = timed_command([*CLI, "train", "--model", "wrn-16-2", "--dataset", "digits",
+                                    "--epochs", str(epochs), "--lr", "0.1", "--seed", str(i),
+                                    "--quiet", "--out", str(scratch / f"bare-{rep}-{i}")],
+                                   env, scratch)
+        bare_s += seconds
+    return {"study_s": study_s, "bare_s": bare_s, "ratio": study_s / bare_s,
+            "phases": phase_lines(stdout)}
+
+
+PLAIN_LOOP = """
+import json, sys, time
+import optuna, torch
+from resnet_core import DataConfig, ModelConfig, TrainConfig, TrainingRun, fit, load_data
+
+trials, epochs = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(1)  # two jobs share the two cores, as the study's trials do
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+data_config = DataConfig(dataset="digits")
+data = load_data(data_config)
+
+def objective(trial):
+    lr = trial.suggest_float("lr", 0.03, 0.3, log=True)
+    run = TrainingRun(ModelConfig(family="resnet", depth=8),
+                      TrainConfig(epochs=epochs, batch_size=128, optimizer="sgd", lr=lr,
+                                  seed=trial.number),
+                      data, device="cpu", data_config=data_config)
+    fit(run)
+    return max(m["val_accuracy"] for m in run.history)
+
+start = time.perf_counter()
+optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)).optimize(
+    objective, n_trials=trials, n_jobs=2)
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+
+
+def case_short(rep: int, scratch: Path, env: dict[str, str], trials: int, epochs: int
+               ) -> dict[str, Any]:
+    """(b): many 2-epoch ResNet-8 trials, 2 at a time, study vs an in-process Optuna loop."""
+    path = scratch / f"short-{rep}.toml"
+    path.write_text(study_text(f"short-{rep}", samples=trials, epochs=epochs, concurrent=2,
+                               space='family = "resnet"\ndepth = 8\nlr = { low = 0.03, high = 0.3, '
+                                     'log = true }', cpus_per_trial=1))
+    study_s, stdout = timed_command([*CLI, "run", str(path), "--quiet"], env, scratch)
+    plain_total, out = timed_command([sys.executable, "-c", PLAIN_LOOP, str(trials), str(epochs)],
+                                     env, scratch)
+    plain_s = plain_total  # the whole process, imports and data included, as for the study
+    return {"study_s": study_s, "plain_s": plain_s, "ratio": study_s / plain_s,
+            "plain_loop_s": json.loads(out.strip().splitlines()[-1])["seconds"],
+            "phases": phase_lines(stdout)}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/platform_overhead.json")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny cases, one rep")
+    parser.add_argument("--only", choices=("long", "short"), default=None)
+    args = parser.parse_args(argv)
+    long_epochs, long_trials, short_trials = (2, 2, 4) if args.quick else (20, 4, 32)
+    reps = 1 if args.quick else args.reps
+    result: dict[str, Any] = {"machine": machine(), "quick": args.quick, "long": [], "short": []}
+    with tempfile.TemporaryDirectory(prefix="resnet-search-overhead-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        env = {**os.environ, "RESNET_SEARCH_HOME": str(scratch / "home"), "PYTHONPATH": str(ROOT),
+               "RESNET_SEARCH_QUIET": "1"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        env.pop("RAY_ADDRESS", None)
+        for rep in range(reps):
+            if args.only in (None, "long"):
+                result["long"].append(case_long(rep, scratch, env, long_epochs, long_trials))
+                print(f"(a) rep {rep}: {result['long'][-1]['ratio']:.3f}", flush=True)
+            if args.only in (None, "short"):
+                result["short"].append(case_short(rep, scratch, env, short_trials, 2))
+                print(f"(b) rep {rep}: {result['short'][-1]['ratio']:.3f}", flush=True)
+    for case, target in (("long", 1.10), ("short", 1.25)):
+        if result[case]:
+            result[f"{case}_ratio"] = spread([r["ratio"] for r in result[case]])
+            r = result[f"{case}_ratio"]
+            print(f"{case}: ratio {r['mean']:.3f} +- {r['std']:.3f} (n={r['n']}, target <= {target})")
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

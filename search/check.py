@@ -1,0 +1,87 @@
+"""`resnet-search check`: a study file resolved and explained, without starting anything.
+
+No Ray, no MLflow, no dataset: users run it in their own CI before a cluster job.
+What it prints is what `run` would use: the fixed recipe, the space with each
+parameter's domain and the condition it is sampled under, the scheduler,
+resources, tracking URI (password redacted) and storage path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from resnet_core import ModelConfig, searchable_fields
+from search.config import StudyConfig, redact_url
+from search.paths import default_tracking_uri
+from search.space import explain_space
+
+
+def resolve_study(config: StudyConfig) -> dict[str, Any]:
+    """The study as plain data (the `--json` output)."""
+    from search.study import absolute_paths  # paths as the run resolves them
+
+    resolved = absolute_paths(config)
+    fixed_model = {spec.name: spec.default for spec in searchable_fields(ModelConfig)
+                   if spec.name not in config.space}
+    study = asdict(config.study)
+    if config.study.optuna_storage:
+        study["optuna_storage"] = redact_url(config.study.optuna_storage)
+    uri, source = _tracking_uri(config)
+    return {
+        "file": config.path,
+        "study": study,
+        "recipe": {
+            "model": fixed_model,
+            "data": _plain(asdict(resolved.data)),
+            "train": _plain({k: v for k, v in asdict(config.train).items()
+                             if k not in config.space}),
+        },
+        "space": explain_space(config),
+        "constraints": asdict(config.constraints),
+        "scheduler": asdict(config.scheduler),
+        "resources": asdict(config.resources),
+        "tracking": {**asdict(config.tracking), "uri": redact_url(uri), "uri_from": source,
+                     "registered_model": config.registered_model},
+        "storage": {"path": resolved.storage.path},
+    }
+
+
+def _tracking_uri(config: StudyConfig) -> tuple[str, str]:
+    """The URI `run` would use without --tracking-uri (see search.tracking.resolve_tracking_uri)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
+    if config.tracking.uri:
+        return config.tracking.uri, "[tracking] uri"
+    return default_tracking_uri(), "the local store"
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def format_study(resolved: dict[str, Any]) -> str:
+    """The human-readable form: one block per section."""
+    study = resolved["study"]
+    lines = [f"study {study['name']} ({resolved['file']}): {study['num_samples']} trials, "
+             f"{study['mode']} {study['metric']}, {study['sampler']} sampler, seed {study['seed']}"]
+    for section in ("model", "data", "train"):
+        lines.append(f"\nfixed [{section}]" if section != "model" else
+                     "\nfixed model options (not in [space])")
+        lines += [f"  {key:<20} {_value(value)}"
+                  for key, value in resolved["recipe"][section].items()]
+    lines.append("\n[space]")
+    for row in resolved["space"]:
+        lines.append(f"  {row['name']:<20} {row['kind']:<7} {row['domain']:<28} {row['sampled']}")
+        for label, depths in row.get("depths", {}).items():
+            lines.append(f"  {'':<20} {label}: {', '.join(map(str, depths))}")
+    for section in ("constraints", "scheduler", "resources", "tracking", "storage"):
+        lines.append(f"\n[{section}]")
+        lines += [f"  {key:<20} {_value(value)}" for key, value in resolved[section].items()]
+    return "\n".join(lines)
+
+
+def _value(value: Any) -> str:
+    return "unset" if value is None else str(value)
+

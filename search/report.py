@@ -1,0 +1,381 @@
+"""The study report: one offline HTML page and PNG charts, built from what MLflow holds.
+
+    build_report(name, out_dir)        `resnet-search report NAME`: report.html + charts/*.png
+    log_report(client, study_run_id)   the same files as artifacts of the study run (report/)
+
+This module reads the store and writes the page; search.report_charts draws the charts.
+
+Everything comes from the tracking store (the study run, its trial runs, their
+params, tags and per-epoch metric histories), so a report can be made for any
+study in any store, finished or still running. The page inlines plotly.js: it
+opens from a file, an MLflow artifact view or an e-mail, with no network.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from search import ranking, tags
+from search.report_charts import (
+    cost_figure,
+    curves_figure,
+    group_rows,
+    groups_figure,
+    history_figure,
+    optuna_figures,
+    parse_param,
+)
+
+REPORT_FILE = "report.html"
+CHART_DIR = "charts"
+ARTIFACT_DIR = "report"
+HISTORY_KEYS = ("val_accuracy", "val_loss", "train_loss")
+
+
+@dataclass
+class TrialRecord:
+    """One trial run as the report sees it."""
+
+    number: int
+    run_id: str
+    status: str
+    params: dict[str, str]
+    value: float | None  # best value of the study metric over its epochs; None: unranked
+    rank: int | None  # 0 = the study's best trial (search.ranking's order)
+    best_epoch: int | None
+    start_ms: int
+    end_ms: int | None
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    parameters: int | None = None
+    flops: int | None = None
+
+    @property
+    def label(self) -> str:
+        from search.study_summary import model_label
+
+        return model_label(self.params)
+
+
+@dataclass
+class StudyRecord:
+    """The study run and its trials."""
+
+    name: str
+    run_id: str
+    status: str
+    metric: str
+    mode: str
+    dataset: str
+    start_ms: int
+    searched: dict[str, str]
+    trials: list[TrialRecord]
+    registered_model: str | None = None
+    test_accuracy: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def value_name(self) -> str:
+        return ranking.best_metric_name(self.metric)
+
+    def scored(self) -> list[TrialRecord]:
+        """Ranked trials (a finite score, not diverged), in trial order."""
+        return [t for t in self.trials if t.rank is not None]
+
+    def ranked(self) -> list[TrialRecord]:
+        """Ranked trials, best first."""
+        return sorted(self.scored(), key=lambda t: t.rank)
+
+    def best(self) -> TrialRecord | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+
+# ---------------------------------------------------------------- reading MLflow
+
+
+def collect_study(client: Any, study_run: Any) -> StudyRecord:
+    """Read the study run, its trial runs and their metric histories from the store."""
+    from search import tracking
+
+    params = study_run.data.params
+    metric = params.get("study.metric", "val_accuracy")
+    record = StudyRecord(
+        name=study_run.data.tags.get(tags.STUDY, study_run.info.run_name or "?"),
+        run_id=study_run.info.run_id, status=study_run.data.tags.get(tags.STATUS, "unknown"),
+        metric=metric, mode=params.get("study.mode", "min" if metric.endswith("loss") else "max"),
+        dataset=params.get("data.dataset", "digits"), start_ms=study_run.info.start_time or 0,
+        searched={k.removeprefix(tags.SPACE_PARAM): v for k, v in params.items()
+                  if k.startswith(tags.SPACE_PARAM)},
+        trials=[], registered_model=study_run.data.tags.get(tags.REGISTERED_MODEL),
+        test_accuracy=study_run.data.metrics.get("test_accuracy"),
+    )
+    # The one ranking (search.ranking through tracking): the report's best is the champion's.
+    for place, (score, run) in enumerate(tracking.ranked_trial_runs(client, study_run)):
+        record.trials.append(_trial_record(client, run, score, place if score.ranked else None))
+    record.trials.sort(key=lambda t: (t.number, t.start_ms))
+    _fill_costs(record)
+    return record
+
+
+def _trial_record(client: Any, run: Any, score: Any, rank: int | None) -> TrialRecord:
+    metrics = run.data.metrics
+    history = {}
+    for key in HISTORY_KEYS:
+        points = client.get_metric_history(run.info.run_id, key)
+        history[key] = sorted({m.step: m.value for m in points if math.isfinite(m.value)}.items())
+    end = run.info.end_time or max((m.timestamp for m in
+                                    client.get_metric_history(run.info.run_id, "epoch")), default=None)
+    return TrialRecord(
+        number=score.number, run_id=run.info.run_id, status=score.status,
+        params=dict(run.data.params), value=score.best.value if rank is not None else None,
+        rank=rank, best_epoch=score.best.epoch if rank is not None else None,
+        start_ms=run.info.start_time or 0, end_ms=end, history=history,
+        parameters=_int(metrics.get("parameters", run.data.params.get("model.parameters"))),
+        flops=_int(metrics.get("flops", run.data.params.get("model.flops"))),
+    )
+
+
+def _fill_costs(record: StudyRecord) -> None:
+    """Parameters and FLOPs from the model params where the trial run does not carry them."""
+    from dataclasses import fields
+
+    from resnet_core import DataConfig, ModelConfig, architecture_cost
+
+    known = {f.name for f in fields(ModelConfig)}
+
+    try:
+        channels, height, width = DataConfig(dataset=record.dataset).image_shape
+    except (ValueError, KeyError):
+        channels, height, width = 3, 32, 32
+    classes = {"cifar100": 100}.get(record.dataset, 10)
+    for trial in record.trials:
+        if trial.parameters is not None and trial.flops is not None:
+            continue
+        model = {k.removeprefix(tags.MODEL_PARAM): parse_param(v) for k, v in trial.params.items()
+                 if k.startswith(tags.MODEL_PARAM)}
+        model = {k: v for k, v in model.items() if k in known}  # other params: not the network
+        try:
+            trial.parameters, trial.flops = architecture_cost(
+                {**model, "num_classes": classes, "in_channels": channels}, (height, width))
+        except (TypeError, ValueError) as error:
+            record.notes.append(f"trial {trial.number}: no cost ({error})")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- the page
+
+# Section key -> (title, how to read it); the page and the PNG names follow this order.
+SECTIONS = {
+    "history": ("Optimisation history",
+                "Each dot is a trial's best score; the black line is the best score found so far. "
+                "A line that keeps rising means more trials would still pay; a flat one that the "
+                "search has converged."),
+    "curves": ("Learning curves",
+               "Every trial's validation metric and training loss per epoch. Dotted grey curves were "
+               "stopped early by the scheduler (pruned); red curves ending in a cross diverged."),
+    "importance": ("Hyperparameter importance",
+                   "How much of the variation in the score each searched hyperparameter explains "
+                   "(Optuna's fANOVA over the trials that ran to the end). Long bars matter."),
+    "parallel": ("Parallel coordinates",
+                 "One line per trial through its hyperparameter values, coloured by its score: "
+                 "follow the dark lines to see which combinations won."),
+    "slices": ("Per-parameter slices",
+               "The score against each hyperparameter on its own; darker dots are later trials."),
+    "cost": ("Accuracy against cost",
+             "Score against multiply-adds per image and against parameter count. The dashed Pareto "
+             "front joins the trials that no cheaper trial beats: pick from it when cost matters."),
+    "groups": ("Grouped comparison",
+               "The seed's questions: plain vs residual families, basic vs bottleneck blocks, batch "
+               "norm before or after the addition (post-activation ResNet only), and the optimizers. "
+               "Bars are the mean score with one standard deviation; diamonds the best trial."),
+}
+
+
+def build_figures(study: StudyRecord) -> tuple[dict[str, go.Figure], list[dict[str, Any]], list[str]]:
+    """Every chart of the report in page order, the grouped-comparison rows, and notes."""
+    figures: dict[str, go.Figure] = {}
+    notes: list[str] = []
+    if not study.scored():
+        return figures, [], ["no trial has a score yet: nothing to chart"]
+    figures["history"] = history_figure(study)
+    figures["curves"] = curves_figure(study)
+    extra, extra_notes = optuna_figures(study)
+    figures.update(extra)
+    notes += extra_notes
+    figures["cost"] = cost_figure(study)
+    rows = group_rows(study)
+    if rows:
+        figures["groups"] = groups_figure(study, rows)
+    for fig in figures.values():
+        # Optuna's slices fix a width per parameter; the page's column decides instead.
+        fig.update_layout(template="plotly_white", height=440, title=None, width=None, autosize=True,
+                          margin={"t": 50, "l": 60, "r": 30, "b": 60})
+    return {k: figures[k] for k in SECTIONS if k in figures}, rows, notes
+
+
+def write_report(study: StudyRecord, out_dir: Path, png: bool = True) -> list[Path]:
+    """report.html (and charts/*.png) under out_dir; returns the files written."""
+    from plotly.offline import get_plotlyjs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures, rows, notes = build_figures(study)
+    written: list[Path] = []
+    if png and figures:
+        written += _write_pngs(figures, out_dir / CHART_DIR, notes)
+    sections = [_section(key, fig) for key, fig in figures.items()]
+    if rows:
+        sections.append(_group_table(rows))
+    page = PAGE.format(title=html.escape(f"Study {study.name}: report"), plotly=get_plotlyjs(),
+                       summary=_summary(study), best=_best_table(study), body="\n".join(sections),
+                       notes="".join(f"<li>{html.escape(n)}</li>" for n in notes + study.notes),
+                       generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    path = out_dir / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return [path, *written]
+
+
+def _write_pngs(figures: dict[str, go.Figure], directory: Path, notes: list[str]) -> list[Path]:
+    """PNG copies through kaleido (a headless Chrome); the HTML page does not need them."""
+    import plotly.io as pio
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{i:02d}-{key}.png" for i, key in enumerate(figures, start=1)]
+    # On the page each chart sits under its heading; a PNG alone needs its own title.
+    titled = [go.Figure(fig).update_layout(title=SECTIONS[key][0], margin={"t": 80})
+              for key, fig in figures.items()]
+    try:
+        pio.write_images(titled, paths, width=1200, height=480, scale=1)
+    except Exception as error:  # kaleido without a Chrome/Chromium: the page still works
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        notes.append(f"PNG charts not written: {first} (install chromium)")
+        return []
+    return [p for p in paths if p.is_file()]
+
+
+def _section(key: str, fig: go.Figure) -> str:
+    title, how = SECTIONS[key]
+    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}",
+                      config={"displaylogo": False, "responsive": True})
+    return (f'<section id="{key}"><h2>{html.escape(title)}</h2>'
+            f'<p class="how">{html.escape(how)}</p>{div}</section>')
+
+
+def _summary(study: StudyRecord) -> str:
+    counts: dict[str, int] = {}
+    for t in study.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    ends = [t.end_ms for t in study.trials if t.end_ms]
+    facts = [("status", study.status), ("dataset", study.dataset),
+             ("ranked by", f"{study.value_name} ({'higher' if study.mode == 'max' else 'lower'} "
+                           f"is better, on the validation split)"),
+             ("trials", f"{len(study.trials)}: " + ", ".join(f"{n} {s}" for s, n in
+                                                            sorted(counts.items()))),
+             ("started", time.strftime("%Y-%m-%d %H:%M", time.localtime(study.start_ms / 1000))),
+             ("wall time", f"{(max(ends) - study.start_ms) / 60000:.1f} min" if ends else "-")]
+    best = study.best()
+    if best is not None:
+        facts.append(("best trial", f"#{best.number} {best.label}, {_recipe(best)}: "
+                                    f"{study.value_name} {best.value:.4f}"))
+    if study.registered_model and study.test_accuracy is not None:
+        facts.append(("champion", f"models:/{study.registered_model}@{tags.CHAMPION_ALIAS}, "
+                                  f"test accuracy {study.test_accuracy:.4f} (test split used once)"))
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
+    return f'<table class="facts">{rows}</table>'
+
+
+def _recipe(trial: TrialRecord) -> str:
+    p = trial.params
+    parts = [p.get("train.optimizer", "?"), f"lr {parse_param(p.get('train.lr', 'nan')):.3g}"]
+    if parse_param(p.get("model.dropout", "0")):
+        parts.append(f"dropout {parse_param(p['model.dropout']):.2g}")
+    return " ".join(parts)
+
+
+def _best_table(study: StudyRecord, top: int = 5) -> str:
+    scored = study.ranked()[:top]
+    if not scored:
+        return "<p>No trial has a score yet.</p>"
+    head = ("<tr><th>rank</th><th>trial</th><th>model</th><th>recipe</th><th>status</th>"
+            f"<th>best epoch of</th><th>{html.escape(study.value_name)}</th></tr>")
+    body = "".join(
+        f"<tr><td>{i}</td><td>#{t.number}</td><td>{html.escape(t.label)}</td>"
+        f"<td>{html.escape(_recipe(t))}</td><td>{html.escape(t.status)}</td>"
+        f"<td>{t.best_epoch} of {len(t.history.get('val_loss') or t.history.get('val_accuracy') or [])}</td>"
+        f"<td>{t.value:.4f}</td></tr>" for i, t in enumerate(scored, start=1))
+    return f'<table class="grid">{head}{body}</table>'
+
+
+def _group_table(rows: list[dict[str, Any]]) -> str:
+    head = "<tr><th>factor</th><th>choice</th><th>trials</th><th>mean</th><th>std</th><th>best</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(r['factor'])}</td><td>{html.escape(r['value'])}</td><td>{r['n']}</td>"
+        f"<td>{r['mean']:.4f}</td><td>{r['std']:.4f}</td><td>{r['best']:.4f}</td></tr>" for r in rows)
+    return f'<section id="groups-table"><table class="grid">{head}{body}</table></section>'
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font: 15px/1.5 system-ui, sans-serif; color: #222; margin: 0; background: #fafafa; }}
+main {{ max-width: 1240px; margin: 0 auto; padding: 24px; }}
+h1 {{ margin-bottom: 4px; }} h2 {{ margin: 36px 0 4px; border-bottom: 1px solid #ddd; }}
+p.how {{ color: #555; max-width: 900px; margin: 4px 0 8px; }}
+table {{ border-collapse: collapse; margin: 8px 0; background: #fff; }}
+th, td {{ padding: 4px 10px; border: 1px solid #e3e3e3; text-align: left; }}
+table.facts th {{ background: #f0f0f0; width: 110px; }} table.grid th {{ background: #f0f0f0; }}
+section {{ background: #fff; padding: 4px 16px 12px; margin-top: 16px; border-radius: 6px; }}
+footer {{ color: #777; font-size: 13px; margin-top: 32px; }}
+</style>
+<script type="text/javascript">{plotly}</script>
+</head><body><main>
+<h1>{title}</h1>
+<p>What the search tried, what won and which choices mattered. Charts are interactive: hover for
+details, drag to zoom, double-click to reset; click a legend entry to hide it.</p>
+{summary}
+<h2>Best trials</h2>
+{best}
+{body}
+<footer><ul>{notes}</ul>Made by <code>resnet-search report</code> from the MLflow tracking store
+on {generated}.</footer>
+</main></body></html>
+"""
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def build_report(name: str, out_dir: Path, tracking_uri: str | None = None,
+                 png: bool = True) -> list[Path]:
+    """`resnet-search report NAME`: the study's report.html and PNGs under out_dir."""
+    from search.tracking import open_study
+
+    _, client, study_run = open_study(name, tracking_uri)
+    return write_report(collect_study(client, study_run), Path(out_dir), png=png)
+
+
+def log_report(client: Any, study_run_id: str, png: bool = True) -> list[str]:
+    """Write the report of a study run and log it as its artifacts under report/.
+
+    Returns the artifact paths (report/report.html, report/charts/NN-name.png).
+    """
+    study = collect_study(client, client.get_run(study_run_id))
+    with tempfile.TemporaryDirectory(prefix="resnet-search-report-") as scratch:
+        root = Path(scratch)
+        files = write_report(study, root, png=png)
+        client.log_artifacts(study_run_id, str(root), ARTIFACT_DIR)
+        return [f"{ARTIFACT_DIR}/{f.relative_to(root).as_posix()}" for f in files]

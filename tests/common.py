@@ -1,0 +1,39 @@
+"""Set-up shared by every test folder: the repository root, the CLI in a subprocess, a free port.
+
+pytest puts tests/ on sys.path (tests/conftest.py has no package), so any test imports these
+with `from common import ROOT, cli, free_port`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess:
+    """`resnet-search ARGS` as a user runs it (from the repository root unless `cwd`).
+
+    `env` overrides variables of this process's environment; None removes one.
+    """
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, timeout=timeout,
+                          env=_environment(env))
+
+
+def _environment(overrides: dict | None) -> dict:
+    """This process's environment with `overrides` applied (a None value removes the variable)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(overrides or {})}
+    return {key: value for key, value in env.items() if value is not None}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,100 @@
+"""Torn checkpoints: a file cut short or overwritten is one CheckpointError, never another crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from common import ROOT
+
+from resnet_core.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from resnet_core.data import DataConfig
+from resnet_core.models import parse_model_name
+from resnet_core.train import TrainConfig, TrainingRun
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory) -> bytes:
+    """A real checkpoint of an untrained resnet-8 on digits (weights, optimizer, RNG, configs)."""
+    run = TrainingRun.from_configs(parse_model_name("resnet-8"), TrainConfig(epochs=1),
+                                   DataConfig("digits"), "cpu")
+    path = save_checkpoint(run.state_dict(), tmp_path_factory.mktemp("ck") / "checkpoint.pt")
+    return path.read_bytes()
+
+
+def torn_variants(data: bytes) -> dict[str, bytes]:
+    """What a writer killed half-way, a full disk or a bad copy leaves behind."""
+    middle = len(data) // 2
+    return {
+        "empty": b"",
+        "first 100 bytes": data[:100],
+        "half": data[:middle],
+        "last 10 bytes cut": data[:-10],
+        "zeros over the middle": data[:middle] + bytes(4096) + data[middle + 4096:],
+        "text": b"not a checkpoint\n",
+    }
+
+
+def test_every_torn_variant_is_a_checkpoint_error(checkpoint_bytes, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    for what, blob in torn_variants(checkpoint_bytes).items():
+        path.write_bytes(blob)
+        with pytest.raises(CheckpointError, match=r"checkpoint\.pt is not a") as raised:
+            load_checkpoint(path)
+        assert "\n" not in str(raised.value), what
+
+
+def test_a_checkpoint_cut_at_any_point_is_a_checkpoint_error(checkpoint_bytes, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    step = max(1, len(checkpoint_bytes) // 60)
+    for cut in range(0, len(checkpoint_bytes), step):
+        path.write_bytes(checkpoint_bytes[:cut])
+        with pytest.raises(CheckpointError):
+            load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_model_config_are_a_checkpoint_error(tmp_path):
+    run = TrainingRun.from_configs(parse_model_name("resnet-8"), TrainConfig(epochs=1),
+                                   DataConfig("digits"), "cpu")
+    state = run.state_dict()
+    state["model_config"] = {**state["model_config"], "depth": 14}
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="do not fit its model_config"):
+        model_from_checkpoint(tmp_path)
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(checkpoint_bytes, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(checkpoint_bytes)
+
+    class Unsaveable:  # torch.save fails half-way through writing the temp file
+        def __reduce__(self):
+            raise OSError("No space left on device")
+
+    with pytest.raises(OSError):
+        save_checkpoint({"model": {"w": torch.zeros(1000)}, "x": Unsaveable()}, path)
+    assert path.read_bytes() == checkpoint_bytes
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+def test_evaluate_of_a_torn_checkpoint_is_one_line_exit_2(checkpoint_bytes, tmp_path):
+    torn = tmp_path / "checkpoint.pt"
+    for blob in (checkpoint_bytes[: len(checkpoint_bytes) // 3], checkpoint_bytes[:-10]):
+        torn.write_bytes(blob)
+        result = subprocess.run(
+            [sys.executable, "-m", "search.cli", "evaluate", "--checkpoint", str(torn)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines[0].startswith(f"resnet-search: error: {torn} is not a readable checkpoint "
+                                   f"(truncated or corrupt")

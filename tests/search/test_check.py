@@ -1,0 +1,144 @@
+"""`resnet-search check`: a study file validated and explained, with nothing started."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import pytest
+from common import ROOT
+
+from resnet_core.config import TrainConfig, field_types, scalar_type
+from resnet_core.data import DataConfig
+
+MINIMAL = '[study]\nname = "t"\n[space]\nfamily = "wrn"\ndepth = 10\n'
+
+
+def check(*args: str, home: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RESNET_SEARCH_HOME": str(home or ROOT / ".no-home")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "search.cli", "check", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def example_value(cls: type, spec) -> object:
+    """A valid value of a field that differs from its default where it can."""
+    kind = scalar_type(field_types(cls)[spec.name])
+    choices, bounds = spec.metadata["choices"], spec.metadata["bounds"]
+    if choices:
+        return choices[-1]
+    if kind is bool:
+        return not spec.default
+    if kind is int:
+        return (bounds.low if bounds else 0) + 2
+    if kind is float:
+        return 0.5
+    if kind is str:
+        return "elsewhere"
+    return [v + 1 if isinstance(v, int) else v / 2 for v in spec.default]  # tuples
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_study_file_checks_and_prints_its_space(path, tmp_path):
+    result = check(str(path.relative_to(ROOT)), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    space = result.stdout.split("[space]", 1)[1].split("\n[scheduler]", 1)[0]
+    import tomllib
+
+    for key in tomllib.loads(path.read_text())["space"]:
+        assert f"  {key} " in space, (key, space)
+    resolved = json.loads(check(str(path), "--json", home=tmp_path).stdout)
+    assert [row["name"] for row in resolved["space"]] == list(
+        tomllib.loads(path.read_text())["space"])
+    assert set(resolved) == {"file", "study", "recipe", "space", "constraints", "scheduler",
+                             "resources", "tracking", "storage"}
+
+
+def test_every_data_and_train_field_is_a_study_key(tmp_path):
+    chosen = {
+        "data": {f.name: example_value(DataConfig, f) for f in fields(DataConfig)},
+        "train": {f.name: example_value(TrainConfig, f) for f in fields(TrainConfig)},
+    }
+    assert chosen["train"]["epochs"] >= chosen["train"]["warmup_epochs"]
+    text = MINIMAL + "".join(
+        f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+        for section, values in chosen.items())
+    path = tmp_path / "every-field.toml"
+    path.write_text(text)
+    result = check(str(path), "--json", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    recipe = json.loads(result.stdout)["recipe"]
+    expected_root = str((ROOT / "elsewhere").resolve())  # made absolute as `run` does
+    assert recipe["data"] == {**chosen["data"], "root": expected_root}
+    assert recipe["train"] == chosen["train"]
+    for cls, section in ((DataConfig, "data"), (TrainConfig, "train")):
+        for spec in fields(cls):  # each value differs from the default: it was really read
+            if spec.default is not MISSING and spec.name != "root":
+                default = spec.default
+                assert chosen[section][spec.name] != (list(default) if isinstance(
+                    default, tuple) else default), spec.name
+
+
+def test_the_space_says_when_each_parameter_is_sampled(tmp_path):
+    path = tmp_path / "conditional.toml"
+    path.write_text('[study]\nname = "c"\n[train]\noptimizer = "adam"\n[space]\n'
+                    'family = ["wrn", "resnet"]\ndepth = [10, 14, 16, 20]\nwidth = [2, 4]\n'
+                    'momentum = { low = 0.8, high = 0.9 }\nbn_position = ["before_add", '
+                    '"after_add"]\n')
+    result = check(str(path), "--json", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["space"]}
+    assert rows["width"]["sampled"] == "when family == 'wrn'"
+    assert rows["bn_position"]["sampled"] == "when family == 'resnet'"
+    assert rows["momentum"]["sampled"].startswith("never")  # adam, fixed in [train]
+    assert rows["depth"]["depths"] == {"wrn": [10, 16], "resnet": [14, 20]}
+    assert rows["family"] == {"name": "family", "kind": "choice", "domain": "['wrn', 'resnet']",
+                              "sampled": "always"}
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ("[train]\ngamma = 0\n", "bad.toml: [train] gamma: 0 must be > 0"),
+        ("[train]\nepochz = 3\n", "bad.toml: [train] unknown key 'epochz' (did you mean"),
+        ("[data]\nsynthetic_shape = [3, 32]\n",
+         "bad.toml: [data] synthetic_shape: [3, 32] must be a list of 3 integers"),
+    ],
+    ids=["gamma", "unknown-key", "shape"],
+)
+def test_a_bad_value_exits_2_with_one_line(patch, message, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(MINIMAL + patch)
+    result = check(str(path), home=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resnet-search: error: {message}"), lines
+
+
+def test_check_starts_nothing_loads_no_data_and_redacts_passwords(tmp_path):
+    path = tmp_path / "cluster.toml"
+    path.write_text(MINIMAL + '[data]\ndataset = "cifar10"\nroot = "/nonexistent"\n'
+                    '[tracking]\nuri = "postgresql://user:hunter2@db.invalid/mlflow"\n')
+    code = ("import sys\nfrom search.cli import main\nassert main(['check', sys.argv[1]]) == 0\n"
+            "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna'})\n"
+            "print('LOADED', loaded)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120,
+                            env={**os.environ, "RESNET_SEARCH_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr  # the missing dataset is `run`'s business
+    assert "LOADED []" in result.stdout
+    assert "hunter2" not in result.stdout and "postgresql://user:***@db.invalid" in result.stdout
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,262 @@
+"""`resnet-search report`: the page and PNGs from a real study's MLflow store, drawn in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from study_helpers import Studies
+
+from search import report, report_charts, tags
+from search.report import StudyRecord, TrialRecord
+
+STUDY_NAME = "reported"
+# Every family, both blocks, both BN positions, two optimizers: the grouped comparison has rows.
+REPORT_STUDY = """
+[study]
+name = "{name}"
+num_samples = 4
+seed = 3
+
+[data]
+dataset = "digits"
+
+[train]
+epochs = 2
+batch_size = 64
+
+[space]
+family = ["wrn", "resnet", "preact-resnet", "plain"]
+depth = [8, 10, 11]
+width = [1, 2]
+block = ["basic", "bottleneck"]
+bn_position = ["before_add", "after_add"]
+lr = {{ low = 0.03, high = 0.3, log = true }}
+optimizer = ["sgd", "adam"]
+
+[scheduler]
+kind = "none"
+
+[resources]
+cpus_per_trial = 1
+
+[tracking]
+registered_model = "{name}-model"
+"""
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+SECTION_KEYS = list(report.SECTIONS)
+
+
+_SHARED: dict[str, Studies] = {}
+
+
+@pytest.fixture(scope="session")
+def report_study(tmp_path_factory) -> Studies:
+    """One finished 4-trial digits study, shared by the report and `studies` tests."""
+    # test_commands_ui imports this fixture, and pytest gives each importing module its own
+    # copy even at session scope: the study itself is kept here so that it runs once.
+    if STUDY_NAME not in _SHARED:
+        home = tmp_path_factory.mktemp("report") / "home"
+        home.mkdir()
+        studies = Studies(home)
+        result = studies.cli("run", str(studies.write(STUDY_NAME,
+                                                      REPORT_STUDY.format(name=STUDY_NAME))))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        _SHARED[STUDY_NAME] = studies
+    return _SHARED[STUDY_NAME]
+
+
+@pytest.fixture(scope="session")
+def report_dir(report_study, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("page") / "out"
+    result = report_study.cli("report", STUDY_NAME, "--tracking-uri", report_study.tracking_uri,
+                              "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(out / "report.html") in result.stdout
+    return out
+
+
+# ---------------------------------------------------------------- the files
+
+
+@pytest.mark.slow
+def test_the_page_is_self_contained_and_has_every_chart(report_dir):
+    page = (report_dir / report.REPORT_FILE).read_text()
+    # Offline: plotly.js inlined, no script or stylesheet fetched (the browser test below also
+    # runs the page with every host unresolvable).
+    assert not re.search(r"<script[^>]+src=", page) and "<link" not in page
+    assert "Plotly.newPlot" in page and "plotly.js v" in page
+    assert len(page) > 1_000_000  # plotly.js itself is megabytes
+    for key in SECTION_KEYS:
+        assert f'id="chart-{key}"' in page, key
+    assert "models:/reported-model@champion" in page
+    assert "4: 4 completed" in page
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="PNG export needs Chromium (kaleido drives it); "
+                                            "apt-get install chromium")
+def test_every_chart_is_also_a_png(report_dir):
+    pngs = sorted((report_dir / report.CHART_DIR).glob("*.png"))
+    assert [p.stem.split("-", 1)[1] for p in pngs] == SECTION_KEYS
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+
+
+@pytest.mark.slow
+def test_log_report_attaches_page_and_charts_to_the_study_run(report_study):
+    from search.tracking import find_study_run
+
+    client = report_study.client()
+    study_run = find_study_run(client, STUDY_NAME)
+    logged = report.log_report(client, study_run.info.run_id, png=CHROMIUM is not None)
+    stored = {a.path for a in client.list_artifacts(study_run.info.run_id, report.ARTIFACT_DIR)}
+    assert f"{report.ARTIFACT_DIR}/{report.REPORT_FILE}" in stored
+    assert set(logged) >= {f"{report.ARTIFACT_DIR}/{report.REPORT_FILE}"}
+    charts = {a.path for a in client.list_artifacts(study_run.info.run_id,
+                                                    f"{report.ARTIFACT_DIR}/{report.CHART_DIR}")}
+    assert len(charts) == (len(SECTION_KEYS) if CHROMIUM else 0)
+
+
+# ---------------------------------------------------------------- what the charts hold
+
+
+@pytest.mark.slow
+def test_record_matches_the_store_and_costs_match_resnet_core(report_study):
+    from resnet_core.models import architecture_cost
+    from search.tracking import find_study_run
+
+    client = report_study.client()
+    study = report.collect_study(client, find_study_run(client, STUDY_NAME))
+    status = json.loads(report_study.cli("status", STUDY_NAME, "--tracking-uri",
+                                         report_study.tracking_uri, "--json").stdout)
+    assert len(study.trials) == 4 and study.best().value == pytest.approx(status["best"]["value"])
+    expected = []
+    for trial in study.trials:
+        assert [e for e, _ in trial.history["val_accuracy"]] == [1, 2]
+        model = {k[6:]: v for k, v in trial.params.items() if k.startswith("model.") and k[6:]
+                 in ("family", "depth", "width", "block", "shortcut", "bn_position", "dropout")}
+        model = {k: (float(v) if k == "dropout" else int(v) if v.isdigit() else
+                     None if v == "None" else v) for k, v in model.items()}
+        expected.append(architecture_cost({**model, "in_channels": 1}, (8, 8)))  # digits: 1x8x8
+    # Without a cost on the trial runs the report computes it from the model params ...
+    bare = [replace(t, parameters=None, flops=None) for t in study.trials]
+    report._fill_costs(replace(study, trials=bare))
+    assert [(t.parameters, t.flops) for t in bare] == expected
+    # ... and the cost the trial runs carry is the same network's.
+    assert [(t.parameters, t.flops) for t in study.trials] == expected
+    # Optuna's importance sees every searched dimension that varied, one trial per trial run.
+    in_memory = report_charts.optuna_study(study)
+    assert len(in_memory.trials) == 4
+    assert "lr" in in_memory.trials[0].distributions
+
+
+@pytest.mark.slow
+def test_grouped_comparison_answers_the_seed_questions(report_study):
+    from search.tracking import find_study_run
+
+    client = report_study.client()
+    study = report.collect_study(client, find_study_run(client, STUDY_NAME))
+    rows = report_charts.group_rows(study)
+    families = {t.params["model.family"] for t in study.trials}
+    assert {r["value"] for r in rows if r["factor"] == "family"} == families
+    for row in rows:
+        if row["factor"] == "optimizer":
+            scores = [t.value for t in study.trials if t.params["train.optimizer"] == row["value"]]
+            assert row["n"] == len(scores) and row["best"] == max(scores)
+            assert row["mean"] == pytest.approx(sum(scores) / len(scores))
+
+
+def _trial(number: int, status: str, value: float | None, losses: list[float], **params: str
+           ) -> TrialRecord:
+    return TrialRecord(
+        number=number, run_id=f"r{number}", status=status, value=value,
+        rank=None if value is None else number, best_epoch=len(losses), start_ms=0,
+        end_ms=60_000 * (number + 1),
+        params={"model.family": "resnet", "model.depth": "8", "model.block": "basic",
+                "model.bn_position": "before_add", "model.dropout": "0.0",
+                "train.optimizer": "sgd", "train.lr": "0.1", **params},
+        history={"val_accuracy": [(e + 1, 0.5) for e in range(len(losses))],
+                 "train_loss": [(e + 1, v) for e, v in enumerate(losses)]},
+    )
+
+
+def test_pruned_and_diverged_curves_are_marked():
+    study = StudyRecord(name="s", run_id="r", status="completed", metric="val_accuracy", mode="max",
+                        dataset="digits", start_ms=0, searched={}, trials=[
+                            _trial(0, tags.COMPLETED, 0.9, [1.0, 0.5, 0.3]),
+                            _trial(1, tags.PRUNED, 0.6, [1.2]),
+                            _trial(2, tags.DIVERGED, None, [2.0, 9.0])])
+    traces = report_charts.curves_figure(study).data
+    by_status = {t.name: t for t in traces if t.xaxis == "x2"}
+    assert by_status[tags.PRUNED].line.dash == "dot"
+    assert by_status[tags.COMPLETED].line.dash == "solid"
+    assert list(by_status[tags.DIVERGED].marker.symbol)[-1] == "x"
+    assert list(by_status[tags.COMPLETED].marker.symbol)[-1] == "circle"
+    # Costs come from resnet_core when the trial runs do not carry them.
+    report._fill_costs(study)
+    assert all(t.parameters and t.flops for t in study.trials)
+
+
+def test_pareto_front_keeps_only_unbeaten_trials():
+    points = [(1.0, 0.80), (2.0, 0.90), (3.0, 0.85), (4.0, 0.95), (0.5, 0.70), (2.0, 0.88)]
+    assert report_charts.pareto_front(points, "max") == [(0.5, 0.70), (1.0, 0.80), (2.0, 0.90), (4.0, 0.95)]
+    assert report_charts.pareto_front([(1.0, 0.3), (2.0, 0.2), (3.0, 0.4)], "min") == [(1.0, 0.3),
+                                                                               (2.0, 0.2)]
+
+
+def test_report_of_an_unknown_study_is_one_line_and_exit_2(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    result = Studies(home).cli("report", "nothing-here", "--tracking-uri",
+                               f"sqlite:///{tmp_path / 'mlflow.db'}", timeout=120)
+    assert result.returncode == 2
+    # (MLflow may log that it created the empty store's tables; the error itself is one line.)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("resnet-search:")]
+    assert len(errors) == 1 and "no study named 'nothing-here'" in errors[0]
+
+
+# ---------------------------------------------------------------- in a real browser
+
+# Injected before anything else on the page: records every script error, then, once the
+# page has loaded, counts what each chart drew into a data attribute that --dump-dom shows.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener("error", e => window.__errors.push(String(e.message)));
+window.addEventListener("unhandledrejection", e => window.__errors.push(String(e.reason)));
+window.addEventListener("load", () => setTimeout(() => {
+  const charts = {};
+  document.querySelectorAll(".plotly-graph-div").forEach(div => {
+    charts[div.id] = {svg: div.querySelectorAll(".main-svg").length,
+                      marks: div.querySelectorAll(".main-svg path, .main-svg text").length,
+                      canvas: div.querySelectorAll("canvas").length};
+  });
+  document.body.setAttribute("data-probe", JSON.stringify({errors: window.__errors, charts}));
+}, 2000));
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium)")
+def test_headless_chromium_draws_every_chart_without_a_script_error(report_dir, tmp_path):
+    page = (report_dir / report.REPORT_FILE).read_text()
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("<head>", "<head>" + PROBE, 1))
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
+         "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no host resolves
+         "--virtual-time-budget=20000", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=180).stdout
+    match = re.search(r'data-probe="([^"]*)"', dom)
+    assert match, "the page never finished loading: " + dom[-500:]
+    probe = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe["errors"] == []
+    assert sorted(probe["charts"]) == sorted(f"chart-{k}" for k in SECTION_KEYS)
+    for chart, drawn in probe["charts"].items():
+        assert drawn["svg"] >= 1 and drawn["marks"] > 20, (chart, drawn)
