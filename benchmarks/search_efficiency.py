@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script from any directory
+
+from machine import machine  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 RESULTS = HERE / "results" / "search_efficiency.json"
 NEAR_TARGET_IMAGES = 2
@@ -516,26 +517,6 @@ def _step(curve, key: str, metric: str, grid) -> list[float]:
 
 
 # ---------------------------------------------------------------- machine and main
-
-
-def machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    info: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                            "platform": platform.platform()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                      if line.startswith("model name")), "")
-        flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                      if line.startswith("flags")), [])
-        info["cpu"] = model
-        info["flags"] = {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}
-    except OSError:
-        pass
-    info["versions"] = {p: version(p) for p in ("torch", "ray", "optuna", "mlflow", "numpy")}
-    info["loadavg_start"] = os.getloadavg()
-    return info
 
 
 def write_json(path: Path | None, runs: list[dict[str, Any]], methods: list[str],
