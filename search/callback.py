@@ -200,7 +200,8 @@ class MlflowTrialCallback(Callback):
 
 def _lineage_tags(trial, result: dict[str, Any]) -> list[RunTag]:
     out = []
-    for key, tag in (("node_id", tags.NODE_ID), ("hostname", tags.HOSTNAME), ("gpu_ids", tags.GPU_IDS)):
+    for key, tag in (("node_id", tags.NODE_ID), ("hostname", tags.HOSTNAME), ("gpu_ids", tags.GPU_IDS),
+                     ("device", tags.DEVICE)):
         if result.get(key):
             out.append(RunTag(tag, str(result[key])))
     if trial.checkpoint is not None:

@@ -219,17 +219,16 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from resnet_core import build_model, count_flops, count_parameters, list_models, parse_model_name
+    from resnet_core import architecture_cost, list_models, parse_model_name
 
     rows = []
     for name in list_models():
         config = parse_model_name(name)
-        model = build_model(config)
+        parameters, flops = architecture_cost(config, (args.input_size, args.input_size))
         rows.append({
             "name": name, "family": config.family, "depth": config.depth, "width": config.width,
             "block": config.block, "shortcut": config.shortcut,
-            "parameters": count_parameters(model),
-            "flops": count_flops(model, (args.input_size, args.input_size)),
+            "parameters": parameters, "flops": flops,
         })
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -17,7 +17,8 @@ def _print_outcome(outcome) -> None:
     model, train = best["config"]["model"], best["config"]["train"]
     name = (f"wrn-{model['depth']}-{model.get('width', 1)}" if model["family"] == "wrn"
             else f"{model['family']}-{model['depth']}")
-    print(f"\nstudy {outcome.name}: {outcome.trials} trials")
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.outcomes.items()))
+    print(f"\nstudy {outcome.name}: {outcome.trials} trials" + (f" ({counts})" if counts else ""))
     print(f"best trial {best['trial_id']}: {name} ({model.get('block', 'basic')}), "
           f"{train['optimizer']} lr={train['lr']:.4g}, dropout={model.get('dropout', 0):.3g}")
     print(f"  {best['metric']} {best['value']:.4f} (epoch {best['epoch']}), "

@@ -40,6 +40,7 @@ class StudyOutcome:
     model_version: str | None
     test_accuracy: float | None
     trials: int
+    outcomes: dict[str, int] = field(default_factory=dict)  # trials by status: completed, pruned, ...
     phases: list[str] = field(default_factory=list)  # the phase breakdown, for the summary
 
 
@@ -492,7 +493,7 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
     """Register the ranking's winner (scored once on the test split) as the champion."""
     from search import tracking
     from search.champion import pick_winner, register_champion
-    from search.study_summary import update_study_run
+    from search.study_summary import outcome_counts, update_study_run
 
     client = tracking.client_for(uri)
     ranked = tracking.ranked_trial_runs(client, client.get_run(study_run_id))
@@ -522,7 +523,7 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
         name=config.study.name, tracking_uri=uri, study_run_id=study_run_id,
         best=champion["best"], registered_model=config.registered_model,
         model_version=champion["version"], test_accuracy=champion["test_accuracy"],
-        trials=len(results), phases=times.summary(),
+        trials=len(results), outcomes=outcome_counts(ranked), phases=times.summary(),
     )
 
 

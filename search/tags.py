@@ -27,6 +27,7 @@ TRIAL_ID = "ray.trial_id"
 NODE_ID = "ray.node_id"
 GPU_IDS = "ray.gpu_ids"
 HOSTNAME = "hostname"
+DEVICE = "device"  # (trial) where it trained: cpu, cuda:0, ...
 OPTUNA_NUMBER = "optuna.trial_number"
 CHECKPOINT = "checkpoint"  # (trial) the latest checkpoint's location
 ERROR_FILE = "error_file"

@@ -429,8 +429,6 @@ def test_kuberay_dashboard_stays_in_cluster(which):
     head = spec["headGroupSpec"]
     service_type = head.get("serviceType", "ClusterIP")
     assert service_type == "ClusterIP", f"{name}: head service is {service_type}"
-    host = head.get("rayStartParams", {}).get("dashboard-host", "127.0.0.1")
-    assert host in {"127.0.0.1", "localhost"} or service_type == "ClusterIP"
     assert "headService" not in spec["headGroupSpec"], "a custom head service could expose it"
 
 
@@ -492,7 +490,8 @@ def test_rayjob_runs_the_study_and_cleans_up():
     # shell operators would run in the submitter pod instead of the job.
     assert not re.search(r"&&|\|\||[;|<>`]|\$\(", entrypoint), entrypoint
     assert spec["shutdownAfterJobFinishes"] is True
-    assert spec.get("ttlSecondsAfterFinished", 0) >= 0
+    # The cluster outlives the job long enough to read its logs (the default, 0, deletes it at once).
+    assert spec.get("ttlSecondsAfterFinished", 0) >= 300, "the job's logs vanish with the cluster"
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head.get("workingDir") == "/app", "the relative study path resolves in the image's /app"
 

@@ -2,7 +2,7 @@
 here as the container would run it: credentials only in env (as the Secrets would
 inject them), the auth config written at start, basic auth enforced, foreign
 Host headers refused. On SQLite, and on the PostgreSQL server at 127.0.0.1:5432
-when one accepts the `postgres` user."""
+(tests/postgres.py: a failure when it does not answer, not a skip)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from common import ROOT, free_port
+from postgres import fresh_database, require_postgres
 
 MANIFEST = ROOT / "cluster" / "mlflow" / "mlflow.yaml"
 SEARCH_URL = "/api/2.0/mlflow/experiments/search?max_results=5"
@@ -54,24 +55,10 @@ def store_uris(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/auth.db"
         return
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
-                                 dbname="postgres", connect_timeout=3)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"no PostgreSQL for user postgres at 127.0.0.1:5432 ({error})")
-    admin.autocommit = True
-    names = [f"rs_cluster_test_{secrets.token_hex(4)}", f"rs_cluster_test_{secrets.token_hex(4)}"]
-    with admin.cursor() as cursor:
-        for name in names:
-            cursor.execute(f"CREATE DATABASE {name}")
-    try:
-        yield tuple(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{n}" for n in names)
-    finally:
-        with admin.cursor() as cursor:
-            for name in names:
-                cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    require_postgres()
+    with fresh_database("rs_cluster_test", driver="psycopg2") as backend, \
+            fresh_database("rs_cluster_test", driver="psycopg2") as auth:
+        yield backend, auth
 
 
 @pytest.mark.slow

@@ -214,6 +214,19 @@ def test_flop_counter_counts_multiply_adds():
     assert 5.2e9 < count_flops(build_model("wrn-28-10")) < 5.3e9
 
 
+@pytest.mark.parametrize(("name", "options"), [
+    ("resnet-20", {}), ("resnet-56", {"block": "bottleneck"}), ("resnet-20", {"bn_position": "after_add"}),
+    ("preact-resnet-164", {}), ("wrn-16-4", {}), ("plain-20", {})])
+def test_flop_count_is_half_of_torchs_flop_counter(name, options):
+    """torch's FlopCounterMode (2 FLOPs per multiply-add) is the independent reference."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(name, **options).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 24, 24))
+    assert count_flops(model, (24, 24)) * 2 == counter.get_total_flops()
+
+
 @pytest.mark.parametrize("name", ["resnet-20", "preact-resnet-164", "wrn-16-4", "plain-20"])
 def test_architecture_cost_equals_the_built_network(name):
     """Cost before training (meta device, no weights) is the cost of the real network."""
@@ -222,6 +235,7 @@ def test_architecture_cost_equals_the_built_network(name):
         count_parameters(model), count_flops(model, (8, 8)))
 
 
+@pytest.mark.slow
 def test_models_command_lists_the_registry_as_json():
     result = subprocess.run([sys.executable, "-m", "search.cli", "models", "--json"],
                             capture_output=True, text=True, check=True)

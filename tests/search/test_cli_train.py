@@ -14,6 +14,7 @@ from resnet_core.data import DataConfig
 from search.cli import _train_configs, build_parser
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_metrics_and_evaluate_agrees(tmp_path):
     out = tmp_path / "run"
     result = cli("train", "--model", "wrn-10-2", "--dataset", "digits", "--epochs", "3",
@@ -47,6 +48,7 @@ def test_train_writes_checkpoint_and_metrics_and_evaluate_agrees(tmp_path):
     assert "weights_only" not in not_a_checkpoint.stderr  # never advise the unsafe load
 
 
+@pytest.mark.slow
 def test_train_resumes_an_interrupted_run(tmp_path):
     out = tmp_path / "run"
     assert cli("train", "--model", "resnet-8", "--epochs", "1", "--out", str(out),

@@ -44,6 +44,7 @@ def test_studies_lists_status_trials_best_champion_and_start(report_study):  # n
     assert f"{STUDY_NAME}-model v1 @champion" in line
 
 
+@pytest.mark.slow
 def test_studies_of_an_empty_store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = _cli(tmp_path, "studies", "--tracking-uri", uri)

@@ -271,6 +271,7 @@ class FixedTrial:
         return high if self.pick else low
 
 
+@pytest.mark.slow
 def test_every_shipped_study_file_is_valid_and_samples_buildable_networks():
     import optuna
 
@@ -324,6 +325,7 @@ def test_per_optimizer_ranges_sample_under_their_own_names():
     assert "lr" not in sgd_trial.names + adam_trial.names
 
 
+@pytest.mark.slow
 def test_check_shows_per_optimizer_ranges_and_constraints(tmp_path):
     path = tmp_path / "cond.toml"
     path.write_text(GOOD + "optimizer = ['sgd', 'adam']\nlr.sgd = { low = 0.02, high = 0.3 }\n"

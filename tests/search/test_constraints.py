@@ -24,6 +24,7 @@ def constrained_quickstart(name: str, num_samples: int, **study: object) -> str:
                       constraints={"max_params": LIMIT})
 
 
+@pytest.mark.slow
 def test_networks_over_the_limit_are_rejected_at_sampling_and_told_to_optuna():
     from optuna.trial import TrialState
 

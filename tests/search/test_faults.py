@@ -112,6 +112,7 @@ client_for(sys.argv[1]).search_experiments()
 """
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
     """Without the lock, most of these die in MLflow's schema migration (alembic)."""
     uri, go = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", tmp_path / "go"
@@ -146,6 +147,7 @@ def test_status_calls_and_a_run_on_a_fresh_home_give_no_traceback(studies: Studi
     assert len(studies.trial_runs("fresh")) == 1
 
 
+@pytest.mark.slow
 def test_status_of_an_unknown_study_leaves_no_store_behind(studies: Studies):
     for command in ("status", "best"):
         result = studies.cli(command, "nope")
@@ -156,6 +158,7 @@ def test_status_of_an_unknown_study_leaves_no_store_behind(studies: Studies):
 # ---------------------------------------------------------------- network, unexpected errors
 
 
+@pytest.mark.slow
 def test_a_download_that_cannot_reach_its_host_is_one_line(studies: Studies, tmp_path):
     """A proxy that refuses connections stands in for no network: deterministic, offline."""
     proxy = f"http://127.0.0.1:{free_port()}"
@@ -179,6 +182,7 @@ def test_a_download_that_cannot_reach_its_host_is_one_line(studies: Studies, tmp
     assert not (studies.home / "mlflow.db").exists()  # nothing started
 
 
+@pytest.mark.slow
 def test_an_unexpected_error_is_one_line_naming_the_traceback_file(studies: Studies):
     (studies.home / "mlflow.db").write_bytes(b"\x00garbage, not a database" * 400)
     result = studies.cli("studies")
@@ -295,6 +299,7 @@ def _fill(path: Path) -> int:
     return written
 
 
+@pytest.mark.slow
 def test_storage_that_is_not_writable_is_refused_at_start(studies, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("a file, not a folder")
@@ -309,6 +314,7 @@ def test_storage_that_is_not_writable_is_refused_at_start(studies, tmp_path):
             assert not studies.trial_runs("nowrite")  # nothing started
 
 
+@pytest.mark.slow
 def test_a_full_storage_disk_interrupts_the_study_and_resume_completes_it(studies, tmp_path):
     with _tmpfs(tmp_path / "small-disk", "size=40m") as storage:
         path = studies.write("full", study_toml("full", train={"epochs": 10},

@@ -56,7 +56,8 @@ def test_estimate_matches_the_measured_peak_of_a_training_step(model, batch):
                             capture_output=True, text=True, check=True, timeout=300)
     figures = json.loads(result.stdout)
     ratio = figures["estimate"] / figures["measured"]
-    assert 0.7 < ratio < 1.6, figures
+    print(f"{model} batch {batch}: estimate/measured = {ratio:.2f}")
+    assert 1 / 1.3 < ratio < 1.3, f"estimate off by more than the README's 30%: {figures}"
 
 
 def test_bf16_halves_activation_memory_and_optimizers_add_state():

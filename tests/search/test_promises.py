@@ -93,8 +93,9 @@ SEED = 5
 @pytest.fixture(scope="module")
 def two_studies(tmp_path_factory) -> tuple[Studies, dict[str, str]]:
     """Study "promises-a" (3 trials, --name, --quiet, random sampler, val_loss, one trial at a
-    time, no checkpoint artifacts), then "promises-b" (defaults, not quiet) registering the
-    same model. Returns the Studies and each run's output."""
+    time, no checkpoint artifacts, Nesterov trials that diverge, gpus_per_trial "auto"), then
+    "promises-b" (defaults, not quiet) registering the same model.
+    Returns the Studies and each run's output."""
     home = tmp_path_factory.mktemp("promises") / "home"
     home.mkdir()
     studies = Studies(home)
@@ -104,6 +105,10 @@ def two_studies(tmp_path_factory) -> tuple[Studies, dict[str, str]]:
         study={"num_samples": 3, "seed": SEED, "sampler": "random", "metric": "val_loss",
                "max_concurrent_trials": 1},
         data={"dataset": "digits", "subset": 400, "val_size": 200},
+        # Nesterov's lr makes its trials diverge: the study must go on and never crown one.
+        space={"optimizer": ["sgd", "nesterov"], "lr": None,
+               "lr.sgd": {"low": 0.03, "high": 0.2, "log": True}, "lr.nesterov": 1e12},
+        resources={"gpus_per_trial": "auto"},
         tracking={"registered_model": REGISTERED, "log_checkpoints": False}))
     a = studies.cli("run", str(first), "--name", "promises-a", "--quiet")
     assert a.returncode == 0, a.stderr[-3000:]
@@ -146,6 +151,35 @@ def test_a_val_loss_study_crowns_the_trial_with_the_lowest_val_loss(two_studies)
         run.info.run_id, "val_loss")) for run in studies.trial_runs("promises-a")}
     assert len(lowest) == 3
     assert lowest[study_run.data.tags[tags.BEST_TRIAL_ID]] == min(lowest.values())
+
+
+@pytest.mark.slow
+def test_a_diverged_trial_ends_diverged_and_the_study_goes_on(two_studies):
+    from search import tags
+
+    studies, output = two_studies
+    runs = sorted(studies.trial_runs("promises-a"), key=lambda r: r.info.start_time)
+    statuses = [(r.data.params["train.optimizer"], r.data.tags[tags.STATUS]) for r in runs]
+    diverged = [i for i, (optimizer, status) in enumerate(statuses) if status == tags.DIVERGED]
+    assert diverged and all(statuses[i][0] == "nesterov" for i in diverged), statuses
+    assert any(status == tags.COMPLETED for _, status in statuses[diverged[0] + 1:]), \
+        f"nothing ran after the diverged trial: {statuses}"
+    winner = _study_run(studies, "promises-a").data.tags[tags.BEST_TRIAL_RUN_ID]
+    assert winner not in {runs[i].info.run_id for i in diverged}
+    assert "1 diverged" in output["a"] or f"{len(diverged)} diverged" in output["a"]
+
+
+@pytest.mark.slow
+def test_gpus_per_trial_auto_trains_on_the_cpu_where_there_is_no_gpu(two_studies):
+    import torch
+
+    from search import tags
+
+    studies, _ = two_studies
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: auto packs trials onto it (tests/search/test_gpu_packing.py)")
+    runs = studies.trial_runs("promises-a")
+    assert len(runs) == 3 and {r.data.tags[tags.DEVICE] for r in runs} == {"cpu"}
 
 
 @pytest.mark.slow

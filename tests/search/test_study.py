@@ -394,3 +394,44 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_finishes(studies):
     client = studies.client()
     resumed = client.get_metric_history(run.info.run_id, "resumed_from_epoch")
     assert max(m.value for m in resumed) >= 2  # it went on from a checkpoint, not from scratch
+
+
+RETRY_STUDY = study_toml("retried-trial", study={"num_samples": 1},
+                         train={"epochs": 8, "batch_size": 32},
+                         space={"family": "wrn", "depth": 16, "width": 4}, replace_space=True)
+
+
+def test_a_trial_is_retried_from_its_checkpoint_three_times_then_given_up(studies):
+    # README: "A trial whose process dies is retried from its last checkpoint automatically
+    # (up to 3 times)". Kill the trial's process four times, each time after it has
+    # reported a new epoch: three restarts go on from a checkpoint, the fourth death ends it.
+    path = studies.write("retried", RETRY_STUDY)
+    driver = studies.start("run", str(path))
+    killed: set[int] = set()
+    epoch_at_kill = 0
+    try:
+        for _ in range(4):
+            def a_fresh_process_past_the_last_kill(after: float = epoch_at_kill):
+                runs = studies.trial_runs("retried-trial")
+                if not runs or runs[0].data.metrics.get("epoch", 0) <= after:
+                    return None
+                return [pid for pid in _trial_pids(driver.pid) if pid not in killed] or None
+            pids = wait_for(a_fresh_process_past_the_last_kill, timeout=300, interval=0.3,
+                            what=f"the trial to report an epoch after {epoch_at_kill}")
+            epoch_at_kill = studies.trial_runs("retried-trial")[0].data.metrics["epoch"]
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            killed.update(pids)
+        code = driver.wait(timeout=600)
+    finally:
+        kill_session(driver)
+    log = (studies.home.parent / "driver.log").read_text()
+    # The epochs it finished are real results: its best epoch's checkpoint is still the champion.
+    assert code == 0, log[-3000:]
+    assert "study retried-trial: 1 trials (1 failed)" in log, log[-3000:]
+    (run,) = studies.trial_runs("retried-trial")
+    assert run.data.tags[tags.STATUS] == tags.FAILED
+    assert run.data.metrics["epoch"] < 8
+    history = studies.client().get_metric_history(run.info.run_id, "resumed_from_epoch")
+    restarts = sorted({m.value for m in history} - {0})
+    assert len(restarts) == 3, f"resumed from epochs {restarts}: not three retries"

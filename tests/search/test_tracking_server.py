@@ -14,14 +14,9 @@ import sys
 import time
 
 import pytest
+from postgres import database_uri, fresh_database, require_postgres
 from study_helpers import study_toml
-from tracking_server import (
-    TrackedStudies,
-    database_uri,
-    fresh_database,
-    postgres_unavailable,
-    tracking_server,
-)
+from tracking_server import TrackedStudies, tracking_server
 
 from search import tags, tracking
 
@@ -37,9 +32,7 @@ def study_text(name: str, samples: int = 2, epochs: int = 2, seed: int = 1,
 
 @pytest.fixture(scope="module")
 def postgres() -> None:
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_postgres()
 
 
 # ---------------------------------------------------------------- one study per backend
@@ -195,6 +188,7 @@ def test_status_with_the_flag_and_with_the_environment(tracked_study, tmp_path):
 # ---------------------------------------------------------------- unreachable stores
 
 
+@pytest.mark.slow
 def test_a_database_uri_without_its_database_is_one_line_and_exit_2(postgres, tmp_path):
     path = tmp_path / "t.toml"
     path.write_text(study_text("nodb"))

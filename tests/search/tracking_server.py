@@ -18,58 +18,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from postgres import fresh_database
 from study_helpers import Studies, free_port, session_processes
 
-POSTGRES_HOST = os.environ.get("RESNET_SEARCH_TEST_PG_HOST", "127.0.0.1")
-POSTGRES_PORT = int(os.environ.get("RESNET_SEARCH_TEST_PG_PORT", "5432"))
-POSTGRES_USER = os.environ.get("RESNET_SEARCH_TEST_PG_USER", "postgres")
 MLFLOW = Path(sys.executable).with_name("mlflow")
-
-
-def database_uri(name: str) -> str:
-    return f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
-
-
-def _admin_connection():
-    import psycopg
-
-    return psycopg.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER,
-                           dbname="postgres", autocommit=True, connect_timeout=5)
-
-
-def postgres_unavailable() -> str | None:
-    """None when the test PostgreSQL server answers, else why not (a skip reason)."""
-    try:
-        with _admin_connection():
-            return None
-    except Exception as error:  # noqa: BLE001 - any failure means: no server for these tests
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"PostgreSQL at {POSTGRES_HOST}:{POSTGRES_PORT} is not available: {first}"
-
-
-@contextlib.contextmanager
-def fresh_database(prefix: str = "rs_test") -> Iterator[str]:
-    """A new, empty database with a unique name; dropped (connections and all) on exit."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with _admin_connection() as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield database_uri(name)
-    finally:
-        with _admin_connection() as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def database_exists(uri: str) -> bool:
-    name = uri.rsplit("/", 1)[1]
-    with _admin_connection() as connection:
-        return connection.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (name,)).fetchone() is not None
 
 
 @dataclass
