@@ -32,7 +32,19 @@ CONNECT_TIMEOUT_S = 10
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def build_sampler(config: StudyConfig):
+def startup_trials(num_samples: int, concurrent: int = 1) -> int:
+    """TPE's `n_startup_trials`: random proposals until this many trials have *finished*.
+
+    About a third of the study (3 to 10 trials) should be random. While those finish,
+    Tune keeps the other `concurrent - 1` slots running and as many trials pending, each
+    proposed at random too: the count is lowered by them, or the random phase would grow
+    by twice the concurrency (measured in benchmarks/SEARCH.md, point 5).
+    """
+    return max(3, min(10, num_samples // 3) - 2 * (concurrent - 1))
+
+
+def build_sampler(config: StudyConfig, concurrent: int = 1):
+    """The study's Optuna sampler; `concurrent` is how many trials run at once."""
     import optuna
 
     seed = config.study.seed
@@ -43,7 +55,7 @@ def build_sampler(config: StudyConfig):
     # limit carry Optuna constraints (`Trial.set_constraint`), which TPE learns to avoid.
     return optuna.samplers.TPESampler(
         seed=seed, multivariate=True, group=True, constant_liar=True,
-        n_startup_trials=max(3, min(10, config.study.num_samples // 3)),
+        n_startup_trials=startup_trials(config.study.num_samples, concurrent),
     )
 
 
@@ -189,7 +201,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def build_searcher(config: StudyConfig):
+def build_searcher(config: StudyConfig, concurrent: int = 1):
+    """Ray's OptunaSearch over the study's space; `concurrent`: trials that run at once."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -208,7 +221,7 @@ def build_searcher(config: StudyConfig):
     many = len(metrics) > 1
     searcher = ConstrainedOptunaSearch(
         SearchSpace(config), metric=metrics if many else metrics[0],
-        mode=modes if many else modes[0], sampler=build_sampler(config), **kwargs,
+        mode=modes if many else modes[0], sampler=build_sampler(config, concurrent), **kwargs,
     )
     if storage is not None:
         storage.set_study_user_attr(storage.get_study_id_from_name(kwargs["study_name"]),

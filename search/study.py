@@ -308,7 +308,8 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     trainable = wrap_trainable(config)
     # Tune keeps one trial pending at a time for non-random searchers, so trials start
     # one actor start-up (seconds) apart; let as many be pending as can run at once.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent_trial_capacity(config)))
+    capacity = concurrent_trial_capacity(config)
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(capacity))
     experiment_path = os.path.join(config.storage.path, config.study.name)
     if restore:
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
@@ -336,12 +337,12 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     if config.resources.workers_per_trial > 1:
         # Tune reserves only a DDP trial's driver sliver (Ray Train reserves the workers),
         # so it would start every trial at once: cap at what the workers can run.
-        max_concurrent = concurrent_trial_capacity(config)
+        max_concurrent = capacity
     tune_config = tune.TuneConfig(
         # A finished trial's process (imports done, dataset loaded) runs the next trial:
         # trial start-up was most of a short trial's time (benchmarks/platform_overhead.py).
         reuse_actors=True,
-        search_alg=build_searcher(config),
+        search_alg=build_searcher(config, capacity),
         scheduler=scheduler,
         num_samples=config.study.num_samples,
         max_concurrent_trials=max_concurrent,

@@ -231,6 +231,25 @@ def test_mode_follows_the_metric_unless_given():
     assert SearchSpace(config)(FixedTrial())["train"]["milestones"] == [0.5, 0.75]
 
 
+def test_asha_decides_first_after_two_epochs_unless_told_or_the_study_is_shorter():
+    # benchmarks/SEARCH.md: epoch-1 accuracy barely ranks trials, epoch 2 does.
+    assert parse_study(study("[train]\nepochs = 8")).scheduler.grace_period == 2
+    assert parse_study(study("[train]\nepochs = 1")).scheduler.grace_period == 1
+    told = parse_study(study("[train]\nepochs = 8\n[scheduler]\ngrace_period = 1"))
+    assert told.scheduler.grace_period == 1
+
+
+def test_tpe_start_up_counts_the_trials_in_flight():
+    # Random proposals until n_startup_trials have finished; with 2 running and 2 pending,
+    # a 16-trial study at 2 at a time gets about 5 random trials, not 8 (SEARCH.md point 5).
+    from search.searcher import build_sampler
+
+    config = parse_study(study("[study]\nnum_samples = 16"))
+    assert build_sampler(config, concurrent=1)._n_startup_trials == 5
+    assert build_sampler(config, concurrent=2)._n_startup_trials == 3
+    assert build_sampler(parse_study(study("[study]\nnum_samples = 90")), 4)._n_startup_trials == 4
+
+
 def test_missing_name_and_space():
     with pytest.raises(ConfigError, match=r"\[study\] name: missing"):
         parse_study(study(base="[space]\nfamily='wrn'\ndepth=10"))
