@@ -1,6 +1,7 @@
 """The driver-side Tune callback that mirrors every trial into a nested MLflow run.
 
-One writer (the driver), batched writes: safe with SQLite. Each trial run gets
+One writer (a thread of the driver, `search.tracking_writer`), batched writes: safe with
+SQLite, and the Tune loop never waits for MLflow, even through a tracking outage. Each trial run gets
 its sampled configuration and cost (parameters, multiply-adds) as params, every
 epoch's metrics, lineage tags (Ray trial id, node, Optuna number, checkpoint), its
 final status, and the summary metrics the ranking reads (`search.ranking`). The
@@ -24,6 +25,7 @@ from search import ranking, tags
 from search.config import config_params
 from search.phases import PhaseTimes, phases_for, timed
 from search.tracking import client_for, trial_run
+from search.tracking_writer import TrackingWriter, writer_for
 
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_accuracy",
                  "lr", "epoch_seconds", "train_seconds", "val_seconds", "checkpoint_seconds",
@@ -132,28 +134,39 @@ class MlflowTrialCallback(Callback):
     def phases(self) -> PhaseTimes:
         return phases_for(self.study_run_id)
 
+    @property
+    def writer(self) -> TrackingWriter:
+        return writer_for(self.study_run_id, self.tracking_uri)
+
+    # Every hook only takes what it needs from the trial now (Tune changes the trial
+    # object as it goes) and queues the writes: the Tune loop never waits for MLflow.
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.phases.trial_started(trial.trial_id)
-        with timed(self.phases, "tracking"):
-            self.run_id_for(trial)
+        self.writer.submit(lambda: self._tracked(self.run_id_for, trial), "a trial's run")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.phases.trial_result(trial.trial_id, result)
-        with timed(self.phases, "tracking"):
-            self._log_result(trial, result)
+        # Stamped now, when the epoch was reported, not when the (maybe queued) write happens.
+        lineage, result, reported = _lineage_tags(trial, result), dict(result), int(time.time() * 1000)
+        self.writer.submit(lambda: self._tracked(self._log_result, trial, result, lineage, reported),
+                           f"epoch {result.get('epoch', '?')} of trial {trial.trial_id}")
+        if result.get("checkpoint_restore"):  # a torn checkpoint: said on the driver's output
+            print(f"resnet-search: trial {trial.trial_id}: {result['checkpoint_restore']}",
+                  file=sys.stderr, flush=True)
 
-    def _log_result(self, trial, result: dict[str, Any]) -> None:
+    def _tracked(self, write, *args) -> None:
+        with timed(self.phases, "tracking"):
+            write(*args)
+
+    def _log_result(self, trial, result: dict[str, Any], lineage: list[RunTag], now: int) -> None:
         run_id = self.run_id_for(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
         values = {k: float(v) for k, v in result.items()
                   if k in TRIAL_METRICS and isinstance(v, (int, float)) and math.isfinite(v)}
         values.update(self._summary(trial.trial_id, result))
         metrics = [Metric(k, v, now, step) for k, v in values.items()]
-        self.client.log_batch(run_id, metrics=metrics, tags=_lineage_tags(trial, result))
-        if result.get("checkpoint_restore"):  # a torn checkpoint: said on the driver's output
-            print(f"resnet-search: trial {trial.trial_id}: {result['checkpoint_restore']}",
-                  file=sys.stderr, flush=True)
+        self.client.log_batch(run_id, metrics=metrics, tags=lineage)
 
     def _summary(self, trial_id: str, result: dict[str, Any]) -> dict[str, float]:
         """The ranking's summary of the trial after this epoch (its best epoch so far)."""
@@ -164,26 +177,32 @@ class MlflowTrialCallback(Callback):
         return ranking.summary_metrics(best, self.metric) if best is not None else {}
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        with timed(self.phases, "tracking"):
-            self._log_completion(trial)
-
-    def _log_completion(self, trial) -> None:
-        run_id = self.run_id_for(trial)
         status = trial_outcome(trial.last_result or {}, self.epochs)
+        checkpoint = trial.checkpoint
+        self.writer.submit(lambda: self._tracked(self._log_completion, trial, status, checkpoint),
+                           f"the end of trial {trial.trial_id}")
+
+    def _log_completion(self, trial, status: str, checkpoint) -> None:
+        run_id = self.run_id_for(trial)
         run_tags = [RunTag(tags.STATUS, status)]
-        if trial.checkpoint is not None:
-            run_tags.append(RunTag(tags.CHECKPOINT, str(trial.checkpoint.path)))
+        if checkpoint is not None:
+            run_tags.append(RunTag(tags.CHECKPOINT, str(checkpoint.path)))
             if self.log_checkpoints:
-                self._log_checkpoint(run_id, trial.checkpoint)
+                self._log_checkpoint(run_id, checkpoint)
         self.client.log_batch(run_id, tags=run_tags)
         self.client.set_terminated(run_id, "FINISHED")
         self._update_study_run()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        error_file = trial.error_file
+        self.writer.submit(lambda: self._tracked(self._log_error, trial, error_file),
+                           f"the failure of trial {trial.trial_id}")
+
+    def _log_error(self, trial, error_file: str | None) -> None:
         run_id = self.run_id_for(trial)
         self.client.set_tag(run_id, tags.STATUS, tags.FAILED)
-        if trial.error_file:
-            self.client.set_tag(run_id, tags.ERROR_FILE, str(trial.error_file))
+        if error_file:
+            self.client.set_tag(run_id, tags.ERROR_FILE, str(error_file))
         self.client.set_terminated(run_id, "FAILED")
         self._update_study_run()
 

@@ -45,7 +45,12 @@ def startup_trials(num_samples: int, concurrent: int = 1) -> int:
 
 def build_sampler(config: StudyConfig, concurrent: int = 1):
     """The study's Optuna sampler; `concurrent` is how many trials run at once."""
+    import warnings
+
     import optuna
+
+    # TPE's `group` option is marked experimental; every study would print that warning.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     seed = config.study.seed
     if config.study.sampler == "random":
@@ -203,7 +208,14 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
 def build_searcher(config: StudyConfig, concurrent: int = 1):
     """Ray's OptunaSearch over the study's space; `concurrent`: trials that run at once."""
+    import warnings
+
     import optuna
+
+    # The first proposal costs a second or two once per process (torch's meta-device
+    # kernels load for the network's cost, `search.space`); Ray warns about any
+    # define-by-run call over 1 s, which would alarm every user for nothing.
+    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space`")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {}

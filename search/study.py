@@ -239,12 +239,18 @@ def fit_checking_storage(tuner, config: StudyConfig, uri: str, study_run_id: str
         return StorageFull(config.study.name, config.storage.path,
                            finished_trials(uri, study_run_id, ends), config.study.num_samples)
 
+    from search.tracking_writer import writer_for
+
     try:
         results = tuner.fit()
     except Exception:  # e.g. Tune reading back a trial error it could not write whole
         if storage_is_full(config.storage.path):
             raise full() from None
         raise
+    finally:
+        # The trial callback writes to MLflow from a queue; what comes next reads MLflow.
+        # Through a tracking outage this waits, saying so (a second Ctrl-C stops it).
+        writer_for(study_run_id, uri).drain()
     errors = [str(r.error) for r in results if r.error is not None]
     if any("[Errno 28]" in e or "No space left on device" in e for e in errors) \
             or (errors and storage_is_full(config.storage.path)):

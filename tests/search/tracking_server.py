@@ -4,6 +4,7 @@
         ...
     with tracking_server(tmp_path) as server:       # mlflow server on that database
         server.uri                                   # http://127.0.0.1:PORT
+        server.stop(); server.start()                # an outage: same port, database, artifacts
 
 Each use creates its own database (a unique name) and drops it afterwards, so
 concurrent test runs never share state. The server runs in its own session
@@ -34,8 +35,41 @@ class TrackingServer:
     database_uri: str  # the PostgreSQL backend store
     artifacts: Path  # --artifacts-destination
     log: Path
-    process: subprocess.Popen
+    process: subprocess.Popen | None = None
     optuna_storage: str | None = None  # set by tests that give Optuna a database beside it
+
+    @property
+    def port(self) -> int:
+        return int(self.uri.rsplit(":", 1)[1])
+
+    def start(self, startup_timeout: float = 90) -> None:
+        """Start `mlflow server` (again: same port, database and artifacts) and wait until healthy."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # No background job runner (GenAI evaluation jobs): 8 fewer processes on a small machine.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        with open(self.log, "a") as output:
+            self.process = subprocess.Popen(
+                [str(MLFLOW), "server", "--backend-store-uri", self.database_uri,
+                 "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1"],
+                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.log.parent, env=env, start_new_session=True,
+            )
+        deadline = time.monotonic() + startup_timeout
+        while not _healthy(self.uri):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.process.returncode}:\n"
+                                   f"{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server at {self.uri} not healthy after "
+                                   f"{startup_timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop the server and every process it started (an outage, or the end)."""
+        if self.process is not None:
+            stop_session(self.process)
+            self.process = None
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -61,34 +95,13 @@ def tracking_server(directory: Path, *, startup_timeout: float = 90) -> Iterator
     artifacts = directory / "mlartifacts"
     artifacts.mkdir(exist_ok=True)
     with fresh_database("rs_test_mlflow") as backend:
-        port = free_port()
-        uri = f"http://127.0.0.1:{port}"
-        log = directory / "mlflow-server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        # No background job runner (GenAI evaluation jobs): 8 fewer processes on a small machine.
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        with open(log, "w") as output:
-            process = subprocess.Popen(
-                [str(MLFLOW), "server", "--backend-store-uri", backend,
-                 "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", "1"],
-                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=directory, env=env, start_new_session=True,
-            )
-        server = TrackingServer(uri, backend, artifacts, log, process)
+        server = TrackingServer(f"http://127.0.0.1:{free_port()}", backend, artifacts,
+                                directory / "mlflow-server.log")
         try:
-            deadline = time.monotonic() + startup_timeout
-            while not _healthy(uri):
-                if process.poll() is not None:
-                    raise RuntimeError(f"mlflow server exited with {process.returncode}:\n"
-                                       f"{server.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server at {uri} not healthy after "
-                                       f"{startup_timeout:.0f}s:\n{server.log_tail()}")
-                time.sleep(0.5)
+            server.start(startup_timeout)
             yield server
         finally:
-            stop_session(process)
+            server.stop()
 
 
 def stop_session(leader: subprocess.Popen, grace: float = 15) -> None:
