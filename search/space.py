@@ -81,7 +81,7 @@ class SearchSpace:
         self.image_shape = tuple(config.data.image_shape)
         self.limits = config.constraints.limits()
         # Latency costs ~17 forward passes per trial: measured only when the study asks for it.
-        self.measure_latency = ("max_latency_ms" in self.limits
+        self.measure_latency = ("latency_ms" in self.limits
                                 or "latency_ms" in config.study.objectives)
         self.workers = config.resources.workers_per_trial
         gpus = config.resources.gpus_per_trial

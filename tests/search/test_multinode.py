@@ -8,6 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cost_aware import (
+    assert_champion_within_max_params,
+    assert_pareto_front_recorded_and_shown,
+    constrained_quickstart,
+    pareto_study,
+)
 from study_helpers import ROOT, study_toml
 
 from search import tags
@@ -15,6 +21,7 @@ from search import tags
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 LOCAL_SH = ROOT / "cluster" / "local.sh"
+
 
 def multinode_study(name: str, samples: int, cpus: float, gpus: float, storage: str) -> str:
     return study_toml(name, study={"num_samples": samples, "seed": 2},
@@ -106,3 +113,20 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
     intervals = [(r.info.start_time, r.info.end_time) for r in runs]
     overlap = max(sum(s <= t < e for s, e in intervals) for t, _ in intervals)
     assert overlap >= 3, intervals  # they ran side by side, not one after another
+
+
+def test_constrained_and_multi_objective_studies_run_on_the_cluster(studies, tmp_path):
+    """Issue 9: the same cost-aware studies as tests/search/test_constraints.py, on 2 workers."""
+    storage = {"path": str(tmp_path / "shared-results")}
+    constrained = studies.write("constrained", constrained_quickstart("constrained", 3, storage=storage))
+    pareto = studies.write("pareto", pareto_study("pareto", storage=storage))
+    with LocalCluster(tmp_path / "cluster", workers=2) as address:
+        results = [studies.cli("run", str(path), "--address", address, "--quiet",
+                               env={"RAY_AUTH_MODE": "token"}) for path in (constrained, pareto)]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert_champion_within_max_params(studies, "constrained", trials=3)
+    assert_pareto_front_recorded_and_shown(studies, "pareto", tmp_path)
+    nodes = {r.data.tags[tags.NODE_ID] for name in ("constrained", "pareto")
+             for r in studies.trial_runs(name)}
+    assert len(nodes) > 1, "every trial ran on the same node"
