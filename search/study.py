@@ -348,7 +348,7 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
         # A finished trial's process (imports done, dataset loaded) runs the next trial:
         # trial start-up was most of a short trial's time (benchmarks/platform_overhead.py).
         reuse_actors=True,
-        search_alg=build_searcher(config, capacity),
+        search_alg=build_searcher(config),
         scheduler=scheduler,
         num_samples=config.study.num_samples,
         max_concurrent_trials=max_concurrent,

@@ -55,6 +55,18 @@ MUTATIONS = (
              "resnet_core/config.py", '("basic", False): (6, 2),\n    ("bottleneck", False): (9, 2),',
              '("basic", False): (9, 2),\n    ("bottleneck", False): (6, 2),',
              ("tests/resnet_core/test_models.py",)),
+    Mutation("retries", "a trial whose process dies is retried 4 times, not 3",
+             "search/study.py", "tune.FailureConfig(max_failures=3)", "tune.FailureConfig(max_failures=4)",
+             ("tests/search/test_study.py", "-k", "retried_from_its_checkpoint")),
+    Mutation("latency-limit", "max_latency_ms is looked up under the study file's key, never found",
+             "search/trainable.py",
+             'feasible = "latency_ms" not in limits or latency <= limits["latency_ms"]',
+             'feasible = "max_latency_ms" not in limits or latency <= limits["max_latency_ms"]',
+             ("tests/search/test_constraints.py", "-k", "latency")),
+    Mutation("tracking-queue", "the trial callback writes to MLflow in the Tune loop (no queue)",
+             "search/tracking_writer.py", '        """Queue `job` (a write); returns at once."""\n',
+             '        """Queue `job` (a write); returns at once."""\n        return job()\n',
+             ("tests/search/test_tracking_server.py", "-k", "outage")),
 )
 
 
