@@ -1,7 +1,9 @@
 """Where a study's time goes: the phase breakdown printed at the end of `run` and logged.
 
 Driver phases are wall time in the driver (Ray start-up, tracking writes, the
-champion, the report). Trial phases are summed over trials, from what each trial
+champion, the report). Tracking writes happen on a background thread
+(`search.tracking_writer`) while trials train: that time is shown, but it is not on
+the study's critical path. Trial phases are summed over trials, from what each trial
 reports: start-up (process, imports, data, model: first result minus its epoch),
 training, validation, checkpointing and reporting. Trials run side by side, so
 trial time can exceed wall time; the shares say what a faster platform could save.
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 DRIVER_PHASES = ("ray_startup", "tracking", "champion", "report")
+DRIVER_LABELS = {"ray_startup": "ray startup", "tracking": "tracking (in the background)"}
 TRIAL_PHASES = ("startup", "training", "validation", "checkpointing", "reporting")
 # What each trial phase is summed from in a trial's results.
 RESULT_KEYS = {"training": "train_seconds", "validation": "val_seconds",
@@ -59,7 +62,8 @@ class PhaseTimes:
         """Lines for the end of `run`."""
         wall_seconds = self.wall_seconds()
         trial_total = sum(self.trials.values())
-        driver = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in self.driver.items())
+        driver = ", ".join(f"{DRIVER_LABELS.get(k, k.replace('_', ' '))} {v:.1f} s"
+                           for k, v in self.driver.items())
         trials = ", ".join(f"{k} {v:.1f} s ({v / trial_total:.0%})" if trial_total else f"{k} 0 s"
                            for k, v in self.trials.items())
         return [f"where the time went: wall {wall_seconds:.1f} s; trial time summed over "

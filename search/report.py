@@ -248,10 +248,28 @@ def write_report(study: StudyRecord, out_dir: Path, png: bool = True) -> list[Pa
     return [path, *written]
 
 
+def chrome_for_charts() -> str | None:
+    """The Chrome/Chromium kaleido would drive (on PATH or kaleido's own download), or None.
+
+    Asked first because kaleido without a browser fails only after starting threads that
+    hold the process open for seconds at exit (3 s of every `run` on a machine without one).
+    """
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        return Chromium.find_browser(skip_local=False)
+    except Exception:  # noqa: BLE001 - a changed kaleido/choreographer: let kaleido try and say
+        return "unknown"
+
+
 def _write_pngs(figures: dict[str, go.Figure], directory: Path, notes: list[str]) -> list[Path]:
     """PNG copies through kaleido (a headless Chrome); the HTML page does not need them."""
     import plotly.io as pio
 
+    if chrome_for_charts() is None:
+        notes.append("PNG charts not written: no Chrome/Chromium on this machine "
+                     "(apt-get install chromium)")
+        return []
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{i:02d}-{key}.png" for i, key in enumerate(figures, start=1)]
     # On the page each chart sits under its heading; a PNG alone needs its own title.
