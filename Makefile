@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/resnet-search run configs/quickstart.toml --name quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --timeout=900
+	$(BIN)/python -m pytest -q --timeout=900 --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

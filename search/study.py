@@ -208,24 +208,27 @@ def keep_driver_state(client, study_run_id: str, name: str) -> None:
 
 
 def repair_experiment_state(experiment_path: str, staging: str | None) -> None:
-    """Tune's newest experiment state on storage torn (cut off by a full disk): put back the
-    driver's local copy of every state file, so `resume` continues the same trials."""
-    import json
+    """Put back the driver's local copy of Tune's state files where the copy on storage differs.
+
+    Tune writes its experiment state, searcher state and tuner in the driver's staging folder
+    and copies them to storage; a full disk can cut off any of them on storage (a torn JSON,
+    or a torn searcher pickle that `Tuner.restore` fails on, or an older state that restarts
+    trials as new ones). The driver's copy is the source of those uploads, so it is never
+    older than storage: where the two differ, `resume` uses it.
+    """
     import shutil
 
-    states = sorted(Path(experiment_path).glob("experiment_state-*.json"))
-    if not states or not staging or not (Path(staging) / states[-1].name).is_file():
+    if not staging or not Path(staging).is_dir() or not Path(experiment_path).is_dir():
         return
-    try:
-        json.loads(states[-1].read_text())
-        return
-    except (ValueError, UnicodeDecodeError):
-        pass
-    for file in Path(staging).iterdir():
-        if file.is_file():
-            shutil.copyfile(file, Path(experiment_path) / file.name)
-    print(f"resnet-search: {states[-1]} was torn (storage full); restored Tune's state from "
-          f"the driver's copy in {staging}", file=sys.stderr)
+    restored = []
+    for file in sorted(Path(staging).iterdir()):
+        target = Path(experiment_path) / file.name
+        if file.is_file() and (not target.is_file() or target.read_bytes() != file.read_bytes()):
+            shutil.copyfile(file, target)
+            restored.append(file.name)
+    if restored:
+        print(f"resnet-search: Tune's state on storage differed from the driver's copy (storage "
+              f"full); restored {', '.join(restored)} from {staging}", file=sys.stderr)
 
 
 def fit_checking_storage(tuner, config: StudyConfig, uri: str, study_run_id: str):
@@ -450,7 +453,10 @@ def resume_study(name: str, *, address: str | None = None,
     client.set_tag(study_run_id, tags.STATUS, tags.RUNNING)
     experiment_path = os.path.join(config.storage.path, config.study.name)
     callback = trial_callback(config, uri, study_run_id, study_run.info.experiment_id)
-    repair_experiment_state(experiment_path, study_run.data.tags.get(DRIVER_STATE_TAG))
+    if DRIVER_STATE_TAG in study_run.data.tags:
+        repair_experiment_state(experiment_path, study_run.data.tags[DRIVER_STATE_TAG])
+        # Used once: a later resume must not put back this (by then older) copy.
+        client.delete_tag(study_run_id, DRIVER_STATE_TAG)
     if tune.Tuner.can_restore(experiment_path):
         print(f"resuming study {name} from {experiment_path}", file=sys.stderr)
         tuner = build_tuner(config, callback, restore=True)

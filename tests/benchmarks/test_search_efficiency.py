@@ -15,7 +15,7 @@ import pytest
 from common import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "search_efficiency.py"
-METHODS = ("random", "tpe", "random+asha", "tpe+asha", "tpe+asha-g2")
+METHODS = ("random", "tpe", "random+asha", "tpe+asha", "tpe+asha-g1")
 
 
 @pytest.mark.slow
