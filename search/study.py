@@ -541,11 +541,15 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
 
 
 def _log_report(client, study_run_id: str) -> None:
-    """The study's HTML report and charts as artifacts of its run (`report/`)."""
+    """The study's HTML report as an artifact of its run (`report/report.html`).
+
+    Without the PNG copies: drawing them drives a headless Chromium (4-5 s, measured for
+    issue 12), paid by every study; `resnet-search report NAME` draws them on request.
+    """
     from search.report import log_report
 
     try:
-        log_report(client, study_run_id)
+        log_report(client, study_run_id, png=False)
     except Exception as error:  # a report must never cost a finished study
         print(f"resnet-search: study report not logged ({type(error).__name__}: {error})",
               file=sys.stderr)
