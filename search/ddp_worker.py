@@ -18,7 +18,7 @@ import ray.train.torch
 import torch
 
 from resnet_core import TrainingRun
-from search.trainable import build_run, train_and_report, trial_identity
+from search.trainable import build_run, noting_once, train_and_report, trial_identity
 
 
 def report_to_train(result: dict[str, Any], directory: str | None) -> None:
@@ -33,15 +33,16 @@ def announce_workers(loop_config: dict[str, Any]) -> None:
         ray.get(launcher.set_placement_group.remote(ray.util.get_current_placement_group()))
 
 
-def worker_run(loop_config: dict[str, Any]) -> TrainingRun:
-    """This worker's share of the trial, restored from the trial's checkpoint if it has one."""
+def worker_run(loop_config: dict[str, Any], restore_notes: list[str] | None = None) -> TrainingRun:
+    """This worker's share of the trial, restored from the trial's checkpoint if it has one
+    (a torn one: from an older readable one or from scratch, said in `restore_notes`)."""
     torch.set_num_threads(int(loop_config.get("threads", 1)))
     context = ray.train.get_context()
     device = ray.train.torch.get_device()
     if isinstance(device, list):
         device = device[0]
     return build_run(
-        loop_config["trial"], device, loop_config.get("resume_from"),
+        loop_config["trial"], device, loop_config.get("resume_from"), restore_notes=restore_notes,
         rank=context.get_world_rank(), world_size=context.get_world_size(),
         wrap_model=lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
     )
@@ -50,11 +51,15 @@ def worker_run(loop_config: dict[str, Any]) -> TrainingRun:
 def run_worker(loop_config: dict[str, Any]) -> TrainingRun:
     """The body of `train_loop_per_worker`; returns the run (tests inspect each rank's state)."""
     announce_workers(loop_config)
-    run = worker_run(loop_config)
+    notes: list[str] = []
+    run = worker_run(loop_config, notes)
     extra = {**trial_identity(), "resumed_from_epoch": run.epoch,
              "device": str(run.device.type), "amp": int(run.amp), "world_size": run.world_size,
              "rank": run.rank}
-    train_and_report(run, extra, report_to_train)
+    # Rank 0's first result carries the restore note to the trial's MLflow run, as a
+    # single-worker trial's does.
+    report = noting_once(report_to_train, notes[0]) if notes and run.rank == 0 else report_to_train
+    train_and_report(run, extra, report)
     return run
 
 

@@ -211,7 +211,7 @@ def latency_result(run: TrainingRun, limits: dict[str, float]) -> dict[str, Any]
     return {"latency_ms": latency, "latency_ms_batch": batch, "feasible": int(feasible)}
 
 
-def _noting_once(report: Reporter, note: str) -> Reporter:
+def noting_once(report: Reporter, note: str) -> Reporter:
     """`report`, with the restore note (`checkpoint_restore`) in the first result only: the
     driver tags the trial's run and says it once."""
     pending = [note]
@@ -241,4 +241,4 @@ def train_trial(config: dict[str, Any]) -> None:
         report_to_tune({"epoch": 0, **WORST_SCORE, "best_val_accuracy": 0.0, "diverged": 0,
                         **extra}, None)
         return
-    train_and_report(run, extra, _noting_once(report_to_tune, notes[0]) if notes else report_to_tune)
+    train_and_report(run, extra, noting_once(report_to_tune, notes[0]) if notes else report_to_tune)

@@ -1,6 +1,6 @@
 """Does the suite have teeth? Apply deliberate bugs one at a time and check that tests fail.
 
-    make mutate                      # all mutations (a few studies: ~15-25 min on 2 cores)
+    make mutate                      # all mutations (a few studies: ~6 min on 2 cores)
     .venv/bin/python tests/mutate.py --only ranking
 
 Each mutation replaces one exact piece of source (it must occur exactly once), runs the

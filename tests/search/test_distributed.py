@@ -169,6 +169,25 @@ class TestTwoGlooWorkers:
         assert resumed[0][0]["resumed_from_epoch"] == 1
         assert resumed[0][1] is not None
 
+    def test_a_torn_checkpoint_restarts_the_trial_and_says_so_on_its_run(self, one_epoch):
+        # Issue 11: as for single-worker trials, the note reaches the trial's MLflow run
+        # (the driver tags `checkpoint_restore` from the first result that carries it).
+        import shutil
+
+        import ray
+
+        _, forwarded, _, _, tmp = one_epoch
+        torn = tmp / "torn-checkpoint"
+        with forwarded[0][1].as_directory() as directory:
+            shutil.copytree(directory, torn)
+        weights = torn / "checkpoint.pt"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        resumed = fit_and_collect(trial_config(tmp, epochs=1), tmp / "train", "torn",
+                                  resume_from=ray.train.Checkpoint.from_directory(str(torn)))
+        first = resumed[0][0]
+        assert first["epoch"] == 1 and first["resumed_from_epoch"] == 0  # from scratch
+        assert "restarted from scratch" in first.get("checkpoint_restore", ""), first
+
     def test_a_diverged_trial_ends_cleanly_on_every_rank(self, local_ray, tmp_path):
         forwarded = fit_and_collect(trial_config(tmp_path, epochs=2, lr=1e12), tmp_path / "train",
                                     "diverged")
