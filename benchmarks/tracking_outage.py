@@ -38,11 +38,7 @@ with tracking_server(tmp / "server") as server:
     try:
         wait_for(lambda: any(r.data.metrics.get("epoch", 0) >= 1 for r in studies.trial_runs("outage")),
                  timeout=300, what="first epoch", interval=0.5)
-        down = time.time()
-        server.stop()
-        time.sleep(outage)
-        up = time.time()
-        server.start()
+        down, up = server.outage(outage)
         code = driver.wait(timeout=900)
         end = time.time()
     finally:

@@ -352,11 +352,7 @@ def test_a_tracking_outage_past_the_clients_retries_loses_nothing(postgres, tmp_
             wait_for(lambda: any(r.data.metrics.get("epoch", 0) >= 1
                                  for r in studies.trial_runs("outage")),
                      timeout=300, what="the first epoch in MLflow", interval=0.5)
-            down = time.time()
-            server.stop()
-            time.sleep(OUTAGE_S)
-            up = time.time()
-            server.start()
+            down, up = server.outage(OUTAGE_S)
             code = driver.wait(timeout=600)
         finally:
             kill_session(driver)

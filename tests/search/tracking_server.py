@@ -4,7 +4,7 @@
         ...
     with tracking_server(tmp_path) as server:       # mlflow server on that database
         server.uri                                   # http://127.0.0.1:PORT
-        server.stop(); server.start()                # an outage: same port, database, artifacts
+        server.outage(25)                            # stopped, then the same port, database, artifacts
 
 Each use creates its own database (a unique name) and drops it afterwards, so
 concurrent test runs never share state. The server runs in its own session
@@ -70,6 +70,15 @@ class TrackingServer:
         if self.process is not None:
             stop_session(self.process)
             self.process = None
+
+    def outage(self, seconds: float) -> tuple[float, float]:
+        """Stop the server for `seconds`, then start it again; returns (down, up) wall times."""
+        down = time.time()
+        self.stop()
+        time.sleep(seconds)
+        up = time.time()
+        self.start()
+        return down, up
 
     def log_tail(self, lines: int = 40) -> str:
         try:
