@@ -91,10 +91,15 @@ def _k8s_definitions(version: str) -> referencing.Resource:
     return referencing.Resource.from_contents(json.loads((folder / "_definitions.json").read_text()))
 
 
+def _kuberay_schema(kind: str) -> dict:
+    return json.loads((SCHEMAS / "kuberay" / f"{kind.lower()}.schema.json").read_text())
+
+
 def kuberay_validator(kind: str, version: str) -> jsonschema.Draft202012Validator:
-    schema = json.loads((SCHEMAS / "kuberay" / f"{kind.lower()}.schema.json").read_text())
-    registry = _k8s_definitions(version) @ referencing.Registry()
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    # A RayJob's rayClusterSpec is a $ref to the RayCluster schema's spec: one definition.
+    resources = [_k8s_definitions(version), referencing.Resource.from_contents(_kuberay_schema("RayCluster"))]
+    registry = resources @ referencing.Registry()
+    return jsonschema.Draft202012Validator(_kuberay_schema(kind), registry=registry)
 
 
 def _errors(validator: jsonschema.Draft202012Validator, doc: dict) -> list[str]:
@@ -128,6 +133,51 @@ def test_kuberay_schema_rejects_what_the_operator_would_drop(where, bad):
     doc = json.loads(json.dumps(doc))
     bad(doc["spec"])
     assert _errors(kuberay_validator("RayCluster", K8S_VERSIONS[-1]), doc), where
+
+
+def _rayjob_spec() -> dict:
+    ((_, doc),) = k8s_objects("RayJob")
+    return json.loads(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "where, bad",
+    [
+        ("a misspelt field of its cluster",
+         lambda s: s["rayClusterSpec"]["headGroupSpec"].update(rayStartParms={})),
+        ("an unknown deletion policy",
+         lambda s: s.update(deletionStrategy={"onSuccess": {"policy": "DeleteAll"},
+                                              "onFailure": {"policy": "DeleteNone"}})),
+        ("deletion rules beside the legacy pair",
+         lambda s: s.update(deletionStrategy={
+             "onSuccess": {"policy": "DeleteCluster"}, "onFailure": {"policy": "DeleteNone"},
+             "deletionRules": [{"policy": "DeleteCluster", "condition": {"jobStatus": "FAILED"}}]})),
+        ("a deletion rule with two conditions",
+         lambda s: s.update(deletionStrategy={"deletionRules": [{"policy": "DeleteCluster", "condition": {
+             "jobStatus": "FAILED", "jobDeploymentStatus": "Failed"}}]})),
+    ],
+)
+def test_rayjob_schema_rejects_what_the_operator_would_refuse_or_drop(where, bad):
+    doc = _rayjob_spec()
+    bad(doc["spec"])
+    assert _errors(kuberay_validator("RayJob", K8S_VERSIONS[-1]), doc), where
+
+
+def test_kuberay_schemas_accept_the_newer_fields_of_the_supported_releases():
+    """A manifest that uses 1.7 fields is valid: the schema is not stuck on an older release."""
+    doc = _rayjob_spec()
+    spec = doc["spec"]
+    spec["preRunningDeadlineSeconds"] = 600
+    spec["deletionStrategy"] = {"deletionRules": [
+        {"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 60}}]}
+    cluster = spec["rayClusterSpec"]
+    cluster["tlsOptions"] = {"enabled": False}
+    cluster["networkPolicy"] = {"mode": "DenyAllIngress", "workerGroups": [{"groupName": "gpu"}]}
+    cluster["gcsFaultToleranceOptions"] = {"storage": {"size": "10Gi", "deletionPolicy": "Retain"}}
+    cluster["headGroupSpec"]["labels"] = {"tier": "head"}
+    cluster["workerGroupSpecs"][0]["priority"] = 10
+    errors = _errors(kuberay_validator("RayJob", K8S_VERSIONS[-1]), doc)
+    assert not errors, errors
 
 
 def core_objects() -> list[tuple[Path, dict]]:
