@@ -14,6 +14,7 @@ The families differ only inside the blocks:
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from typing import Any
 
@@ -225,6 +226,10 @@ class ResidualNetwork(nn.Module):
 
 def init_weights(model: nn.Module) -> None:
     """He-normal convolutions (fan_out, as in the reference code), BN weight 1 and bias 0."""
+    if any(p.is_meta for p in model.parameters()):
+        # A network on the meta device (`architecture_cost`) has no values to fill; its
+        # normal_ would import torch._dynamo for its reference kernel (1-2 s per process).
+        return
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -303,13 +308,17 @@ def build_model(name_or_config: str | ModelConfig | dict[str, Any], **overrides:
 
     Example: `build_model("wrn-16-2", num_classes=10, in_channels=1, dropout=0.3)`.
     """
+    return ResidualNetwork(resolve_model_config(name_or_config, **overrides))
+
+
+def resolve_model_config(name_or_config: str | ModelConfig | dict[str, Any], **overrides: Any
+                         ) -> ModelConfig:
+    """The ModelConfig of a registry name, a ModelConfig or its dict form, with overrides."""
     if isinstance(name_or_config, str):
-        config = parse_model_name(name_or_config, **overrides)
-    elif isinstance(name_or_config, dict):
-        config = ModelConfig.from_dict({**name_or_config, **overrides})
-    else:
-        config = name_or_config.replace(**overrides) if overrides else name_or_config
-    return ResidualNetwork(config)
+        return parse_model_name(name_or_config, **overrides)
+    if isinstance(name_or_config, dict):
+        return ModelConfig.from_dict({**name_or_config, **overrides})
+    return name_or_config.replace(**overrides) if overrides else name_or_config
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -376,8 +385,16 @@ def architecture_cost(config: str | ModelConfig | dict[str, Any], input_size: tu
     The cost of a sampled architecture is known before a single training step, so a
     search can reject networks over a parameter or FLOP budget at no cost.
     """
+    resolved = resolve_model_config(config, **overrides)
+    # Dropout has no weights and no multiply-adds: one cost for every rate.
+    return _architecture_cost(resolved.replace(dropout=0.0), tuple(input_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _architecture_cost(config: ModelConfig, input_size: tuple[int, int]) -> tuple[int, int]:
+    """Cached: a search prices every sampled network, most of them seen before (~30 ms each)."""
     with torch.device("meta"):
-        model = build_model(config, **overrides)
+        model = build_model(config)
     return count_parameters(model), count_flops(model, input_size)
 
 

@@ -20,6 +20,7 @@ from search.config import ConfigError, StudyConfig, parse_study
 from search.interrupt import StorageFull, StudyInterrupted, check_finished, graceful_stop
 from search.paths import default_artifact_root, default_storage_path
 from search.phases import phases_for, timed
+from search.warmup import start_warm_up
 
 
 class StudyAlreadyCompleted(Exception):
@@ -382,6 +383,7 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     if tracking.find_study_run(client, config.study.name) is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
                           f"`resnet-search resume {config.study.name}` or pick another --name")
+    start_warm_up()
     ray_start = time.perf_counter()
     start_ray(address)
     ray_seconds = time.perf_counter() - ray_start
@@ -445,6 +447,7 @@ def resume_study(name: str, *, address: str | None = None,
         raise StudyAlreadyCompleted(name, study_run.data.tags.get(tags.REGISTERED_MODEL))
     config = study_config_from_run(client, study_run)
     check_storage_writable(config.storage.path)
+    start_warm_up()
     with timed(phases_for(study_run.info.run_id), "ray_startup"):
         start_ray(address)
     check_resources(config)
