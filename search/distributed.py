@@ -205,6 +205,28 @@ def _delete(filesystem: Any, path: str) -> None:
         pass
 
 
+def remove_staging_folders(experiment_path: str) -> None:
+    """Train's staging folders left in the trial folders of a finished fit.
+
+    A trial Tune stopped (ASHA, or its last epoch under ASHA) leaves the deletion to its
+    launcher, which notices within a poll; the last such trial of a study can outlive the
+    study's driver, and Ray's shutdown ends the launcher first. Tune holds every checkpoint.
+    """
+    import pyarrow.fs
+
+    if "://" in experiment_path:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    else:
+        filesystem, root = pyarrow.fs.LocalFileSystem(), experiment_path
+    try:
+        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root))
+    except (FileNotFoundError, OSError):
+        return
+    for entry in entries:
+        if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("trial_"):
+            _delete(filesystem, f"{entry.path}/{TRAIN_RUNS_DIR}")
+
+
 def start_launcher(queue: Any) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

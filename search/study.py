@@ -255,6 +255,10 @@ def fit_checking_storage(tuner, config: StudyConfig, uri: str, study_run_id: str
         # The trial callback writes to MLflow from a queue; what comes next reads MLflow.
         # Through a tracking outage this waits, saying so (a second Ctrl-C stops it).
         writer_for(study_run_id, uri).drain()
+    if config.resources.workers_per_trial > 1:
+        from search.distributed import remove_staging_folders
+
+        remove_staging_folders(os.path.join(config.storage.path, config.study.name))
     errors = [str(r.error) for r in results if r.error is not None]
     if any("[Errno 28]" in e or "No space left on device" in e for e in errors) \
             or (errors and storage_is_full(config.storage.path)):

@@ -63,23 +63,6 @@ class LocalCluster:
         subprocess.run([str(LOCAL_SH), "down"], env=self.env, capture_output=True, timeout=120)
 
 
-def test_a_study_spreads_over_the_nodes_with_checkpoints_in_shared_storage(studies, tmp_path):
-    storage = tmp_path / "shared-results"
-    path = studies.write("spread", multinode_study(name="spread", samples=4, cpus=1, gpus=0,
-                                                storage=storage))
-    with LocalCluster(tmp_path / "cluster", workers=2) as address:
-        result = studies.cli("run", str(path), "--address", address,
-                             env={"RAY_AUTH_MODE": "token"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = studies.trial_runs("spread")
-    assert len(runs) == 4
-    nodes = {r.data.tags[tags.NODE_ID] for r in runs}
-    assert len(nodes) > 1, "every trial ran on the same node"
-    for run in runs:
-        checkpoint = Path(run.data.tags[tags.CHECKPOINT])
-        assert storage in checkpoint.parents and (checkpoint / "checkpoint.pt").is_file()
-
-
 def test_storage_that_the_nodes_do_not_share_is_a_clear_error(studies, tmp_path):
     storage = tmp_path / "not-shared"
     storage.mkdir()
@@ -115,9 +98,12 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
     assert overlap >= 3, intervals  # they ran side by side, not one after another
 
 
-def test_constrained_and_multi_objective_studies_run_on_the_cluster(studies, tmp_path):
-    """Issue 9: the same cost-aware studies as tests/search/test_constraints.py, on 2 workers."""
-    storage = {"path": str(tmp_path / "shared-results")}
+def test_studies_spread_over_the_nodes_with_checkpoints_in_shared_storage(studies, tmp_path):
+    """Two studies on a head and 2 workers, one after the other: their trials run on several
+    nodes and every checkpoint lies in the shared storage. They are the cost-aware studies of
+    tests/search/test_constraints.py (issue 9): constraints and a Pareto front on a cluster."""
+    shared = tmp_path / "shared-results"
+    storage = {"path": str(shared)}
     constrained = studies.write("constrained", constrained_quickstart("constrained", 3, storage=storage))
     pareto = studies.write("pareto", pareto_study("pareto", storage=storage))
     with LocalCluster(tmp_path / "cluster", workers=2) as address:
@@ -127,6 +113,9 @@ def test_constrained_and_multi_objective_studies_run_on_the_cluster(studies, tmp
         assert result.returncode == 0, result.stderr[-3000:]
     assert_champion_within_max_params(studies, "constrained", trials=3)
     assert_pareto_front_recorded_and_shown(studies, "pareto", tmp_path)
-    nodes = {r.data.tags[tags.NODE_ID] for name in ("constrained", "pareto")
-             for r in studies.trial_runs(name)}
+    runs = [r for name in ("constrained", "pareto") for r in studies.trial_runs(name)]
+    nodes = {r.data.tags[tags.NODE_ID] for r in runs}
     assert len(nodes) > 1, "every trial ran on the same node"
+    for run in runs:
+        checkpoint = Path(run.data.tags[tags.CHECKPOINT])
+        assert shared in checkpoint.parents and (checkpoint / "checkpoint.pt").is_file()

@@ -326,7 +326,7 @@ def test_a_later_study_warm_starts_from_an_earlier_one(server_study, monkeypatch
     assert len(restored._ot_study.trials) == 4
 
 
-OUTAGE_S = 25
+OUTAGE_S = 12
 
 
 @slow
@@ -334,15 +334,15 @@ def test_a_tracking_outage_past_the_clients_retries_loses_nothing(postgres, tmp_
     """Issue 11: the server goes away for longer than the client retries; the study keeps
     training, says that tracking is behind, and every epoch of every trial lands in MLflow.
 
-    MLflow's client retries for minutes by default; with no retries and a 5 s timeout the
-    window is seconds, so a 25 s outage here is what a 10-minute one is with the defaults.
+    MLflow's client retries for minutes by default; with no retries and a 2 s timeout the
+    window is seconds, so a 12 s outage here is what a 10-minute one is with the defaults.
     """
     with tracking_server(tmp_path / "server") as server:
         home = tmp_path / "home"
         home.mkdir()
         studies = TrackedStudies(home, server.uri)
-        studies.env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
-        epochs = 10
+        studies.env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2")
+        epochs = 8
         path = studies.write("outage", study_toml(
             "outage", study={"num_samples": 2, "max_concurrent_trials": 1},
             train={"epochs": epochs, "batch_size": 32},
