@@ -13,13 +13,15 @@ from search.tags import champion_uri
 
 
 def _print_outcome(outcome) -> None:
+    from search.study_summary import model_label
+
     best = outcome.best
     model, train = best["config"]["model"], best["config"]["train"]
-    name = (f"wrn-{model['depth']}-{model.get('width', 1)}" if model["family"] == "wrn"
-            else f"{model['family']}-{model['depth']}")
+    # Named as `best`, `status` and the report name it (from the trial run's params).
+    name = model_label({f"model.{key}": str(value) for key, value in model.items()})
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.outcomes.items()))
     print(f"\nstudy {outcome.name}: {outcome.trials} trials" + (f" ({counts})" if counts else ""))
-    print(f"best trial {best['trial_id']}: {name} ({model.get('block', 'basic')}), "
+    print(f"best trial {best['trial_id']}: {name}, "
           f"{train['optimizer']} lr={train['lr']:.4g}, dropout={model.get('dropout', 0):.3g}")
     print(f"  {best['metric']} {best['value']:.4f} (epoch {best['epoch']}), "
           f"test accuracy {outcome.test_accuracy:.4f}")

@@ -203,7 +203,7 @@ def test_an_unexpected_error_is_one_line_naming_the_traceback_file(studies: Stud
 # ---------------------------------------------------------------- torn checkpoints in a study
 
 TORN_STUDY = study_toml(
-    "torn", study={"num_samples": 2}, train={"epochs": 8, "batch_size": 32},
+    "torn", study={"num_samples": 2}, train={"epochs": 6, "batch_size": 32},
     space={"family": "wrn", "depth": 16, "width": 4, "lr": {"low": 0.05, "high": 0.1}},
     replace_space=True)
 
@@ -247,7 +247,7 @@ def test_torn_checkpoints_on_storage_never_crash_the_study(studies: Studies):
     runs = {r.data.tags[tags.TRIAL_ID]: r for r in studies.trial_runs("torn")}
     assert sorted(runs) == sorted(trials)  # num_samples runs, no duplicates
     for run in runs.values():
-        assert run.data.tags[tags.STATUS] == "completed" and run.data.metrics["epoch"] == 8
+        assert run.data.tags[tags.STATUS] == "completed" and run.data.metrics["epoch"] == 6
     notes = {t: runs[t].data.tags.get(tags.CHECKPOINT_RESTORE, "") for t in runs}
     client = studies.client()
     restarts = {t: min(m.value for m in client.get_metric_history(
@@ -317,7 +317,7 @@ def test_storage_that_is_not_writable_is_refused_at_start(studies, tmp_path):
 @pytest.mark.slow
 def test_a_full_storage_disk_interrupts_the_study_and_resume_completes_it(studies, tmp_path):
     with _tmpfs(tmp_path / "small-disk", "size=40m") as storage:
-        path = studies.write("full", study_toml("full", train={"epochs": 10},
+        path = studies.write("full", study_toml("full", train={"epochs": 6},
                                                 storage={"path": str(storage)}))
         driver = studies.start("run", str(path))
         try:
@@ -342,7 +342,7 @@ def test_a_full_storage_disk_interrupts_the_study_and_resume_completes_it(studie
         assert resumed.returncode == 0, resumed.stderr[-3000:]
     runs = studies.trial_runs("full")
     assert len(runs) == 2, resumed.stderr[-4000:]  # num_samples trial runs, no duplicates
-    assert all(r.data.tags[tags.STATUS] == "completed" and r.data.metrics["epoch"] == 10
+    assert all(r.data.tags[tags.STATUS] == "completed" and r.data.metrics["epoch"] == 6
                for r in runs)
     restarts = [min((m.value for m in client.get_metric_history(r.info.run_id, "resumed_from_epoch")
                      if m.timestamp >= started * 1000), default=None) for r in runs]
