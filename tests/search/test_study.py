@@ -316,7 +316,7 @@ def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies, sig
     """What a batch scheduler or Ctrl-C does: the study stops at a safe point as `interrupted`
     (exit 128 + signal, one line), no process of it is left, and `resume` finishes the trials."""
     name = f"stopped-{signum.name.lower()}"
-    driver = studies.start("run", str(studies.write(name, small_study(name, samples=4, epochs=4))))
+    driver = studies.start("run", str(studies.write(name, small_study(name, samples=4, epochs=8))))
     try:
         wait_for(lambda: any(r.data.tags.get(tags.STATUS) == "completed"
                              for r in studies.trial_runs(name)), timeout=300, what="a finished trial")
