@@ -1,0 +1,118 @@
+"""The Ray a study runs on: joining a cluster or starting a private one, and what it can run.
+
+Every check here fails before a trial starts, with one line naming the setting to change.
+"""
+
+from __future__ import annotations
+
+import os
+
+from resnet_core import GPU_FALLBACK_ENV
+from search.config import ConfigError, StudyConfig
+
+RAY_CONNECT_TIMEOUT_S = 5.0  # a live GCS answers a TCP connect at once; ray.init retries for minutes
+
+
+def check_ray_reachable(address: str, source: str) -> None:
+    """Fail in seconds, naming the address, when nothing listens at a host:port Ray address."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    if address in ("auto", "local") or ":" not in target:
+        return  # resolved by Ray itself (a local cluster's address file)
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{source} {address}: no Ray cluster answers there "
+                          f"({type(error).__name__}: {error}); start one (`ray start --head`, "
+                          f"`cluster/local.sh up 2`) or fix the address") from None
+
+
+def start_ray(address: str | None) -> None:
+    """Join --address / $RAY_ADDRESS, or start a private local Ray (dashboard on localhost)."""
+    import ray
+
+    source = "--address" if address else "$RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    if os.environ.get(GPU_FALLBACK_ENV):  # the trials decide their device: tell them
+        runtime_env["env_vars"][GPU_FALLBACK_ENV] = os.environ[GPU_FALLBACK_ENV]
+    if address:
+        check_ray_reachable(address, source)
+        try:
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+        except ConnectionError as error:
+            raise ConfigError(f"{source} {address}: cannot connect to a Ray cluster "
+                              f"({str(error).splitlines()[0]})") from None
+    else:
+        # The dashboard has no authentication: localhost unless the user opens it up.
+        dashboard_host = os.environ.get("RESNET_SEARCH_DASHBOARD_HOST", "127.0.0.1")
+        ray.init(dashboard_host=dashboard_host, log_to_driver=False, runtime_env=runtime_env,
+                 configure_logging=True, logging_level="WARNING")
+
+
+def check_resources(config: StudyConfig) -> None:
+    """Resources a trial needs must exist somewhere: an error now, never a study that waits."""
+    import ray
+
+    from search.resources import trial_resources
+
+    if config.resources.wait_for_autoscaler:
+        return
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    need = trial_resources(config)
+    total_cpu = sum(n.get("CPU", 0) for n in nodes)
+    total_gpu = sum(n.get("GPU", 0) for n in nodes)
+    max_node_cpu = max((n.get("CPU", 0) for n in nodes), default=0)
+    max_node_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    if need.total_cpu > total_cpu + 1e-9:
+        raise ConfigError(f"[resources] a trial needs {need.total_cpu:g} CPUs but the Ray cluster "
+                          f"has {total_cpu:g}; lower cpus_per_trial/workers_per_trial or add nodes "
+                          f"(set wait_for_autoscaler = true to wait for an autoscaler)")
+    if need.per_bundle_cpu > max_node_cpu + 1e-9:
+        raise ConfigError(f"[resources] cpus_per_trial needs {need.per_bundle_cpu:g} CPUs on one "
+                          f"node but the largest node has {max_node_cpu:g}")
+    if need.total_gpu > total_gpu + 1e-9 or need.per_bundle_gpu > max_node_gpu + 1e-9:
+        raise ConfigError(f"[resources] gpus_per_trial={config.resources.gpus_per_trial} needs "
+                          f"{need.total_gpu:g} GPUs but the Ray cluster has {total_gpu:g}; use "
+                          f"gpus_per_trial = 0 on CPU-only machines")
+
+
+def check_storage_shared(storage_path: str) -> None:
+    """On a multi-node cluster a local results folder must be visible to every node."""
+    import ray
+
+    from search.resources import storage_visible_on_all_nodes
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) <= 1 or "://" in storage_path:
+        return
+    missing = storage_visible_on_all_nodes(storage_path)
+    if missing:
+        raise ConfigError(f"[storage] path {storage_path} is not shared: node(s) "
+                          f"{', '.join(missing)} cannot see it; use a shared file system (NFS) "
+                          f"or an object store URI (s3://, gs://) visible to all nodes")
+
+
+def concurrent_trial_capacity(config: StudyConfig) -> int:
+    """How many trials the cluster's CPUs and GPUs can run side by side."""
+    import math
+
+    import ray
+
+    from search.resources import trial_resources
+
+    need = trial_resources(config)
+    available = ray.cluster_resources()
+    limits = [config.study.num_samples]
+    if need.total_cpu:
+        limits.append(math.floor(available.get("CPU", 0) / need.total_cpu + 1e-9))
+    if need.total_gpu:
+        limits.append(math.floor(available.get("GPU", 0) / need.total_gpu + 1e-9))
+    if config.study.max_concurrent_trials:
+        limits.append(config.study.max_concurrent_trials)
+    return max(1, min(limits))
