@@ -55,22 +55,27 @@ def start_ray(address: str | None) -> None:
                  configure_logging=True, logging_level="WARNING")
 
 
-def check_resources(config: StudyConfig) -> None:
-    """Resources a trial needs must exist somewhere: an error now, never a study that waits."""
-    import ray
+def check_resources(config: StudyConfig, nodes: list[dict[str, float]] | None = None,
+                    where: str = "the Ray cluster") -> None:
+    """Resources a trial needs must exist somewhere: an error now, never a study that waits.
 
+    `nodes`: each node's resources ({"CPU": .., "GPU": ..}); by default the running Ray's.
+    """
     from search.resources import trial_resources
 
     if config.resources.wait_for_autoscaler:
         return
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if nodes is None:
+        import ray
+
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     need = trial_resources(config)
     total_cpu = sum(n.get("CPU", 0) for n in nodes)
     total_gpu = sum(n.get("GPU", 0) for n in nodes)
     max_node_cpu = max((n.get("CPU", 0) for n in nodes), default=0)
     max_node_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
     if need.total_cpu > total_cpu + 1e-9:
-        raise ConfigError(f"[resources] a trial needs {need.total_cpu:g} CPUs but the Ray cluster "
+        raise ConfigError(f"[resources] a trial needs {need.total_cpu:g} CPUs but {where} "
                           f"has {total_cpu:g}; lower cpus_per_trial/workers_per_trial or add nodes "
                           f"(set wait_for_autoscaler = true to wait for an autoscaler)")
     if need.per_bundle_cpu > max_node_cpu + 1e-9:
@@ -78,8 +83,25 @@ def check_resources(config: StudyConfig) -> None:
                           f"node but the largest node has {max_node_cpu:g}")
     if need.total_gpu > total_gpu + 1e-9 or need.per_bundle_gpu > max_node_gpu + 1e-9:
         raise ConfigError(f"[resources] gpus_per_trial={config.resources.gpus_per_trial} needs "
-                          f"{need.total_gpu:g} GPUs but the Ray cluster has {total_gpu:g}; use "
+                          f"{need.total_gpu:g} GPUs but {where} has {total_gpu:g}; use "
                           f"gpus_per_trial = 0 on CPU-only machines")
+
+
+def joins_a_cluster(address: str | None) -> bool:
+    """Whether `start_ray` joins a running Ray (--address, $RAY_ADDRESS) or starts its own."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_resources_before_start(config: StudyConfig, address: str | None) -> None:
+    """A private Ray would have this machine's CPUs and GPUs: check them before starting it,
+    so a study it cannot run is refused with nothing started (a cluster is checked once
+    joined). Never stricter than Ray: it counts no more CPUs than the OS reports."""
+    if joins_a_cluster(address):
+        return
+    import torch
+
+    check_resources(config, [{"CPU": float(os.cpu_count() or 1),
+                              "GPU": float(torch.cuda.device_count())}], where="this machine")
 
 
 def check_storage_shared(storage_path: str) -> None:

@@ -21,6 +21,7 @@ from search.paths import default_artifact_root, default_storage_path
 from search.phases import phases_for, timed
 from search.ray_session import (
     check_resources,
+    check_resources_before_start,
     check_storage_shared,
     concurrent_trial_capacity,
     start_ray,
@@ -212,6 +213,7 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     prepare_data(config)
     check_optuna_storage(config)
     check_storage_writable(config.storage.path)
+    check_resources_before_start(config, address)
     client = tracking.client_for(uri)
     if tracking.find_study_run(client, config.study.name) is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
@@ -280,6 +282,7 @@ def resume_study(name: str, *, address: str | None = None,
         raise StudyAlreadyCompleted(name, study_run.data.tags.get(tags.REGISTERED_MODEL))
     config = study_config_from_run(client, study_run)
     check_storage_writable(config.storage.path)
+    check_resources_before_start(config, address)
     start_warm_up()
     with timed(phases_for(study_run.info.run_id), "ray_startup"):
         start_ray(address)

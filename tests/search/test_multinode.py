@@ -86,6 +86,12 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
                                                 storage=tmp_path / "results"))
     with LocalCluster(tmp_path / "cluster", workers=0, CPUS_PER_NODE="2",
                       GPUS_PER_NODE="1") as address:
+        # Joined, the cluster's own resources count (2 CPUs here, whatever this machine has).
+        big = studies.write("big", multinode_study(name="big", samples=1, cpus=3, gpus=0,
+                                                  storage=tmp_path / "results"))
+        refused = studies.cli("run", str(big), "--address", address, env={"RAY_AUTH_MODE": "token"})
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert "a trial needs 3 CPUs but the Ray cluster has 2" in refused.stderr
         # The GPU is logical (this machine has none): its trials train on the CPU.
         result = studies.cli("run", str(path), "--address", address,
                              env={"RAY_AUTH_MODE": "token", "RESNET_SEARCH_GPU_FALLBACK": "cpu"})
