@@ -227,8 +227,8 @@ class ResidualNetwork(nn.Module):
 def init_weights(model: nn.Module) -> None:
     """He-normal convolutions (fan_out, as in the reference code), BN weight 1 and bias 0."""
     if any(p.is_meta for p in model.parameters()):
-        # A network on the meta device (`architecture_cost`) has no values to fill; its
-        # normal_ would import torch._dynamo for its reference kernel (1-2 s per process).
+        # A network on the meta device (`architecture_cost`) has no values to fill (and
+        # normal_ there runs torch's Python reference kernel, priced per sampled network).
         return
     for module in model.modules():
         if isinstance(module, nn.Conv2d):

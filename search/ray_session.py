@@ -35,7 +35,7 @@ def start_ray(address: str | None) -> None:
     import ray
 
     source = "--address" if address else "$RAY_ADDRESS"
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(address)
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
@@ -87,16 +87,16 @@ def check_resources(config: StudyConfig, nodes: list[dict[str, float]] | None = 
                           f"gpus_per_trial = 0 on CPU-only machines")
 
 
-def joins_a_cluster(address: str | None) -> bool:
-    """Whether `start_ray` joins a running Ray (--address, $RAY_ADDRESS) or starts its own."""
-    return bool(address or os.environ.get("RAY_ADDRESS"))
+def ray_address(address: str | None) -> str | None:
+    """The Ray a study joins: --address, else $RAY_ADDRESS; None starts a private one."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def check_resources_before_start(config: StudyConfig, address: str | None) -> None:
     """A private Ray would have this machine's CPUs and GPUs: check them before starting it,
     so a study it cannot run is refused with nothing started (a cluster is checked once
     joined). Never stricter than Ray: it counts no more CPUs than the OS reports."""
-    if joins_a_cluster(address):
+    if ray_address(address):
         return
     import torch
 
