@@ -13,12 +13,13 @@ from search.tags import champion_uri
 
 
 def _print_outcome(outcome) -> None:
+    from search.config import config_params
     from search.study_summary import model_label
 
     best = outcome.best
     model, train = best["config"]["model"], best["config"]["train"]
-    # Named as `best`, `status` and the report name it (from the trial run's params).
-    name = model_label({f"model.{key}": str(value) for key, value in model.items()})
+    # Named as `best`, `status` and the report name it: from the trial run's params.
+    name = model_label(config_params(model=model))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.outcomes.items()))
     print(f"\nstudy {outcome.name}: {outcome.trials} trials" + (f" ({counts})" if counts else ""))
     print(f"best trial {best['trial_id']}: {name}, "

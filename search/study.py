@@ -218,11 +218,7 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     if tracking.find_study_run(client, config.study.name) is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
                           f"`resnet-search resume {config.study.name}` or pick another --name")
-    start_warm_up()
-    ray_start = time.perf_counter()
-    start_ray(address)
-    ray_seconds = time.perf_counter() - ray_start
-    check_resources(config)
+    ray_seconds = start_study_ray(config, address)
     check_storage_shared(config.storage.path)
     experiment_id = tracking.get_or_create_experiment(
         client, config.tracking.experiment, _artifact_root(uri))
@@ -237,6 +233,17 @@ def run_study(config: StudyConfig, *, address: str | None = None,
         check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
                        signals)
         return finish_study(config, results, uri, study_run_id)
+
+
+def start_study_ray(config: StudyConfig, address: str | None) -> float:
+    """Start or join Ray for the study, the driver's warm-up running meanwhile, and check
+    that the cluster can run a trial. Returns the seconds Ray took to start."""
+    start_warm_up()
+    started = time.perf_counter()
+    start_ray(address)
+    seconds = time.perf_counter() - started
+    check_resources(config)
+    return seconds
 
 
 def finished_trials(uri: str, study_run_id: str, ends: tuple = tags.FINAL_STATUSES) -> int:
@@ -283,10 +290,7 @@ def resume_study(name: str, *, address: str | None = None,
     config = study_config_from_run(client, study_run)
     check_storage_writable(config.storage.path)
     check_resources_before_start(config, address)
-    start_warm_up()
-    with timed(phases_for(study_run.info.run_id), "ray_startup"):
-        start_ray(address)
-    check_resources(config)
+    phases_for(study_run.info.run_id).driver["ray_startup"] += start_study_ray(config, address)
     study_run_id = study_run.info.run_id
     client.update_run(study_run_id, status="RUNNING")
     client.set_tag(study_run_id, tags.STATUS, tags.RUNNING)

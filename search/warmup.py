@@ -1,6 +1,6 @@
 """One-time costs of a study's driver, paid in the background while Ray starts.
 
-Two lazy initialisations sat on every study's critical path (measured with cProfile on a
+Three lazy initialisations sat on every study's critical path (measured with cProfile on a
 4-trial study, benchmarks/RESULTS.md):
 - the first architecture cost (the searcher prices every sampled network on the meta
   device): torch runs some meta kernels through `torch._refs`, whose first call imports
@@ -10,7 +10,7 @@ Two lazy initialisations sat on every study's critical path (measured with cProf
   about 1.5 s in this project's environment;
 - the end-of-study report: Optuna's importance (fANOVA, on scikit-learn and SciPy) and
   visualization modules, about 1 s of imports.
-`ray.init` spends its seconds waiting for the processes it starts, so a thread does both
+`ray.init` spends its seconds waiting for the processes it starts, so a thread does them
 meanwhile. Whatever the warm-up does not finish, the study does itself later, as before.
 """
 
@@ -19,28 +19,36 @@ from __future__ import annotations
 import threading
 
 
+def _first_architecture_cost() -> None:
+    from resnet_core import architecture_cost
+
+    architecture_cost("resnet-8", (8, 8), in_channels=1)
+
+
+def _report_imports() -> None:
+    import optuna.importance  # noqa: F401 - the report's charts
+    import optuna.visualization  # noqa: F401
+
+
+def _requirements_check() -> None:
+    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+    from search.champion import serving_requirements
+
+    # Pinned to the installed versions, so it warns of nothing: only its cache counts.
+    warn_dependency_requirement_mismatches(serving_requirements())
+
+
+WARM_UP_STEPS = (_first_architecture_cost, _report_imports, _requirements_check)
+
+
 def warm_up() -> None:
     """Pay the one-time costs now (in this thread); never raises."""
-    try:
-        from resnet_core import architecture_cost
-
-        architecture_cost("resnet-8", (8, 8), in_channels=1)
-    except Exception:  # a warm-up must never cost a study; the study pays later instead
-        pass
-    try:
-        import optuna.importance  # noqa: F401 - the report's charts
-        import optuna.visualization  # noqa: F401
-    except Exception:
-        pass
-    try:
-        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
-
-        from search.champion import serving_requirements
-
-        # Pinned to the installed versions, so it warns of nothing: only its cache counts.
-        warn_dependency_requirement_mismatches(serving_requirements())
-    except Exception:
-        pass
+    for step in WARM_UP_STEPS:
+        try:
+            step()
+        except Exception:  # a warm-up must never cost a study; the study pays later instead
+            pass
 
 
 def start_warm_up() -> threading.Thread:
