@@ -107,7 +107,7 @@ cluster_pids() {
     [[ -n $sids || -n $tmp ]] || return 0
     # The temp dir goes through the environment, not argv, so that awk's own
     # command line never matches.
-    ps -U "$(id -u)" -o pid=,ppid=,sid=,args= 2>/dev/null |
+    ps -ww -U "$(id -u)" -o pid=,ppid=,sid=,args= 2>/dev/null |
         CL_SIDS=$sids CL_TMP=$tmp CL_SELF=$$ CL_TRUST=$trust awk '
         BEGIN {
             n = split(ENVIRON["CL_SIDS"], s, " ")

@@ -92,6 +92,9 @@ def _cluster_env(state: Path, port: int) -> dict:
         "UP_TIMEOUT": "45",
         "GRACE_PERIOD": "6",
         "OBJECT_STORE_MEMORY": "100000000",
+        # A narrow terminal exported (xdist workers export COLUMNS=80): `ps` must not cut
+        # the command lines that tell the script which processes are its cluster's.
+        "COLUMNS": "80",
     })
     if (ROOT / ".venv" / "bin" / "ray").exists():
         env["RAY"] = str(ROOT / ".venv" / "bin" / "ray")
@@ -175,7 +178,7 @@ def test_local_cluster_up_run_down():
         while time.monotonic() < deadline and any(_alive(p) for p in pids_a):
             time.sleep(0.2)
         assert not [p for p in pids_a if _alive(p)], "processes of the cluster survived `down`"
-        leftovers = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True)
+        leftovers = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True)
         assert str(state_a) not in leftovers.stdout and _temp_dir_of(state_a) not in leftovers.stdout
         assert _local_sh(env_a, "status").returncode == 3
 

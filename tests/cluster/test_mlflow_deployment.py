@@ -129,7 +129,7 @@ def test_mlflow_deployment_script_serves_with_basic_auth(store_uris, tmp_path):
 
 def _cmdlines(session_leader: int) -> list[str]:
     """Command lines of the server's process group (mlflow server and its workers)."""
-    out = subprocess.run(["ps", "-o", "args=", "--sid", str(session_leader)],
+    out = subprocess.run(["ps", "-ww", "-o", "args=", "--sid", str(session_leader)],
                          capture_output=True, text=True)
     return out.stdout.splitlines()
 
