@@ -1,12 +1,47 @@
-"""Shared fixtures: tiny datasets in the official file formats (no network here)."""
+"""Shared set-up: the order files run in, the terminal the commands see, and tiny datasets
+in the official file formats (no network here)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# On pytest-xdist workers (tests/README.md) each file runs on one worker, in this order:
+# the longest first (by their seconds in a serial run on the 2-core CI machine kind,
+# 2026-11-29), so that no long file starts last while the other workers idle. Files not
+# named are short and come after these.
+LONGEST_FILES = ("test_study.py", "test_faults.py", "test_tracking_server.py",
+                 "test_distributed.py", "test_multinode.py", "test_search_efficiency.py",
+                 "test_quickstart.py", "test_promises.py", "test_commands_ui.py",
+                 "test_constraints.py", "test_cli_train.py", "test_node_loss.py",
+                 "test_local_cluster.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable
+
+
+# xdist workers get COLUMNS=80 (and LINES) in their environment; a user's command run by a
+# script or CI has none. Without this, every command a test runs fits its tables to 80
+# columns, and `ps` cuts the command lines that cluster/local.sh reads.
+for _variable in ("COLUMNS", "LINES"):
+    os.environ.pop(_variable, None)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test starts from the same environment: code run in-process may set variables
+    (MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI) that every later command a test
+    starts with this environment would inherit, pointing it at another test's store."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def write_cifar10(root: Path, per_batch: int = 20, test: int = 30, seed: int = 0) -> None:

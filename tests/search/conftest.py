@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from study_helpers import Studies
+from study_helpers import SHARED_RAY, Studies
 
 
 @pytest.fixture
@@ -13,3 +13,10 @@ def studies(tmp_path: Path) -> Studies:
     home = tmp_path / "home"
     home.mkdir()
     return Studies(home)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_shared_ray():
+    """The Ray that the tests' studies join (study_helpers.SharedRay) ends with the session."""
+    yield
+    SHARED_RAY.stop()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -60,11 +62,59 @@ def _toml(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-class Studies:
-    """Runs `resnet-search` against a private home folder (its own MLflow store and results)."""
+class SharedRay:
+    """One Ray head on this machine that the tests' `run`/`resume` commands join, started on
+    first use and stopped when the test session ends (tests/search/conftest.py).
 
-    def __init__(self, home: Path) -> None:
+    A private Ray costs a study ~3-5 s to start and ~1.5 s to stop; joining a running one
+    costs ~0.1 s. Joining is also how every study on a cluster runs. What only a private Ray
+    shows (a study's processes end with its driver, resources checked before Ray starts, the
+    quickstart as `make demo` runs it) is tested with `Studies(private_ray=True)` and with
+    `Studies.start`, whose drivers always start their own Ray.
+    """
+
+    def __init__(self) -> None:
+        self._cluster = None
+        self._state: Path | None = None
+        self._failed = ""  # why it did not start: said again, not retried, by every later test
+
+    def address(self) -> str:
+        if self._failed:
+            raise AssertionError(f"the shared Ray did not start: {self._failed}")
+        if self._cluster is None:
+            from local_cluster import LocalCluster
+
+            self._state = Path(tempfile.mkdtemp(prefix="rs-shared-ray-"))
+            # As many CPUs as a private Ray would have: the studies see the same machine.
+            cluster = LocalCluster(self._state / "cluster", workers=0,
+                                   HEAD_CPUS=str(os.cpu_count() or 1))
+            try:
+                cluster.__enter__()
+            except AssertionError as error:
+                self._failed = str(error)
+                raise
+            self._cluster = cluster
+        return self._cluster.address
+
+    def stop(self) -> None:
+        if self._cluster is not None:
+            self._cluster.__exit__()
+            self._cluster = None
+            shutil.rmtree(self._state, ignore_errors=True)
+
+
+SHARED_RAY = SharedRay()
+
+
+class Studies:
+    """Runs `resnet-search` against a private home folder (its own MLflow store and results).
+
+    `run` and `resume` join SHARED_RAY unless `private_ray` (or the command names an --address).
+    """
+
+    def __init__(self, home: Path, *, private_ray: bool = False) -> None:
         self.home = home
+        self.private_ray = private_ray
         self.env = {**os.environ, "RESNET_SEARCH_HOME": str(home), "PYTHONPATH": str(ROOT),
                     "RESNET_SEARCH_QUIET": "1"}
         self.env.pop("MLFLOW_TRACKING_URI", None)
@@ -82,8 +132,15 @@ class Studies:
     def cli(self, *args: str, timeout: float = 600, env: dict | None = None
             ) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
-                              text=True, cwd=self.home.parent, env={**self.env, **(env or {})},
+                              text=True, cwd=self.home.parent,
+                              env={**self.env, **self._ray_env(args), **(env or {})},
                               timeout=timeout)
+
+    def _ray_env(self, args: tuple[str, ...]) -> dict[str, str]:
+        """$RAY_ADDRESS of the shared Ray for a study command that would start its own."""
+        if self.private_ray or not args or args[0] not in ("run", "resume") or "--address" in args:
+            return {}
+        return {"RAY_ADDRESS": SHARED_RAY.address(), "RAY_AUTH_MODE": "token"}
 
     def start(self, *args: str) -> subprocess.Popen:
         """A driver in its own session, so the test can kill it with all of its Ray processes."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,53 +11,11 @@ from cost_aware import (
     constrained_quickstart,
     pareto_study,
 )
-from study_helpers import ROOT, study_toml
+from local_cluster import LocalCluster, multinode_study
 
 from search import tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-
-LOCAL_SH = ROOT / "cluster" / "local.sh"
-
-
-def multinode_study(name: str, samples: int, cpus: float, gpus: float, storage: str) -> str:
-    return study_toml(name, study={"num_samples": samples, "seed": 2},
-                      space={"width": None, "lr": {"low": 0.05, "high": 0.2, "log": True}},
-                      resources={"cpus_per_trial": cpus, "gpus_per_trial": gpus},
-                      storage={"path": str(storage)})
-
-
-def free_port_block(size: int = 400) -> int:
-    """A GCS port whose whole block of node ports (local.sh layout) is free."""
-    for start in range(21000, 60000, size):
-        try:
-            for port in (start, start + 1, *range(start + 10, start + size)):
-                with socket.socket() as s:
-                    s.bind(("", port))
-            return start
-        except OSError:
-            continue
-    raise RuntimeError("no free port block")
-
-
-class LocalCluster:
-    def __init__(self, state: Path, workers: int, **env: str) -> None:
-        self.state = state
-        self.env = {**os.environ, "RESNET_SEARCH_CLUSTER_DIR": str(state),
-                    "RAY_PORT": str(free_port_block()), "CPUS_PER_NODE": "1",
-                    "RAY_AUTH_MODE": "token", **env}
-        self.workers = workers
-
-    def __enter__(self) -> str:
-        up = subprocess.run([str(LOCAL_SH), "up", str(self.workers)], env=self.env,
-                            capture_output=True, text=True, timeout=240)
-        if up.returncode != 0:
-            self.__exit__()
-            raise AssertionError(f"cluster did not start:\n{up.stdout}\n{up.stderr}")
-        return f"127.0.0.1:{self.env['RAY_PORT']}"
-
-    def __exit__(self, *exc) -> None:
-        subprocess.run([str(LOCAL_SH), "down"], env=self.env, capture_output=True, timeout=120)
 
 
 def test_storage_that_the_nodes_do_not_share_is_a_clear_error(studies, tmp_path):

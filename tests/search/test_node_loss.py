@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from local_cluster import LOCAL_SH, LocalCluster, multinode_study
 from study_helpers import wait_for
-from test_multinode import LOCAL_SH, LocalCluster, multinode_study
 
 from search import tags
 

@@ -23,7 +23,7 @@ def readme_figures() -> tuple[float, float]:
 @pytest.mark.slow
 def test_quickstart_meets_the_readme_figures(tmp_path):
     val_target, test_target = readme_figures()
-    studies = Studies(tmp_path / "home")
+    studies = Studies(tmp_path / "home", private_ray=True)  # as `make demo` runs it
     result = studies.cli("run", str(ROOT / "configs" / "quickstart.toml"), "--name", "qs",
                          "--quiet", timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -370,7 +370,10 @@ def test_a_tracking_outage_past_the_clients_retries_loses_nothing(postgres, tmp_
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), run.info.run_name
             reported_while_down += sum(down * 1000 < m.timestamp < up * 1000 for m in history)
             assert run.data.tags[tags.STATUS] == tags.COMPLETED
-        assert reported_while_down >= 3, "training stopped while the server was away"
+        # Two epochs, not one: the epoch in flight when the server left lands whatever the
+        # driver does; a Tune loop stuck on a tracking call lets no later one through. (The
+        # outage holds 2-4 epochs, fewer when other tests share the two cores.)
+        assert reported_while_down >= 2, "training stopped while the server was away"
         study_run = tracking.find_study_run(client, "outage")
         assert study_run.data.tags[tags.STATUS] == tags.COMPLETED
         assert client.get_model_version_by_alias("outage-model", tags.CHAMPION_ALIAS).version == "1"
