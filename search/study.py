@@ -25,6 +25,7 @@ from search.ray_session import (
     check_storage_shared,
     concurrent_trial_capacity,
     start_ray,
+    stop_ray_in_background,
 )
 from search.storage_state import (
     DRIVER_STATE_TAG,
@@ -351,6 +352,7 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
     from search.champion import pick_winner, register_champion
     from search.study_summary import outcome_counts, update_study_run
 
+    stop_ray_in_background()  # the trials are done: nothing below uses Ray
     client = tracking.client_for(uri)
     ranked = tracking.ranked_trial_runs(client, client.get_run(study_run_id))
     winner = pick_winner(ranked, results, config.study.metric, config.study.mode)
