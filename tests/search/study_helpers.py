@@ -90,8 +90,9 @@ class SharedRay:
                                    HEAD_CPUS=str(os.cpu_count() or 1))
             try:
                 cluster.__enter__()
-            except AssertionError as error:
+            except AssertionError as error:  # local.sh stopped what it had started
                 self._failed = str(error)
+                shutil.rmtree(self._state, ignore_errors=True)
                 raise
             self._cluster = cluster
         return self._cluster.address
