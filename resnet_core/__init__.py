@@ -1,70 +1,56 @@
 """resnet_core: residual networks for small images, and how to train them (plain PyTorch).
 
 `__all__` is the public API: `search` (and any other user) imports only these names.
+
+Each name is imported from its module when first used (PEP 562): configs, errors and
+dataset names come without torch, so a command that only reads a tracking store does not
+pay torch's 2-3 s import; anything that builds or trains a network imports it as before.
 """
 
-from resnet_core.checkpoint import (
-    CHECKPOINT_FILE,
-    CheckpointError,
-    data_config_from_dict,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
-from resnet_core.config import (
-    FAMILIES,
-    ConfigValueError,
-    ModelConfig,
-    TrainConfig,
-    accepts,
-    allowed_text,
-    check_fields,
-    default_block,
-    field_types,
-    help_text,
-    is_valid_depth,
-    option,
-    scalar_type,
-    searchable_fields,
-    value_problem,
-)
-from resnet_core.data import (
-    DATASETS,
-    NUM_CLASSES,
-    DataConfig,
-    DataConfigError,
-    DatasetNotFoundError,
-    DataSplits,
-    load_data,
-)
-from resnet_core.hardware import GPU_FALLBACK_ENV, bf16_is_fast, default_device, trial_device
-from resnet_core.loader import DeviceLoader
-from resnet_core.models import (
-    architecture_cost,
-    build_model,
-    count_flops,
-    count_parameters,
-    list_models,
-    parse_model_name,
-)
-from resnet_core.optim import OPTIMIZERS, uses_momentum
-from resnet_core.serving import PixelClassifier
-from resnet_core.train import DivergedError, TrainingRun, evaluate_model, fit
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+# Public name -> the module that defines it, grouped as the API is.
+_MODULE_OF: dict[str, str] = {
     # models
-    "FAMILIES", "ModelConfig", "architecture_cost", "build_model", "count_flops", "count_parameters",
-    "default_block", "is_valid_depth", "list_models", "parse_model_name",
+    **dict.fromkeys(("FAMILIES", "ModelConfig", "default_block", "is_valid_depth"), "config"),
+    **dict.fromkeys(("architecture_cost", "build_model", "count_flops", "count_parameters",
+                     "list_models", "parse_model_name"), "models"),
     # data
-    "DATASETS", "NUM_CLASSES", "DataConfig", "DataConfigError", "DataSplits", "DatasetNotFoundError",
-    "DeviceLoader", "load_data",
+    **dict.fromkeys(("DATASETS", "NUM_CLASSES", "DataConfig", "DataConfigError", "DataSplits",
+                     "DatasetNotFoundError", "load_data"), "data"),
+    "DeviceLoader": "loader",
     # training
-    "OPTIMIZERS", "DivergedError", "TrainConfig", "TrainingRun", "evaluate_model", "fit",
-    "uses_momentum", "bf16_is_fast", "default_device", "trial_device", "GPU_FALLBACK_ENV",
+    **dict.fromkeys(("OPTIMIZERS", "uses_momentum"), "optim"),
+    **dict.fromkeys(("DivergedError", "CheckpointError"), "errors"),
+    "TrainConfig": "config",
+    **dict.fromkeys(("TrainingRun", "evaluate_model", "fit"), "train"),
+    **dict.fromkeys(("bf16_is_fast", "default_device", "trial_device", "GPU_FALLBACK_ENV"),
+                    "hardware"),
     # checkpoints and serving
-    "CHECKPOINT_FILE", "CheckpointError", "data_config_from_dict", "load_checkpoint",
-    "model_from_checkpoint", "save_checkpoint", "PixelClassifier",
+    **dict.fromkeys(("CHECKPOINT_FILE", "data_config_from_dict", "load_checkpoint",
+                     "model_from_checkpoint", "save_checkpoint"), "checkpoint"),
+    "PixelClassifier": "serving",
     # config fields: the one definition that study files, flags and params derive from
-    "ConfigValueError", "accepts", "allowed_text", "check_fields", "field_types", "help_text",
-    "option", "scalar_type", "searchable_fields", "value_problem",
-]
+    **dict.fromkeys(("ConfigValueError", "accepts", "allowed_text", "check_fields", "field_types",
+                     "help_text", "option", "scalar_type", "searchable_fields", "value_problem"),
+                    "config"),
+}
+
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'resnet_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"resnet_core.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+

@@ -24,24 +24,24 @@ import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from resnet_core.config import ModelConfig
 from resnet_core.data import DataConfig
-from resnet_core.models import build_model
+from resnet_core.errors import CheckpointError
+
+# torch is imported by the functions that read and write files: a command that only names
+# the checkpoint file or catches CheckpointError does not pay its import.
+if TYPE_CHECKING:
+    from torch import nn
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
-    """A file that is not a loadable resnet-search checkpoint."""
-
-
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half a checkpoint."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -57,6 +57,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file (or a directory holding `checkpoint.pt`) onto the CPU."""
+    import torch
+
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
@@ -109,6 +111,8 @@ def data_config_from_dict(data: dict[str, Any] | None) -> DataConfig:
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from the checkpoint alone; returns (model in eval mode, state)."""
+    from resnet_core.models import build_model
+
     state = load_checkpoint(path)
     try:
         model = build_model(ModelConfig.from_dict(state["model_config"]))

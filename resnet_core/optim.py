@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+# torch is imported where an optimizer is built, not here: resnet_core.config reads the
+# names below, and a command that only reads a tracking store needs no torch.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("step", "milestones", "cosine", "constant")
@@ -53,6 +57,8 @@ def build_optimizer(
         raise ValueError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
     if not lr > 0:
         raise ValueError(f"lr={lr!r} must be > 0")
+    import torch
+
     groups = parameter_groups(model, weight_decay, exempt_bn_and_bias)
     if name in ("sgd", "nesterov"):
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=name == "nesterov")
@@ -114,4 +120,6 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, factor: Callable[[int], float]
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration scheduler; its state dict holds only plain numbers."""
+    import torch
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -21,6 +21,7 @@ from torch import nn
 from resnet_core.checkpoint import data_config_from_dict, data_config_to_dict
 from resnet_core.config import ModelConfig, TrainConfig
 from resnet_core.data import DataConfig, DataSplits, load_data
+from resnet_core.errors import DivergedError
 from resnet_core.hardware import bf16_is_fast, default_device, seed_everything
 from resnet_core.loader import DeviceLoader, make_loaders
 from resnet_core.models import build_model
@@ -31,17 +32,6 @@ from resnet_core.optim import build_optimizer, build_scheduler, lr_multiplier
 DIVERGENCE_CHECK_EVERY = 20
 # Version 1 checkpoints of search trials held `data_config` too; those of plain runs lacked it.
 CHECKPOINT_FORMAT_VERSION = 1
-
-
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss; the run cannot go on."""
-
-    def __init__(self, epoch: int, step: int, loss: float) -> None:
-        super().__init__(f"diverged: non-finite training loss ({loss}) in epoch {epoch}, "
-                         f"step {step}; try a lower learning rate or gradient clipping")
-        self.epoch = epoch
-        self.step = step
-        self.loss = loss
 
 
 def configure_determinism(deterministic: bool) -> None:

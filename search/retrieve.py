@@ -10,15 +10,16 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from resnet_core import CHECKPOINT_FILE, model_from_checkpoint
 from search import ranking, tags, tracking
 from search.config import ConfigError
 from search.study_summary import model_label
 from search.tracking import open_study
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def study_status(name: str, tracking_uri: str | None = None) -> dict[str, Any]:

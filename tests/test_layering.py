@@ -42,3 +42,19 @@ def test_search_imports_no_private_ray_module():
 
 def test_public_names_exist():
     assert all(hasattr(resnet_core, name) for name in resnet_core.__all__)
+
+
+def test_commands_that_read_a_store_do_not_import_torch():
+    """`status`, `best`, `studies`, `report` and the parser of every command name resnet_core's
+    configs and errors only: torch's import (2-3 s) is paid where a network is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import search.cli as cli; cli.build_parser(); "
+            "from resnet_core import CheckpointError, DataConfigError, DivergedError; "
+            "import search.commands, search.retrieve, search.studies, search.report; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout
