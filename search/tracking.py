@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,58 @@ def client_for(uri: str) -> MlflowClient:
     """
     if not uri.startswith("sqlite:///") or uri in _READY_STORES:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with _store_lock(sqlite_path(uri)):
+    database = sqlite_path(uri)
+    with _store_lock(database):
+        fresh = not database.exists() or database.stat().st_size == 0
+        template = _schema_template()
+        if fresh and template.is_file():
+            shutil.copyfile(template, database)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # creates the tracking schema
         client.search_registered_models(max_results=1)  # and checks the registry's tables
+        if fresh and not template.is_file():
+            _save_schema_template(database, template)
     _READY_STORES.add(uri)
     return client
+
+
+def _schema_template() -> Path:
+    """An empty store with MLflow's schema, for this MLflow version (the user's cache).
+
+    MLflow builds a new SQLite store by running its ~60 schema migrations (1-2 s on a
+    2-core CPU); every new home, and every test's store, paid it. A copy of an empty store
+    made by the same MLflow is the same database: MLflow checks its schema revision when
+    it opens it, and adds the Default experiment (with this store's artifact root).
+    """
+    import mlflow
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "resnet-search" / f"mlflow-{mlflow.__version__}-empty.db"
+
+
+def _save_schema_template(database: Path, template: Path) -> None:
+    """Keep a just-created store, emptied of its Default experiment, as the template.
+    Best effort: a store without a template is only slower to create."""
+    import sqlite3
+    import tempfile
+
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=template.parent, suffix=".db", delete=False) as handle:
+            partial = Path(handle.name)
+        try:
+            with contextlib.closing(sqlite3.connect(database)) as source, \
+                    contextlib.closing(sqlite3.connect(partial)) as copy:
+                source.backup(copy)
+                if copy.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                    return  # not an empty store after all (another process wrote to it)
+                copy.execute("DELETE FROM experiment_tags")
+                copy.execute("DELETE FROM experiments")
+                copy.commit()
+            os.replace(partial, template)  # atomic: readers see no template or a whole one
+        finally:
+            partial.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error):
+        pass
 
 
 def sqlite_path(uri: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import subprocess
 import sys
 import time
@@ -116,14 +117,39 @@ client_for(sys.argv[1]).search_experiments()
 def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
     """Without the lock, most of these die in MLflow's schema migration (alembic)."""
     uri, go = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", tmp_path / "go"
+    # An empty cache: the store is built by MLflow's migrations, not copied from a template.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     started = [subprocess.Popen([sys.executable, "-c", FIRST_CLIENT, uri, str(go), f".{i}"],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
                for i in range(4)]
     wait_for(lambda: len(list(tmp_path.glob("go.*"))) == 4, 300, "the processes to import",
              interval=0.1)
     go.touch()
     errors = [p.communicate(timeout=300)[1] for p in started]
     assert [p.returncode for p in started] == [0] * 4, [e[-1500:] for e in errors]
+
+
+def test_a_new_store_copied_from_the_template_is_empty_and_its_own(tmp_path, monkeypatch):
+    """The first new store leaves an empty copy in the cache; later new stores start from it
+    (no migrations), yet each is empty and its Default experiment is its own."""
+    from search.tracking import client_for
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    first = client_for(f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}")
+    assert list((tmp_path / "cache" / "resnet-search").glob("mlflow-*-empty.db"))
+    experiment = first.create_experiment("used")
+    first.create_run(experiment)
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # MLflow puts Default's artifacts under the cwd
+    second = client_for(f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}")
+    (default,) = second.search_experiments()
+    assert default.name == "Default"
+    assert default.artifact_location.startswith(str(tmp_path / "elsewhere")), default.artifact_location
+    assert not second.search_runs([default.experiment_id])
+    assert second.create_run(second.create_experiment("new")).info.run_id  # a working store
 
 
 @pytest.mark.slow
