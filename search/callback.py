@@ -10,10 +10,12 @@ study run's description and study-level metrics are kept current as trials finis
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -26,6 +28,14 @@ from search.config import config_params
 from search.phases import PhaseTimes, phases_for, timed
 from search.tracking import client_for, trial_run
 from search.tracking_writer import TrackingWriter, writer_for
+
+# The study run's summary (`search.study_summary`) reads every trial run, so rewriting it
+# after every finished trial costs O(trials) each time and O(trials^2) a study: the driver of
+# a 1000-trial study would spend its time re-reading its own runs. It is rewritten at most
+# every STUDY_UPDATE_INTERVAL_S and never more often than STUDY_UPDATE_COST_FACTOR times its
+# own last cost, and always once the trials are done.
+STUDY_UPDATE_INTERVAL_S = 5.0
+STUDY_UPDATE_COST_FACTOR = 10.0
 
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_accuracy",
                  "lr", "epoch_seconds", "train_seconds", "val_seconds", "checkpoint_seconds",
@@ -81,15 +91,17 @@ class MlflowTrialCallback(Callback):
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._best: dict[str, ranking.EpochScore | None] = {}
+        self._summary_update = SummaryUpdate()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _best={})
+        state.update(_client=None, _runs={}, _best={}, _summary_update=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Callbacks pickled by an older version lack the newer fields.
         self.__dict__.update({"metric": "val_accuracy", "mode": "max", "_best": {}, **state})
+        self._summary_update = SummaryUpdate()
 
     @property
     def client(self) -> MlflowClient:
@@ -207,9 +219,26 @@ class MlflowTrialCallback(Callback):
         self._update_study_run()
 
     def _update_study_run(self) -> None:
+        """After a trial's end (on the writer thread): now, or deferred if it was done lately
+        (a deferred rewrite already pending will see this trial too)."""
+        delay = self._summary_update.delay()
+        if delay <= 0:
+            self._write_study_summary()
+        else:
+            self._summary_update.defer(delay, self._submit_study_summary)
+
+    def _submit_study_summary(self) -> None:
+        self.writer.submit(lambda: self._tracked(self._write_study_summary), "the study run's summary")
+
+    def _write_study_summary(self) -> None:
         from search.study_summary import update_study_run
 
-        update_study_run(self.client, self.study_run_id)
+        with self._summary_update.timed():
+            update_study_run(self.client, self.study_run_id)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._summary_update.cancel_deferred():  # the trials are done: rewrite it now
+            self._submit_study_summary()
 
     def _log_checkpoint(self, run_id: str, checkpoint) -> None:
         with tempfile.TemporaryDirectory() as directory:
@@ -230,3 +259,46 @@ def _lineage_tags(trial, result: dict[str, Any]) -> list[RunTag]:
     if "feasible" in result:  # the trial measured its latency against [constraints]
         out.append(RunTag(tags.FEASIBLE, "true" if result["feasible"] else "false"))
     return out
+
+
+class SummaryUpdate:
+    """When the study run's summary may be rewritten next (see STUDY_UPDATE_INTERVAL_S)."""
+
+    def __init__(self) -> None:
+        self.done_at = -math.inf  # time.monotonic() of the last rewrite's end
+        self.cost = 0.0  # seconds the last rewrite took
+        self._deferred: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def delay(self) -> float:
+        """Seconds until a rewrite is allowed (<= 0: now)."""
+        gap = max(STUDY_UPDATE_INTERVAL_S, STUDY_UPDATE_COST_FACTOR * self.cost)
+        return self.done_at + gap - time.monotonic()
+
+    @contextlib.contextmanager
+    def timed(self):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.done_at = time.monotonic()
+            self.cost = self.done_at - start
+
+    def defer(self, delay: float, submit) -> None:
+        """Call `submit` in `delay` seconds, unless a call is already pending."""
+        with self._lock:
+            if self._deferred is not None and self._deferred.is_alive():
+                return
+            self._deferred = threading.Timer(delay, submit)
+            self._deferred.daemon = True
+            self._deferred.start()
+
+    def cancel_deferred(self) -> bool:
+        """Cancel a pending deferred rewrite; True if there was one."""
+        with self._lock:
+            pending = self._deferred is not None and self._deferred.is_alive()
+            if self._deferred is not None:
+                self._deferred.cancel()
+            self._deferred = None
+            return pending
+

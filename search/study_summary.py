@@ -5,7 +5,8 @@ going and what won": status, trials by outcome, the best trials, the champion,
 wall time and CPU/GPU-hours. Study-level metrics give the search's progress as
 charts: the best value so far after each finished trial (step = number of
 trials finished) and the trial counts by outcome. Both are rewritten as trials
-finish, so the dashboard is current while the study runs.
+finish (at most every few seconds: `search.callback.STUDY_UPDATE_INTERVAL_S`) and when
+the trials are done, so the dashboard is current while the study runs.
 """
 
 from __future__ import annotations
