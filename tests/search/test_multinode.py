@@ -5,12 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cost_aware import (
-    assert_champion_within_max_params,
-    assert_pareto_front_recorded_and_shown,
-    constrained_quickstart,
-    pareto_study,
-)
+from cost_aware import assert_pareto_front_recorded_and_shown, pareto_study
 from local_cluster import LocalCluster, multinode_study
 
 from search import tags
@@ -59,22 +54,19 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
     assert overlap >= 3, intervals  # they ran side by side, not one after another
 
 
-def test_studies_spread_over_the_nodes_with_checkpoints_in_shared_storage(studies, tmp_path):
-    """Two studies on a head and 2 workers, one after the other: their trials run on several
-    nodes and every checkpoint lies in the shared storage. They are the cost-aware studies of
-    tests/search/test_constraints.py (issue 9): constraints and a Pareto front on a cluster."""
+def test_a_study_spreads_over_the_nodes_with_checkpoints_in_shared_storage(studies, tmp_path):
+    """A study on a head and 2 workers (one CPU each): its trials run on several nodes and every
+    checkpoint lies in the shared storage. It is the multi-objective study of
+    tests/search/test_constraints.py (issue 9): latency measured on the nodes that train, and
+    a Pareto front, on a cluster."""
     shared = tmp_path / "shared-results"
-    storage = {"path": str(shared)}
-    constrained = studies.write("constrained", constrained_quickstart("constrained", 3, storage=storage))
-    pareto = studies.write("pareto", pareto_study("pareto", storage=storage))
+    pareto = studies.write("pareto", pareto_study("pareto", storage={"path": str(shared)}))
     with LocalCluster(tmp_path / "cluster", workers=2) as address:
-        results = [studies.cli("run", str(path), "--address", address, "--quiet",
-                               env={"RAY_AUTH_MODE": "token"}) for path in (constrained, pareto)]
-    for result in results:
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert_champion_within_max_params(studies, "constrained", trials=3)
+        result = studies.cli("run", str(pareto), "--address", address, "--quiet",
+                             env={"RAY_AUTH_MODE": "token"})
+    assert result.returncode == 0, result.stderr[-3000:]
     assert_pareto_front_recorded_and_shown(studies, "pareto", tmp_path)
-    runs = [r for name in ("constrained", "pareto") for r in studies.trial_runs(name)]
+    runs = studies.trial_runs("pareto")
     nodes = {r.data.tags[tags.NODE_ID] for r in runs}
     assert len(nodes) > 1, "every trial ran on the same node"
     for run in runs:

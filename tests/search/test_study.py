@@ -311,27 +311,45 @@ def test_killed_driver_resumes_without_repeating_trials(studies):
     assert optuna_numbers == list(range(6))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies, signum):
-    """What a batch scheduler or Ctrl-C does: the study stops at a safe point as `interrupted`
-    (exit 128 + signal, one line), no process of it is left, and `resume` finishes the trials."""
-    name = f"stopped-{signum.name.lower()}"
-    driver = studies.start("run", str(studies.write(name, small_study(name, samples=4, epochs=8))))
-    try:
-        wait_for(lambda: any(r.data.tags.get(tags.STATUS) == "completed"
-                             for r in studies.trial_runs(name)), timeout=300, what="a finished trial")
-        os.kill(driver.pid, signum)
-        driver.wait(timeout=180)
-    finally:
-        if driver.poll() is None:
-            kill_session(driver)
-    log = (studies.home.parent / "driver.log").read_text()
-    assert driver.returncode == 128 + signum, log[-3000:]
-    assert f"study {name} interrupted by {signum.name}" in log.splitlines()[-1]
-    wait_for(lambda: not session_processes(driver.pid), 60, "the study's processes to stop")
-    study_run = tracking.find_study_run(studies.client(), name)
-    assert study_run.data.tags[tags.STATUS] == "interrupted"
-    assert not studies.client().search_model_versions(f"name='{name}-model'")  # nothing registered
+def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies):
+    """What a batch scheduler (SIGTERM) or Ctrl-C (SIGINT) does: the study stops at a safe
+    point as `interrupted` (exit 128 + signal, one line), no process of it is left, nothing
+    is registered, and `resume` goes on. One study takes both signals in turn: the run is
+    stopped by SIGTERM once a trial has finished, its first resume by SIGINT once it has
+    trained on, and a second resume finishes the trials."""
+    name = "stopped"
+    client = studies.client()
+
+    def finished() -> int:
+        return sum(r.data.tags.get(tags.STATUS) == "completed" for r in studies.trial_runs(name))
+
+    def epochs() -> float:
+        return sum(r.data.metrics.get("epoch", 0) for r in studies.trial_runs(name))
+
+    run = ("run", str(studies.write(name, small_study(name, samples=4, epochs=8))))
+    for signum, command in ((signal.SIGTERM, run), (signal.SIGINT, ("resume", name))):
+        before = epochs()
+        if signum == signal.SIGTERM:
+            ready, what = (lambda: finished() >= 1), "a finished trial"
+        else:
+            ready, what = (lambda b=before: epochs() > b), "an epoch after resuming"
+        driver = studies.start(*command)
+        try:
+            wait_for(ready, timeout=300, what=what, interval=0.5)
+            os.kill(driver.pid, signum)
+            driver.wait(timeout=180)
+        finally:
+            if driver.poll() is None:
+                kill_session(driver)
+        log = (studies.home.parent / "driver.log").read_text()
+        assert driver.returncode == 128 + signum, log[-3000:]
+        assert f"study {name} interrupted by {signum.name}" in log.splitlines()[-1]
+        wait_for(lambda pid=driver.pid: not session_processes(pid), 60,
+                 "the study's processes to stop")
+        study_run = tracking.find_study_run(client, name)
+        assert study_run.data.tags[tags.STATUS] == "interrupted", signum.name
+        assert not client.search_model_versions(f"name='{name}-model'")  # nothing registered
+    assert finished() < 4  # the resume was stopped with trials left to do
 
     resumed = studies.cli("resume", name)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -367,7 +385,8 @@ def _trial_pids(session: int) -> list[int]:
     return pids
 
 
-KILL_STUDY = study_toml("killed-trial", study={"num_samples": 1}, train={"epochs": 8, "batch_size": 32},
+# Killed once its second epoch is tracked, it has epochs 3-5 left to prove it went on.
+KILL_STUDY = study_toml("killed-trial", study={"num_samples": 1}, train={"epochs": 5, "batch_size": 32},
                         space={"family": "wrn", "depth": 16, "width": 4}, replace_space=True)
 
 
@@ -390,7 +409,7 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_finishes(studies):
     runs = studies.trial_runs("killed-trial")
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.tags[tags.STATUS] == "completed" and run.data.metrics["epoch"] == 8
+    assert run.data.tags[tags.STATUS] == "completed" and run.data.metrics["epoch"] == 5
     client = studies.client()
     resumed = client.get_metric_history(run.info.run_id, "resumed_from_epoch")
     assert max(m.value for m in resumed) >= 2  # it went on from a checkpoint, not from scratch
