@@ -11,6 +11,10 @@
     Optuna study with n_jobs=2 training the same networks with resnet_core (no Ray, no
     MLflow, no checkpoints). Target: <= 1.25x its wall time.
 
+`--address ADDR` runs the study side on a Ray that is already running (`cluster/local.sh
+up 0`, as a user with a local cluster up would): the difference to a run without it is
+what starting and stopping a private Ray costs each study.
+
 Both sides of a case alternate within each repetition, so a change in machine load
 hits both. Each result records the machine, versions, repetitions and spread. The
 study side prints its own phase breakdown ("where the time went"), kept in the JSON.
@@ -78,13 +82,18 @@ def phase_lines(stdout: str) -> list[str]:
     return [] if start is None else lines[start:start + 3]
 
 
-def case_long(rep: int, scratch: Path, env: dict[str, str], epochs: int, trials: int) -> dict[str, Any]:
+def study_command(path: Path, address: str | None) -> list[str]:
+    return [*CLI, "run", str(path), "--quiet", *(["--address", address] if address else [])]
+
+
+def case_long(rep: int, scratch: Path, env: dict[str, str], epochs: int, trials: int,
+              address: str | None = None) -> dict[str, Any]:
     """(a): the same WRN-16-2 recipe 4 times, one at a time, study vs bare `train`."""
     path = scratch / f"long-{rep}.toml"
     path.write_text(study_text(f"long-{rep}", samples=trials, epochs=epochs, concurrent=1,
                                space='family = "wrn"\ndepth = 16\nwidth = 2\nlr = 0.1',
                                cpus_per_trial=os.cpu_count() or 1))
-    study_s, stdout = timed_command([*CLI, "run", str(path), "--quiet"], env, scratch)
+    study_s, stdout = timed_command(study_command(path, address), env, scratch)
     bare_s = 0.0
     for i in range(trials):
         seconds, _ = timed_command([*CLI, "train", "--model", "wrn-16-2", "--dataset", "digits",
@@ -123,14 +132,14 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
-def case_short(rep: int, scratch: Path, env: dict[str, str], trials: int, epochs: int
-               ) -> dict[str, Any]:
+def case_short(rep: int, scratch: Path, env: dict[str, str], trials: int, epochs: int,
+               address: str | None = None) -> dict[str, Any]:
     """(b): many 2-epoch ResNet-8 trials, 2 at a time, study vs an in-process Optuna loop."""
     path = scratch / f"short-{rep}.toml"
     path.write_text(study_text(f"short-{rep}", samples=trials, epochs=epochs, concurrent=2,
                                space='family = "resnet"\ndepth = 8\nlr = { low = 0.03, high = 0.3, '
                                      'log = true }', cpus_per_trial=1))
-    study_s, stdout = timed_command([*CLI, "run", str(path), "--quiet"], env, scratch)
+    study_s, stdout = timed_command(study_command(path, address), env, scratch)
     plain_total, out = timed_command([sys.executable, "-c", PLAIN_LOOP, str(trials), str(epochs)],
                                      env, scratch)
     plain_s = plain_total  # the whole process, imports and data included, as for the study
@@ -150,22 +159,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/platform_overhead.json")
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny cases, one rep")
     parser.add_argument("--only", choices=("long", "short"), default=None)
+    parser.add_argument("--address", default=None,
+                        help="run the studies on this running Ray (token auth, as cluster/local.sh)")
     args = parser.parse_args(argv)
     long_epochs, long_trials, short_trials = (2, 2, 4) if args.quick else (20, 4, 32)
     reps = 1 if args.quick else args.reps
-    result: dict[str, Any] = {"machine": machine(), "quick": args.quick, "long": [], "short": []}
+    result: dict[str, Any] = {"machine": machine(), "quick": args.quick, "address": args.address,
+                              "long": [], "short": []}
     with tempfile.TemporaryDirectory(prefix="resnet-search-overhead-") as scratch_dir:
         scratch = Path(scratch_dir)
         env = {**os.environ, "RESNET_SEARCH_HOME": str(scratch / "home"), "PYTHONPATH": str(ROOT),
                "RESNET_SEARCH_QUIET": "1"}
         env.pop("MLFLOW_TRACKING_URI", None)
         env.pop("RAY_ADDRESS", None)
+        if args.address:
+            env["RAY_AUTH_MODE"] = "token"
         for rep in range(reps):
             if args.only in (None, "long"):
-                result["long"].append(case_long(rep, scratch, env, long_epochs, long_trials))
+                result["long"].append(case_long(rep, scratch, env, long_epochs, long_trials,
+                                                args.address))
                 print(f"(a) rep {rep}: {result['long'][-1]['ratio']:.3f}", flush=True)
             if args.only in (None, "short"):
-                result["short"].append(case_short(rep, scratch, env, short_trials, 2))
+                result["short"].append(case_short(rep, scratch, env, short_trials, 2, args.address))
                 print(f"(b) rep {rep}: {result['short'][-1]['ratio']:.3f}", flush=True)
     for case, target in (("long", 1.10), ("short", 1.25)):
         if result[case]:
