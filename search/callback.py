@@ -301,4 +301,3 @@ class SummaryUpdate:
                 self._deferred.cancel()
             self._deferred = None
             return pending
-
