@@ -88,18 +88,18 @@ def client_for(uri: str) -> MlflowClient:
     database = sqlite_path(uri)
     with _store_lock(database):
         fresh = not database.exists() or database.stat().st_size == 0
-        template = _schema_template()
-        if fresh and template.is_file():
+        template = _schema_template() if fresh else None
+        if template is not None and template.is_file():
             shutil.copyfile(template, database)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # creates the tracking schema
         client.search_registered_models(max_results=1)  # and checks the registry's tables
-        if fresh and not template.is_file():
+        if template is not None and not template.is_file():
             _save_schema_template(database, template)
     _READY_STORES.add(uri)
     return client
 
 
-def _schema_template() -> Path:
+def _schema_template() -> Path | None:
     """An empty store with MLflow's schema, for this MLflow version (the user's cache).
 
     MLflow builds a new SQLite store by running its ~60 schema migrations (1-2 s on a
@@ -109,7 +109,10 @@ def _schema_template() -> Path:
     """
     import mlflow
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    try:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home directory (a bare container user): no template, as before
+        return None
     return cache / "resnet-search" / f"mlflow-{mlflow.__version__}-empty.db"
 
 
