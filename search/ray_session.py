@@ -13,6 +13,12 @@ from search.config import ConfigError, StudyConfig
 
 RAY_CONNECT_TIMEOUT_S = 5.0  # a live GCS answers a TCP connect at once; ray.init retries for minutes
 
+# Ray starts a worker process per CPU when the first driver connects, for tasks without a
+# runtime environment. A study runs none: Tune gives every trial actor its own runtime
+# environment, so each trial starts its own process and the prestarted ones only take CPU
+# (Python and Ray imports, ~1.5 s each) from the trials' start-up, then exit unused.
+PRIVATE_RAY_CONFIG = {"prestart_worker_first_driver": False}
+
 _stopping: threading.Thread | None = None  # a shutdown that stop_ray_in_background began
 
 
@@ -56,7 +62,8 @@ def start_ray(address: str | None) -> None:
         # The dashboard has no authentication: localhost unless the user opens it up.
         dashboard_host = os.environ.get("RESNET_SEARCH_DASHBOARD_HOST", "127.0.0.1")
         ray.init(dashboard_host=dashboard_host, log_to_driver=False, runtime_env=runtime_env,
-                 configure_logging=True, logging_level="WARNING")
+                 configure_logging=True, logging_level="WARNING",
+                 _system_config=PRIVATE_RAY_CONFIG)
 
 
 def stop_ray_in_background() -> None:

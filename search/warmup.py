@@ -1,6 +1,6 @@
 """One-time costs of a study's driver, paid in the background while Ray starts.
 
-Three lazy initialisations sat on every study's critical path (measured with cProfile on a
+Four lazy initialisations sat on every study's critical path (measured with cProfile on a
 4-trial study, benchmarks/RESULTS.md):
 - the first architecture cost (the searcher prices every sampled network on the meta
   device): torch runs some meta kernels through `torch._refs`, whose first call imports
@@ -9,7 +9,9 @@ Three lazy initialisations sat on every study's critical path (measured with cPr
   packages, which maps every installed distribution to its modules once per process,
   about 1.5 s in this project's environment;
 - the end-of-study report: Optuna's importance (fANOVA, on scikit-learn and SciPy) and
-  visualization modules, about 1 s of imports, and plotly's page template (0.2 s).
+  visualization modules, about 1 s of imports, and plotly's page template (0.2 s);
+- the champion's export: torch.export's tracer and its pt2 packaging, about 1 s of
+  imports on their first use.
 `ray.init` spends its seconds waiting for the processes it starts, so a thread does them
 meanwhile. Whatever the warm-up does not finish, the study does itself later, as before.
 """
@@ -42,7 +44,18 @@ def _requirements_check() -> None:
     warn_dependency_requirement_mismatches(serving_requirements())
 
 
-WARM_UP_STEPS = (_first_architecture_cost, _report_imports, _requirements_check)
+def _first_export() -> None:
+    import io
+
+    import torch
+
+    # torch.export imports its tracer (~1 s) on first use: the champion's export pays it
+    # at the end of every study otherwise, after the trials, with nothing to overlap it.
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.Flatten()).eval()
+    torch.export.save(torch.export.export(module, (torch.zeros(2, 1, 2, 2),)), io.BytesIO())
+
+
+WARM_UP_STEPS = (_first_architecture_cost, _report_imports, _requirements_check, _first_export)
 
 
 def warm_up() -> None:

@@ -228,9 +228,11 @@ def test_an_unexpected_error_is_one_line_naming_the_traceback_file(studies: Stud
 
 # ---------------------------------------------------------------- torn checkpoints in a study
 
+# Killed once both trials have tracked epoch 3: 5 epochs (~1 s each on one core of the CI
+# machine kind) are left for the slower trial to get there before the faster one ends.
 TORN_STUDY = study_toml(
-    "torn", study={"num_samples": 2}, train={"epochs": 6, "batch_size": 32},
-    space={"family": "wrn", "depth": 16, "width": 4, "lr": {"low": 0.05, "high": 0.1}},
+    "torn", study={"num_samples": 2}, train={"epochs": 8, "batch_size": 32},
+    space={"family": "wrn", "depth": 10, "width": 2, "lr": {"low": 0.05, "high": 0.1}},
     replace_space=True)
 
 
@@ -273,7 +275,7 @@ def test_torn_checkpoints_on_storage_never_crash_the_study(studies: Studies):
     runs = {r.data.tags[tags.TRIAL_ID]: r for r in studies.trial_runs("torn")}
     assert sorted(runs) == sorted(trials)  # num_samples runs, no duplicates
     for run in runs.values():
-        assert run.data.tags[tags.STATUS] == "completed" and run.data.metrics["epoch"] == 6
+        assert run.data.tags[tags.STATUS] == "completed" and run.data.metrics["epoch"] == 8
     notes = {t: runs[t].data.tags.get(tags.CHECKPOINT_RESTORE, "") for t in runs}
     client = studies.client()
     restarts = {t: min(m.value for m in client.get_metric_history(

@@ -1,0 +1,54 @@
+"""The private Ray a study starts: only the processes a study uses."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from common import ROOT
+
+# Starts the study's private Ray, waits for whatever Ray starts on its own when a driver
+# connects, then counts the Python worker processes of this Ray (its temp folder is ours).
+COUNT_WORKERS = """
+import os, sys, time
+from pathlib import Path
+import ray
+from search.ray_session import start_ray
+
+start_ray(None)
+time.sleep(5)
+workers = 0
+for entry in Path("/proc").iterdir():
+    try:
+        args = (entry / "cmdline").read_bytes().split(b"\\0")
+        environ = (entry / "environ").read_bytes().split(b"\\0")
+    except OSError:
+        continue
+    ours = f"RAY_TMPDIR={os.environ['RAY_TMPDIR']}".encode() in environ
+    # A worker is titled ray::IDLE once up; before, it runs Ray's worker scripts.
+    worker = args[0] == b"ray::IDLE" or any(a.endswith((b"setup_worker.py", b"default_worker.py"))
+                                            for a in args[1:2])
+    workers += ours and worker
+print(workers)
+ray.shutdown()
+"""
+
+@pytest.mark.slow
+def test_a_private_ray_starts_no_worker_process_before_a_trial_needs_one():
+    """Tune gives every trial actor a runtime environment of its own, so a worker that Ray
+    prestarts for the first driver is never used by a study: it only takes the CPU the
+    trials' start-up needs (issue 12). None is started until a trial asks for one."""
+    temp = tempfile.mkdtemp(prefix="rs-ray-")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        done = subprocess.run([sys.executable, "-c", COUNT_WORKERS], cwd=ROOT,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                                   "RAY_TMPDIR": temp, "HOME": str(Path.home())},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.split()[-1] == "0", f"Ray started {done.stdout.split()[-1]} workers"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
