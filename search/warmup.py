@@ -1,7 +1,7 @@
 """One-time costs of a study's driver, paid in the background while Ray starts.
 
-Four lazy initialisations sat on every study's critical path (measured with cProfile on a
-4-trial study, benchmarks/RESULTS.md):
+Four lazy initialisations sat on every study's critical path (measured with cProfile and
+py-spy on small studies, benchmarks/RESULTS.md):
 - the first architecture cost (the searcher prices every sampled network on the meta
   device): torch runs some meta kernels through `torch._refs`, whose first call imports
   `torch._dynamo`, about 1 s per process;

@@ -249,12 +249,25 @@ def test_torn_checkpoints_on_storage_never_crash_the_study(studies: Studies):
     """The driver is killed mid-study, then the checkpoint each trial resumes from is torn:
     trial A's alone, by zeroing some of its weights (older ones stay whole); every one of
     trial B's, cut in half. `resume` finishes both."""
+    # Tune saves its state (which checkpoint each trial resumes from) at most every 10 s by
+    # default, longer than these trials' epochs: every second here, so that the state the
+    # kill leaves names checkpoints of both trials.
+    studies.env["TUNE_GLOBAL_CHECKPOINT_S"] = "1"
     driver = studies.start("run", str(studies.write("torn", TORN_STUDY)))
     try:
-        def both_at_epoch_3() -> bool:
+        def both_at_epoch_3_and_saved() -> bool:
             runs = studies.trial_runs("torn")
-            return len(runs) == 2 and all(r.data.metrics.get("epoch", 0) >= 3 for r in runs)
-        wait_for(both_at_epoch_3, timeout=400, what="both trials at epoch 3", interval=0.3)
+            if len(runs) < 2 or any(r.data.metrics.get("epoch", 0) < 3 for r in runs):
+                return False
+            try:
+                saved = _ray_trials(studies, "torn")
+            except (OSError, ValueError):  # the state file between its writes
+                return False
+            # ...and names checkpoints that are still there (Tune keeps the newest 2 only).
+            return len(saved) == 2 and all(t.checkpoint is not None and Path(
+                t.checkpoint.path, "checkpoint.pt").is_file() for t in saved.values())
+        wait_for(both_at_epoch_3_and_saved, timeout=400, interval=0.3,
+                 what="both trials at epoch 3 with their checkpoints in Tune's saved state")
     finally:
         kill_session(driver)
     reached = {r.data.tags[tags.TRIAL_ID]: int(r.data.metrics["epoch"])

@@ -12,9 +12,10 @@ import pytest
 from common import ROOT
 
 # Starts the study's private Ray, waits for whatever Ray starts on its own when a driver
-# connects, then counts the Python worker processes of this Ray (its temp folder is ours).
+# connects, then counts the Python worker processes of this Ray (they inherit its
+# RAY_TMPDIR, a folder of this test's own).
 COUNT_WORKERS = """
-import os, sys, time
+import os, time
 from pathlib import Path
 import ray
 from search.ray_session import start_ray
@@ -30,8 +31,8 @@ for entry in Path("/proc").iterdir():
         continue
     ours = f"RAY_TMPDIR={os.environ['RAY_TMPDIR']}".encode() in environ
     # A worker is titled ray::IDLE once up; before, it runs Ray's worker scripts.
-    worker = args[0] == b"ray::IDLE" or any(a.endswith((b"setup_worker.py", b"default_worker.py"))
-                                            for a in args[1:2])
+    worker = args[0] == b"ray::IDLE" or (
+        len(args) > 1 and args[1].endswith((b"setup_worker.py", b"default_worker.py")))
     workers += ours and worker
 print(workers)
 ray.shutdown()
