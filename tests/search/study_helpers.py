@@ -28,6 +28,11 @@ BASE_STUDY: dict[str, dict[str, Any]] = {
     "tracking": {},
 }
 
+# The network of the tests that kill a study at an epoch: WRN-10-2 at batch 32 trains an
+# epoch of digits in ~1 s on one core of the slower CI machine kind, long enough for a
+# test polling MLflow every 0.3 s to act before the next one (study_toml's [space]).
+KILL_TIMED_NET = {"family": "wrn", "depth": 10, "width": 2}
+
 
 def study_toml(name: str, *, replace_space: bool = False, **sections: dict[str, Any]) -> str:
     """A study file: BASE_STUDY with the given sections' keys overridden (None drops a key).

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from study_helpers import ROOT, Studies, free_port, kill_session, study_toml, wait_for
+from study_helpers import KILL_TIMED_NET, ROOT, Studies, free_port, kill_session, study_toml, wait_for
 
 from search import tags
 
@@ -232,7 +232,7 @@ def test_an_unexpected_error_is_one_line_naming_the_traceback_file(studies: Stud
 # machine kind) are left for the slower trial to get there before the faster one ends.
 TORN_STUDY = study_toml(
     "torn", study={"num_samples": 2}, train={"epochs": 8, "batch_size": 32},
-    space={"family": "wrn", "depth": 10, "width": 2, "lr": {"low": 0.05, "high": 0.1}},
+    space={**KILL_TIMED_NET, "lr": {"low": 0.05, "high": 0.1}},
     replace_space=True)
 
 

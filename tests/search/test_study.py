@@ -9,7 +9,15 @@ import subprocess
 import sys
 
 import pytest
-from study_helpers import Studies, free_port, kill_session, session_processes, study_toml, wait_for
+from study_helpers import (
+    KILL_TIMED_NET,
+    Studies,
+    free_port,
+    kill_session,
+    session_processes,
+    study_toml,
+    wait_for,
+)
 
 from search import tags, tracking
 
@@ -386,9 +394,9 @@ def _trial_pids(session: int) -> list[int]:
 
 
 # Killed once its second epoch is tracked, it has epochs 3-8 left to prove it went on
-# (WRN-10-2: ~1 s an epoch on one core of the CI machine kind, time enough to be killed first).
+# (KILL_TIMED_NET: ~1 s an epoch, time enough to be killed first).
 KILL_STUDY = study_toml("killed-trial", study={"num_samples": 1}, train={"epochs": 8, "batch_size": 32},
-                        space={"family": "wrn", "depth": 10, "width": 2}, replace_space=True)
+                        space=KILL_TIMED_NET, replace_space=True)
 
 
 def test_a_killed_trial_restarts_from_its_checkpoint_and_finishes(studies):
@@ -420,7 +428,7 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_finishes(studies):
 # epoch 8 of 12, so it never finishes first.
 RETRY_STUDY = study_toml("retried-trial", study={"num_samples": 1},
                          train={"epochs": 12, "batch_size": 32},
-                         space={"family": "wrn", "depth": 10, "width": 2}, replace_space=True)
+                         space=KILL_TIMED_NET, replace_space=True)
 
 
 def test_a_trial_is_retried_from_its_checkpoint_three_times_then_given_up(studies):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from postgres import database_uri, fresh_database, require_postgres
-from study_helpers import kill_session, study_toml, wait_for
+from study_helpers import KILL_TIMED_NET, kill_session, study_toml, wait_for
 from tracking_server import TrackedStudies, tracking_server
 
 from search import tags, tracking
@@ -346,7 +346,7 @@ def test_a_tracking_outage_past_the_clients_retries_loses_nothing(postgres, tmp_
         path = studies.write("outage", study_toml(
             "outage", study={"num_samples": 2, "max_concurrent_trials": 1},
             train={"epochs": epochs, "batch_size": 32},
-            space={"family": "wrn", "depth": 10, "width": 2}, replace_space=True))
+            space=KILL_TIMED_NET, replace_space=True))
         driver = studies.start("run", str(path), *studies.uri_args)
         try:
             wait_for(lambda: any(r.data.metrics.get("epoch", 0) >= 1
