@@ -49,7 +49,7 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
 
 
 def _tracking_uri(config: StudyConfig) -> tuple[str, str]:
-    """The URI `run` would use without --tracking-uri (see search.tracking.resolve_tracking_uri)."""
+    """The URI `run` would use without --tracking-uri (see search.paths.resolve_tracking_uri)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
     if config.tracking.uri:

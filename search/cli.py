@@ -205,6 +205,8 @@ def _add_search_commands(commands: Any) -> None:
     ui.add_argument("--tracking-uri", default=None)
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default localhost only)")
     ui.add_argument("--port", type=_port, default=5000)
+    ui.add_argument("--workers", type=_positive_int, default=1,
+                    help="server worker processes (default 1: one user, requests served in threads)")
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:

@@ -205,16 +205,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Open the MLflow dashboard on the study store (localhost unless --host says otherwise)."""
     import subprocess
 
-    from search.tracking import resolve_tracking_uri
+    from search.paths import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"the tracking server {uri} serves its own dashboard: open it in a browser")
         return 0
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", args.host, "--port", str(args.port)]
+               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    # MLflow's job execution (huey consumers for its GenAI scorers and trace roll-ups) is
+    # seven more processes, each importing MLflow, that a study store has no job for: with
+    # them and MLflow's 4 server workers the dashboard took 31 s to answer on a 2-core
+    # machine, without them 14 s (benchmarks/RESULTS.md, "Dashboard start-up").
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     print(f"MLflow dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    return supervise(subprocess.Popen(command, start_new_session=True))
+    return supervise(subprocess.Popen(command, start_new_session=True, env=env))
 
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")

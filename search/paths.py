@@ -19,6 +19,14 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 
 
+def resolve_tracking_uri(cli_value: str | None, config_value: str | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else [tracking] uri, else the local store.
+
+    Here, not in search.tracking, so that commands that only pass the URI on (`ui`) do not
+    import MLflow (~2 s)."""
+    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or config_value or default_tracking_uri()
+
+
 def default_artifact_root() -> str:
     return (home() / "mlartifacts").as_uri()
 

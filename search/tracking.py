@@ -21,18 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from search import ranking, tags
 from search.config import ConfigError, redact_url, study_params
-from search.paths import default_tracking_uri
+from search.paths import resolve_tracking_uri
 
 # MLflow 3 opens an experiment of unknown kind on its GenAI "Traces" page; this kind makes
 # the dashboard open on the training runs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 TRACKING_TIMEOUT_S = 5
-
-
-def resolve_tracking_uri(cli_value: str | None, config_value: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else [tracking] uri, else the local store."""
-    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or config_value or default_tracking_uri()
 
 
 def check_tracking_reachable(uri: str, timeout: float = TRACKING_TIMEOUT_S) -> None:
