@@ -33,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/platform_overhead.py
+	$(BIN)/python benchmarks/dashboard_startup.py
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/platform_overhead.py

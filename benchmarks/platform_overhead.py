@@ -10,6 +10,11 @@
     `resnet-search run` against the loop a user would otherwise write: an in-process
     Optuna study with n_jobs=2 training the same networks with resnet_core (no Ray, no
     MLflow, no checkpoints). Target: <= 1.25x its wall time.
+(b') `--marginal`: what one more trial costs, which is what a study of thousands of trials
+    pays: (b) again with 3x the trials on both sides, and the ratio of the slopes,
+    (study(96) - study(32)) / (plain(96) - plain(32)). The fixed cost of a study (its
+    process, Ray, the champion) cancels out; what is left is the per-trial cost of Tune's
+    scheduling, tracking, checkpoints and trial start-up against the plain loop's.
 
 `--address ADDR` runs the study side on a Ray that is already running (`cluster/local.sh
 up 0`, as a user with a local cluster up would): the difference to a run without it is
@@ -135,17 +140,29 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 def case_short(rep: int, scratch: Path, env: dict[str, str], trials: int, epochs: int,
                address: str | None = None) -> dict[str, Any]:
     """(b): many 2-epoch ResNet-8 trials, 2 at a time, study vs an in-process Optuna loop."""
-    path = scratch / f"short-{rep}.toml"
-    path.write_text(study_text(f"short-{rep}", samples=trials, epochs=epochs, concurrent=2,
+    path = scratch / f"short-{rep}-{trials}.toml"
+    path.write_text(study_text(f"short-{rep}-{trials}", samples=trials, epochs=epochs, concurrent=2,
                                space='family = "resnet"\ndepth = 8\nlr = { low = 0.03, high = 0.3, '
                                      'log = true }', cpus_per_trial=1))
     study_s, stdout = timed_command(study_command(path, address), env, scratch)
     plain_total, out = timed_command([sys.executable, "-c", PLAIN_LOOP, str(trials), str(epochs)],
                                      env, scratch)
     plain_s = plain_total  # the whole process, imports and data included, as for the study
-    return {"study_s": study_s, "plain_s": plain_s, "ratio": study_s / plain_s,
+    return {"trials": trials, "study_s": study_s, "plain_s": plain_s, "ratio": study_s / plain_s,
             "plain_loop_s": json.loads(out.strip().splitlines()[-1])["seconds"],
             "phases": phase_lines(stdout)}
+
+
+def case_marginal(rep: int, scratch: Path, env: dict[str, str], small: dict[str, Any],
+                  trials: int, address: str | None = None) -> dict[str, Any]:
+    """(b'): (b) with `trials` trials; `small` is this repetition's (b) result."""
+    large = case_short(rep, scratch, env, trials, 2, address)
+    added = trials - small["trials"]
+    study_slope = (large["study_s"] - small["study_s"]) / added
+    plain_slope = (large["plain_s"] - small["plain_s"]) / added
+    return {"trials": trials, "study_s": large["study_s"], "plain_s": large["plain_s"],
+            "study_s_per_trial": study_slope, "plain_s_per_trial": plain_slope,
+            "ratio": study_slope / plain_slope, "phases": large["phases"]}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -159,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/platform_overhead.json")
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny cases, one rep")
     parser.add_argument("--only", choices=("long", "short"), default=None)
+    parser.add_argument("--marginal", action="store_true",
+                        help="(b'): also run (b) with 3x the trials; the ratio of per-trial slopes")
     parser.add_argument("--address", default=None,
                         help="run the studies on this running Ray (token auth, as cluster/local.sh)")
     args = parser.parse_args(argv)
     long_epochs, long_trials, short_trials = (2, 2, 4) if args.quick else (20, 4, 32)
     reps = 1 if args.quick else args.reps
     result: dict[str, Any] = {"machine": machine(), "quick": args.quick, "address": args.address,
-                              "long": [], "short": []}
+                              "long": [], "short": [], "marginal": []}
     with tempfile.TemporaryDirectory(prefix="resnet-search-overhead-") as scratch_dir:
         scratch = Path(scratch_dir)
         env = {**os.environ, "RESNET_SEARCH_HOME": str(scratch / "home"), "PYTHONPATH": str(ROOT),
@@ -182,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "short"):
                 result["short"].append(case_short(rep, scratch, env, short_trials, 2, args.address))
                 print(f"(b) rep {rep}: {result['short'][-1]['ratio']:.3f}", flush=True)
-    for case, target in (("long", 1.10), ("short", 1.25)):
+                if args.marginal:
+                    result["marginal"].append(case_marginal(rep, scratch, env, result["short"][-1],
+                                                            3 * short_trials, args.address))
+                    m = result["marginal"][-1]
+                    print(f"(b') rep {rep}: {m['study_s_per_trial']:.3f} s vs "
+                          f"{m['plain_s_per_trial']:.3f} s a trial, ratio {m['ratio']:.3f}",
+                          flush=True)
+    for case, target in (("long", 1.10), ("short", 1.25), ("marginal", 1.25)):
         if result[case]:
             result[f"{case}_ratio"] = spread([r["ratio"] for r in result[case]])
             r = result[f"{case}_ratio"]
