@@ -13,11 +13,9 @@ The result records the machine, versions, repetitions and spread.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from machine import machine
+from machine import machine, spread, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"ours": ([], {}),
@@ -79,14 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = time_to_answer(store, flags, env)
                 result["seconds"][name].append(seconds)
                 print(f"rep {rep} {name}: {seconds:.1f} s", flush=True)
-    for name, values in result["seconds"].items():
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{name}: {statistics.fmean(values):.1f} +- {std:.1f} s "
-              f"(min {min(values):.1f}, max {max(values):.1f}, n={len(values)})")
-    result["machine"]["loadavg_end"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    result["spread"] = {name: spread(values) for name, values in result["seconds"].items()}
+    for name, r in result["spread"].items():
+        print(f"{name}: {r['mean']:.1f} +- {r['std']:.1f} s "
+              f"(min {r['min']:.1f}, max {r['max']:.1f}, n={r['n']})")
+    write_result(result, args.json)
     return 0
 
 

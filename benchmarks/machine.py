@@ -1,9 +1,12 @@
-"""What a benchmark ran on: CPU model and flags, cores, load, library versions."""
+"""What a benchmark ran on (CPU model and flags, cores, load, library versions), and how its
+result is summarised and written."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +31,17 @@ def machine() -> dict[str, Any]:
     info["versions"] = {p: version(p) for p in PACKAGES}
     info["loadavg_start"] = os.getloadavg()
     return info
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation, min, max and count of repeated measurements."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def write_result(result: dict[str, Any], path: Path) -> None:
+    """The benchmark's JSON, with the load average at its end beside the one at its start."""
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")

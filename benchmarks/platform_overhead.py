@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import machine
+from machine import machine, spread, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "search.cli"]
@@ -165,11 +164,6 @@ def case_marginal(rep: int, scratch: Path, env: dict[str, str], small: dict[str,
             "ratio": study_slope / plain_slope, "phases": large["phases"]}
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=2)
@@ -213,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             result[f"{case}_ratio"] = spread([r["ratio"] for r in result[case]])
             r = result[f"{case}_ratio"]
             print(f"{case}: ratio {r['mean']:.3f} +- {r['std']:.3f} (n={r['n']}, target <= {target})")
-    result["machine"]["loadavg_end"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_result(result, args.json)
     return 0
 
 
