@@ -8,13 +8,12 @@ resources, tracking URI (password redacted) and storage path.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any
 
 from resnet_core import ModelConfig, searchable_fields
 from search.config import StudyConfig, redact_url
-from search.paths import default_tracking_uri
+from search.paths import tracking_uri_and_source
 from search.space import explain_space
 
 
@@ -28,7 +27,8 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
     study = asdict(config.study)
     if config.study.optuna_storage:
         study["optuna_storage"] = redact_url(config.study.optuna_storage)
-    uri, source = _tracking_uri(config)
+    # The URI `run` would use without --tracking-uri.
+    uri, source = tracking_uri_and_source(None, config.tracking.uri)
     return {
         "file": config.path,
         "study": study,
@@ -46,15 +46,6 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
                      "registered_model": config.registered_model},
         "storage": {"path": resolved.storage.path},
     }
-
-
-def _tracking_uri(config: StudyConfig) -> tuple[str, str]:
-    """The URI `run` would use without --tracking-uri (see search.paths.resolve_tracking_uri)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
-    if config.tracking.uri:
-        return config.tracking.uri, "[tracking] uri"
-    return default_tracking_uri(), "the local store"
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -215,8 +215,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     # MLflow's job execution (huey consumers for its GenAI scorers and trace roll-ups) is
     # seven more processes, each importing MLflow, that a study store has no job for: with
-    # them and MLflow's 4 server workers the dashboard took 31 s to answer on a 2-core
-    # machine, without them 14 s (benchmarks/RESULTS.md, "Dashboard start-up").
+    # them and MLflow's 4 server workers the dashboard took 24 s to answer on a 2-core
+    # machine, without them 11 s (benchmarks/RESULTS.md, "Dashboard start-up").
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     print(f"MLflow dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     return supervise(subprocess.Popen(command, start_new_session=True, env=env))

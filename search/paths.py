@@ -19,12 +19,24 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 
 
-def resolve_tracking_uri(cli_value: str | None, config_value: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else [tracking] uri, else the local store.
+def tracking_uri_and_source(cli_value: str | None,
+                            config_value: str | None = None) -> tuple[str, str]:
+    """The study store's URI, and where it came from (`check` says so): --tracking-uri, else
+    $MLFLOW_TRACKING_URI, else [tracking] uri, else the local store.
 
-    Here, not in search.tracking, so that commands that only pass the URI on (`ui`) do not
-    import MLflow (~2 s)."""
-    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or config_value or default_tracking_uri()
+    Here, not in search.tracking, so that commands that only pass the URI on (`ui`, `check`)
+    do not import MLflow (~2 s)."""
+    for value, source in ((cli_value, "--tracking-uri"),
+                          (os.environ.get("MLFLOW_TRACKING_URI"), "$MLFLOW_TRACKING_URI"),
+                          (config_value, "[tracking] uri")):
+        if value:
+            return value, source
+    return default_tracking_uri(), "the local store"
+
+
+def resolve_tracking_uri(cli_value: str | None, config_value: str | None = None) -> str:
+    """The URI of `tracking_uri_and_source`."""
+    return tracking_uri_and_source(cli_value, config_value)[0]
 
 
 def default_artifact_root() -> str:

@@ -142,3 +142,25 @@ def test_check_starts_nothing_loads_no_data_and_redacts_passwords(tmp_path):
     assert "LOADED []" in result.stdout
     assert "hunter2" not in result.stdout and "postgresql://user:***@db.invalid" in result.stdout
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("environment, file_uri, expected", [
+    ("sqlite:///env.db", "sqlite:///file.db", ("sqlite:///env.db", "$MLFLOW_TRACKING_URI")),
+    (None, "sqlite:///file.db", ("sqlite:///file.db", "[tracking] uri")),
+    (None, None, ("sqlite:///{home}/mlflow.db", "the local store")),
+])
+def test_check_names_the_tracking_uri_run_would_use_and_where_it_came_from(
+        environment, file_uri, expected, tmp_path):
+    """The order `run` resolves it in: the environment, then the study file, then the home."""
+    path = tmp_path / "study.toml"
+    path.write_text(MINIMAL + (f'[tracking]\nuri = "{file_uri}"\n' if file_uri else ""))
+    env = {**os.environ, "RESNET_SEARCH_HOME": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if environment:
+        env["MLFLOW_TRACKING_URI"] = environment
+    result = subprocess.run([sys.executable, "-m", "search.cli", "check", "--json", str(path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    tracking = json.loads(result.stdout)["tracking"]
+    uri, source = expected
+    assert (tracking["uri"], tracking["uri_from"]) == (uri.format(home=tmp_path.resolve()), source)
