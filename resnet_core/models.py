@@ -330,20 +330,19 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int
 
     Counted as the papers count: each convolution's and linear layer's multiply-adds
     from the shape of its output (BN, ReLU, pooling and additions left out), giving
-    ResNet-20's 40.55M and WRN-28-10's 5.24G. The probe runs on the meta device with
-    forward hooks, so no memory is touched and a 1000-layer network costs a fraction of
-    a second; tests check the count against torch's FlopCounterMode (which reports
-    2 FLOPs per multiply-add) but that mode is ~50x slower on deep networks.
+    ResNet-20's 40.55M and WRN-28-10's 5.24G. Tests check the count against torch's
+    FlopCounterMode (which reports 2 FLOPs per multiply-add, and is ~50x slower on deep
+    networks).
+
+    A zoo network is counted from its layers' shapes alone, with no forward pass: a
+    search prices every sampled network, and even a forward pass on the meta device
+    costs seconds (its first one imports torch._dynamo, ~2 s; ResNet-1202 ~1.8 s).
+    Any other network is probed with forward hooks on a meta copy.
     """
+    if isinstance(model, ResidualNetwork):
+        return _residual_network_flops(model, input_size)
     first = _first_conv(model)
-    probe = model
-    if first.weight.device.type != "meta":
-        # A zoo network is rebuilt on meta from its config; anything else is copied there.
-        config = getattr(model, "config", None)
-        with torch.device("meta"):
-            probe = ResidualNetwork(config) if isinstance(config, ModelConfig) else None
-        if probe is None:
-            probe = copy.deepcopy(model).to("meta")
+    probe = model if first.weight.device.type == "meta" else copy.deepcopy(model).to("meta")
     total = 0
 
     def conv(module: nn.Conv2d, inputs: Any, output: torch.Tensor) -> None:
@@ -357,11 +356,6 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int
 
     hooks = [module.register_forward_hook(conv if isinstance(module, nn.Conv2d) else linear)
              for module in probe.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
-    # BN keeps shapes and costs nothing here, but its meta kernel is a slow Python
-    # decomposition (most of the probe's time on deep networks): skip it on the copy.
-    skipped = [module for module in probe.modules() if isinstance(module, nn.BatchNorm2d)]
-    for module in skipped:
-        module.forward = _unchanged
     try:
         with torch.no_grad():
             probe.eval()
@@ -369,13 +363,31 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int
     finally:
         for hook in hooks:
             hook.remove()
-        for module in skipped:
-            del module.forward
     return total
 
 
-def _unchanged(x: torch.Tensor) -> torch.Tensor:
-    return x
+def _residual_network_flops(model: ResidualNetwork, input_size: tuple[int, int]) -> int:
+    """count_flops of a ResidualNetwork from its layers: the stem sees the image; in each
+    block the branch's convolutions run one after another, a projection shortcut sees the
+    block's input; the classifier sees the pooled channels."""
+    def conv(module: nn.Conv2d, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+        out = tuple(
+            (side + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+            for side, pad, dilation, kernel, stride in zip(
+                size, module.padding, module.dilation, module.kernel_size, module.stride,
+                strict=True))
+        per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        return out[0] * out[1] * module.out_channels * per_output, out
+
+    total, size = conv(model.stem, tuple(input_size))
+    for block in model.blocks:
+        if block.shortcut is not None:
+            total += sum(conv(m, size)[0] for m in block.shortcut.modules()
+                         if isinstance(m, nn.Conv2d))
+        for branch_conv in block.convs:
+            flops, size = conv(branch_conv, size)
+            total += flops
+    return total + model.classifier.in_features * model.classifier.out_features
 
 
 def architecture_cost(config: str | ModelConfig | dict[str, Any], input_size: tuple[int, int] = (32, 32),
@@ -392,7 +404,7 @@ def architecture_cost(config: str | ModelConfig | dict[str, Any], input_size: tu
 
 @functools.lru_cache(maxsize=1024)
 def _architecture_cost(config: ModelConfig, input_size: tuple[int, int]) -> tuple[int, int]:
-    """Cached: a search prices every sampled network, most of them seen before (~30 ms each)."""
+    """Cached: a search prices every sampled network, most of them seen before."""
     with torch.device("meta"):
         model = build_model(config)
     return count_parameters(model), count_flops(model, input_size)

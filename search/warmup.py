@@ -1,10 +1,8 @@
 """One-time costs of a study's driver, paid in the background while Ray starts.
 
-Four lazy initialisations sat on every study's critical path (measured with cProfile and
-py-spy on small studies, benchmarks/RESULTS.md):
-- the first architecture cost (the searcher prices every sampled network on the meta
-  device): torch runs some meta kernels through `torch._refs`, whose first call imports
-  `torch._dynamo`, about 1 s per process;
+Three lazy initialisations sat on every study's critical path (measured with cProfile and
+py-spy on small studies, benchmarks/RESULTS.md). (A fourth, the first architecture cost,
+is gone: networks are priced from their layers' shapes, `resnet_core.models.count_flops`.)
 - logging the champion: MLflow checks the model's pip requirements against the installed
   packages, which maps every installed distribution to its modules once per process,
   about 1.5 s in this project's environment;
@@ -19,12 +17,6 @@ meanwhile. Whatever the warm-up does not finish, the study does itself later, as
 from __future__ import annotations
 
 import threading
-
-
-def _first_architecture_cost() -> None:
-    from resnet_core import architecture_cost
-
-    architecture_cost("resnet-8", (8, 8), in_channels=1)
 
 
 def _report_imports() -> None:
@@ -55,7 +47,7 @@ def _first_export() -> None:
     torch.export.save(torch.export.export(module, (torch.zeros(2, 1, 2, 2),)), io.BytesIO())
 
 
-WARM_UP_STEPS = (_first_architecture_cost, _report_imports, _requirements_check, _first_export)
+WARM_UP_STEPS = (_report_imports, _requirements_check, _first_export)
 
 
 def warm_up() -> None:

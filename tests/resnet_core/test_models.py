@@ -214,17 +214,27 @@ def test_flop_counter_counts_multiply_adds():
     assert 5.2e9 < count_flops(build_model("wrn-28-10")) < 5.3e9
 
 
+@pytest.mark.parametrize("size", [(24, 24), (13, 9)], ids=["24x24", "13x9"])
 @pytest.mark.parametrize(("name", "options"), [
-    ("resnet-20", {}), ("resnet-56", {"block": "bottleneck"}), ("resnet-20", {"bn_position": "after_add"}),
-    ("preact-resnet-164", {}), ("wrn-16-4", {}), ("plain-20", {})])
-def test_flop_count_is_half_of_torchs_flop_counter(name, options):
-    """torch's FlopCounterMode (2 FLOPs per multiply-add) is the independent reference."""
+    ("resnet-20", {}), ("resnet-20", {"shortcut": "B"}), ("resnet-56", {"block": "bottleneck"}),
+    ("resnet-20", {"bn_position": "after_add"}), ("preact-resnet-164", {}),
+    ("preact-resnet-20", {"shortcut": "A"}), ("wrn-16-4", {}), ("plain-20", {})])
+def test_flop_count_is_half_of_torchs_flop_counter(name, options, size):
+    """torch's FlopCounterMode (2 FLOPs per multiply-add) is the independent reference for
+    the count from the layers' shapes (odd sizes: strided layers round up)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model(name, **options).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, 24, 24))
-    assert count_flops(model, (24, 24)) * 2 == counter.get_total_flops()
+        model(torch.zeros(1, 3, *size))
+    assert count_flops(model, size) * 2 == counter.get_total_flops()
+
+
+def test_a_network_outside_the_zoo_is_counted_by_running_it():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 5 * 5, 10))
+    assert count_flops(model, (11, 11)) == 5 * 5 * 8 * 3 * 9 + 200 * 10
+    assert next(model.parameters()).device.type == "cpu"  # counted on a copy
 
 
 @pytest.mark.parametrize("name", ["resnet-20", "preact-resnet-164", "wrn-16-4", "plain-20"])
