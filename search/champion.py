@@ -23,6 +23,7 @@ from typing import Any
 from resnet_core import CHECKPOINT_FILE, model_from_checkpoint
 from search import ranking, tags
 from search.config import StudyConfig
+from search.warmup import EXPORT_LOCK
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
         _log_scores(client, study_run_id, winner, test_accuracy, test_loss)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        info = _log_model(mlflow, study_run_id, model, state, checkpoint_file, test_accuracy)
+        with EXPORT_LOCK:  # not while the driver's warm-up exports (torch.export is not thread-safe)
+            info = _log_model(mlflow, study_run_id, model, state, checkpoint_file, test_accuracy)
     version = mlflow.register_model(info.model_uri, config.registered_model, tags={
         "test_accuracy": f"{test_accuracy:.6f}", "test_loss": f"{test_loss:.6f}",
         "study": config.study.name, "trial_id": winner.score.trial_id,

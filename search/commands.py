@@ -105,9 +105,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if best:
         print(f"\nbest: trial {best['trial_id']} ({best['model']}), {metric} "
               f"{_num(best['value'], 4)} at epoch {best['best_epoch']}")
-    if status["test_accuracy"] is not None:
-        print(f"champion: {champion_uri(status['registered_model'])} (trial "
-              f"{status['champion_trial_id']}), test accuracy {status['test_accuracy']:.4f}")
+    champion = status["champion"]
+    if champion is not None and status["test_accuracy"] is not None:
+        alias = f" = {champion_uri(champion['model'])}" if champion["is_alias"] else ""
+        print(f"champion: {champion['uri']}{alias} (trial {status['champion_trial_id']}), "
+              f"test accuracy {status['test_accuracy']:.4f}")
     return 0
 
 
@@ -132,8 +134,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         "study": args.name,
         "best": best,
         "test_accuracy": status["test_accuracy"],
-        "model_uri": (champion_uri(status["registered_model"])
-                      if status["test_accuracy"] is not None else None),
+        "model_uri": status["champion"]["uri"] if status["champion"] else None,
         "exported": exported,
     }
     if args.json:
@@ -321,12 +322,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     import subprocess
 
-    from search.tags import REGISTERED_MODEL
-    from search.tracking import open_study
+    from search.config import ConfigError
+    from search.tracking import open_study, study_champion
 
-    uri, _, study_run = open_study(args.name, args.tracking_uri)
-    registered = study_run.data.tags.get(REGISTERED_MODEL) or args.name
-    model_uri = champion_uri(registered)
+    uri, client, study_run = open_study(args.name, args.tracking_uri)
+    champion = study_champion(client, study_run)
+    if champion is None:
+        raise ConfigError(f"study {args.name!r} has no registered champion yet (it is chosen "
+                          f"when the study ends; see `resnet-search status {args.name}`)")
+    model_uri = champion["uri"]  # the study's own version: the alias may be a newer study's
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
                "--env-manager", "local", "--host", args.host, "--port", str(args.port)]
     print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (Ctrl-C stops it)",

@@ -39,6 +39,7 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------- sections
 
+MAX_SEED = 2**31 - 1  # trial seeds add the trial number; numpy's seeds stop at 2**32 - 1
 METRICS = {"val_accuracy": "max", "val_loss": "min", "best_val_accuracy": "max"}
 # Cost objectives of a multi-objective study (all minimised) and the [constraints] that limit them.
 COSTS = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
@@ -261,13 +262,17 @@ class _Checker(SpaceRules):
 
 def _check_study(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
     study = config.study
-    if not study.name.strip() or any(c in study.name for c in "/\\") or study.name != study.name.strip():
-        check.fail(f"[study] name: {study.name!r} must be a non-empty name without slashes")
+    if (not study.name.strip() or any(c in study.name for c in "/\\:")
+            or study.name != study.name.strip()):
+        # ':' too: the study's name is its registered model's unless [tracking] names one.
+        check.fail(f"[study] name: {study.name!r} must be a non-empty name without slashes "
+                   f"or ':'")
     if study.num_samples < 1:
         check.fail(f"[study] num_samples: {study.num_samples} must be >= 1")
     check.one_of("[study] metric", study.metric, METRICS)
-    if study.seed < 0:
-        check.fail(f"[study] seed: {study.seed} must be >= 0")
+    if not 0 <= study.seed <= MAX_SEED:
+        # Trials seed numpy and torch with seed + trial number: numpy takes < 2**32.
+        check.fail(f"[study] seed: {study.seed} must be between 0 and {MAX_SEED}")
     if study.mode not in ("max", "min"):
         check.fail(f"[study] mode: {study.mode!r} must be \"max\" or \"min\"")
     if study.mode != METRICS[study.metric]:
@@ -406,3 +411,10 @@ def _check_tracking(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -
                    f"http(s)://host:port, sqlite:///path, postgresql://... or mysql://...")
     if not tracking.experiment.strip():
         check.fail("[tracking] experiment: must not be empty")
+    # MLflow refuses these in a registered model's name, and would only say so once the
+    # trials are done, at the champion's registration.
+    if tracking.registered_model is not None and (
+            not tracking.registered_model.strip()
+            or any(c in tracking.registered_model for c in "/:")):
+        check.fail(f"[tracking] registered_model: {tracking.registered_model!r} must be a "
+                   f"non-empty name without '/' or ':'")

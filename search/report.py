@@ -77,7 +77,7 @@ class StudyRecord:
     start_ms: int
     searched: dict[str, str]
     trials: list[TrialRecord]
-    registered_model: str | None = None
+    champion: dict[str, Any] | None = None  # tracking.study_champion: the study's own version
     test_accuracy: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -114,7 +114,7 @@ def collect_study(client: Any, study_run: Any) -> StudyRecord:
         dataset=params.get("data.dataset", "digits"), start_ms=study_run.info.start_time or 0,
         searched={k.removeprefix(tags.SPACE_PARAM): v for k, v in params.items()
                   if k.startswith(tags.SPACE_PARAM)},
-        trials=[], registered_model=study_run.data.tags.get(tags.REGISTERED_MODEL),
+        trials=[], champion=tracking.study_champion(client, study_run),
         test_accuracy=study_run.data.metrics.get("test_accuracy"),
     )
     # The one ranking (search.ranking through tracking): the report's best is the champion's.
@@ -308,8 +308,10 @@ def _summary(study: StudyRecord) -> str:
     if best is not None:
         facts.append(("best trial", f"#{best.number} {best.label}, {_recipe(best)}: "
                                     f"{study.value_name} {best.value:.4f}"))
-    if study.registered_model and study.test_accuracy is not None:
-        facts.append(("champion", f"models:/{study.registered_model}@{tags.CHAMPION_ALIAS}, "
+    if study.champion and study.test_accuracy is not None:
+        alias = f" (models:/{study.champion['model']}@{tags.CHAMPION_ALIAS})" \
+            if study.champion["is_alias"] else ""
+        facts.append(("champion", f"{study.champion['uri']}{alias}, "
                                   f"test accuracy {study.test_accuracy:.4f} (test split used once)"))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
     return f'<table class="facts">{rows}</table>'

@@ -43,6 +43,8 @@ def study_status(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
         "counts": counts,
         "test_accuracy": study_run.data.metrics.get("test_accuracy"),
         "registered_model": run_tags.get(tags.REGISTERED_MODEL),
+        # The study's own registered version (the alias may have moved to a newer study's).
+        "champion": tracking.study_champion(client, study_run),
         "champion_trial_id": run_tags.get(tags.BEST_TRIAL_ID),
         "best": trials[0] if trials and trials[0]["ranked"] else None,
         "trials": trials,
@@ -87,6 +89,8 @@ def download_model_checkpoint(model_uri: str, tracking_uri: str | None, destinat
     import mlflow
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
+    # Not MLflow's retries against a server that does not answer (minutes): one line now.
+    tracking.check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -116,14 +120,17 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     (the resolved trial) and `test_accuracy`.
     """
     _, client, study_run = open_study(name, tracking_uri)
-    registered = study_run.data.tags.get(tags.REGISTERED_MODEL) or name
-    model, state = load_model_uri(tags.champion_uri(registered), tracking_uri)
+    champion = tracking.study_champion(client, study_run)
+    if champion is None:
+        raise ConfigError(f"study {name!r} has no registered champion yet (it is chosen when "
+                          f"the study ends; see `resnet-search status {name}`)")
+    model, state = load_model_uri(champion["uri"], tracking_uri)
     config = {
         "model": state["model_config"],
         "train": state.get("train_config"),
         "data": state.get("data_config"),
         "test_accuracy": study_run.data.metrics.get("test_accuracy"),
-        "model_uri": tags.champion_uri(registered),
+        "model_uri": champion["uri"],
     }
     return model, config
 
@@ -131,14 +138,15 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
 def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | None = None) -> Path:
     """Copy the best checkpoint: the champion's, else the best trial's while the study runs."""
     _, client, study_run = open_study(name, tracking_uri)
-    registered = study_run.data.tags.get(tags.REGISTERED_MODEL) or name
+    champion = tracking.study_champion(client, study_run)
     destination = Path(destination)
     target = destination / CHECKPOINT_FILE if destination.is_dir() else destination
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="resnet-search-export-") as scratch:
         try:
-            source = download_model_checkpoint(tags.champion_uri(registered),
-                                               tracking_uri, Path(scratch))
+            if champion is None:
+                raise ConfigError(f"study {name!r} has no registered champion yet")
+            source = download_model_checkpoint(champion["uri"], tracking_uri, Path(scratch))
         except ConfigError:
             best = study_status(name, tracking_uri)["best"]
             if not best or not best.get("checkpoint"):

@@ -16,6 +16,7 @@ from search.tracking import (
     client_for,
     ranked_trial_runs,
     resolve_tracking_uri,
+    study_champion,
     study_objective,
 )
 
@@ -41,7 +42,6 @@ def _study_row(client: Any, study_run: Any) -> dict[str, Any]:
         counts[score.status] = counts.get(score.status, 0) + 1
     best = ranked[0][0] if ranked and ranked[0][0].ranked else None
     name = study_run.data.tags.get(tags.STUDY, study_run.info.run_name)
-    registered = study_run.data.tags.get(tags.REGISTERED_MODEL)
     return {
         "study": name,
         "status": study_run.data.tags.get(tags.STATUS, "unknown"),
@@ -51,38 +51,12 @@ def _study_row(client: Any, study_run: Any) -> dict[str, Any]:
         "mode": mode,
         "best_value": best.best.value if best else None,
         "best_trial_id": best.trial_id if best else None,
-        "champion": _champion(client, registered, name, study_run.info.run_id),
+        "champion": study_champion(client, study_run),
         "test_accuracy": study_run.data.metrics.get("test_accuracy"),
         "start_time": _iso(study_run.info.start_time),
         "study_run_id": study_run.info.run_id,
         "experiment_id": study_run.info.experiment_id,
     }
-
-
-def _champion(client: Any, registered: str | None, study: str, study_run_id: str
-              ) -> dict[str, Any] | None:
-    """The registered version this study produced, and whether the alias still points at it.
-
-    Several studies may share one registered model (each `make demo`): the alias
-    `champion` follows the newest, so an older study's version is no longer it.
-    """
-    if not registered:
-        return None
-    try:
-        versions = client.search_model_versions(f"name = '{registered}'")
-    except Exception:  # no such registered model: the study never reached registration
-        return None
-    mine = [v for v in versions if v.run_id == study_run_id or (v.tags or {}).get("study") == study]
-    if not mine:
-        return None
-    version = max(mine, key=lambda v: int(v.version))
-    try:  # search results carry no aliases: ask for the alias itself
-        current = client.get_model_version_by_alias(registered, tags.CHAMPION_ALIAS).version
-    except Exception:
-        current = None
-    return {"model": registered, "version": int(version.version),
-            "uri": f"models:/{registered}/{version.version}",
-            "is_alias": str(current) == str(version.version)}
 
 
 def _iso(ms: int | None) -> str | None:

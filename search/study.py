@@ -163,6 +163,9 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     # event files had no reader. A restored study keeps the callbacks it was saved with.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if restore:
+        # The restored run keeps its saved progress table; Ray's newer output would replace it
+        # with whole configs (the variable is read when fit() starts).
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
     scheduler = None
@@ -316,9 +319,34 @@ def resume_study(name: str, *, address: str | None = None,
         tuner = build_tuner(config, callback)
     with _study_run_guard(client, study_run_id), graceful_stop() as signals:
         results = fit_checking_storage(tuner, config, uri, study_run_id)
+        if signals.signum is None:  # Tune's "terminated" means ended only without a stop signal
+            settle_trial_runs(client, study_run_id, results, config.train.epochs)
         check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
                        signals)
         return finish_study(config, results, uri, study_run_id)
+
+
+def settle_trial_runs(client, study_run_id: str, results, epochs: int) -> None:
+    """Trials that Tune saw end but whose end never reached MLflow (the driver died between
+    the two): their runs get the end Tune recorded, or the study would look interrupted
+    to every later `resume`."""
+    from mlflow.entities import RunTag
+
+    from search import tracking
+    from search.callback import trial_outcome
+
+    running = {run.data.tags.get(tags.TRIAL_ID): run
+               for run in tracking.trial_runs(client, client.get_run(study_run_id))
+               if run.data.tags.get(tags.STATUS) == tags.RUNNING}
+    for result in results:
+        run = running.get((result.metrics or {}).get("trial_id"))
+        if run is None or result.error is not None:
+            continue
+        run_tags = [RunTag(tags.STATUS, trial_outcome(result.metrics, epochs))]
+        if result.checkpoint is not None:
+            run_tags.append(RunTag(tags.CHECKPOINT, str(result.checkpoint.path)))
+        client.log_batch(run.info.run_id, tags=run_tags)
+        client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def study_config_from_run(client, study_run) -> StudyConfig:

@@ -18,7 +18,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from search import ranking, tags
-from search.tracking import ranked_trial_runs, study_objective
+from search.tracking import ranked_trial_runs, study_champion, study_objective
 
 NOTE_TAG = "mlflow.note.content"
 OUTCOMES = (tags.COMPLETED, tags.PRUNED, tags.DIVERGED, tags.FAILED, tags.RUNNING)
@@ -56,11 +56,13 @@ def update_study_run(client: MlflowClient, study_run_id: str) -> None:
     if best is not None:
         metrics.append(Metric(f"best_so_far_{metric}", best.best.value, now, step))
     client.log_batch(study_run_id, metrics=metrics,
-                     tags=[RunTag(NOTE_TAG, describe(study_run, ranked, metric))])
+                     tags=[RunTag(NOTE_TAG, describe(study_run, ranked, metric,
+                                                      study_champion(client, study_run)))])
 
 
-def describe(study_run, ranked: list[tuple[ranking.TrialScore, Any]], metric: str) -> str:
-    """The study run's Markdown description."""
+def describe(study_run, ranked: list[tuple[ranking.TrialScore, Any]], metric: str,
+             champion: dict[str, Any] | None = None) -> str:
+    """The study run's Markdown description (`champion`: tracking.study_champion's answer)."""
     run_tags, params = study_run.data.tags, study_run.data.params
     name = run_tags.get(tags.STUDY, study_run.info.run_name)
     counts = outcome_counts(ranked)
@@ -71,7 +73,7 @@ def describe(study_run, ranked: list[tuple[ranking.TrialScore, Any]], metric: st
              f"Ranked by {metric} ({params.get('study.mode', 'max')}), ties by validation loss, "
              f"then the earlier trial.", ""]
     lines += _best_table(ranked, metric)
-    lines += _champion_lines(study_run)
+    lines += _champion_lines(study_run, champion)
     lines += _cost_lines(study_run, ranked)
     lines += ["", "Trials are the nested runs below; `resnet-search report "
               f"{name}` draws the whole study."]
@@ -93,14 +95,13 @@ def _best_table(ranked: list[tuple[ranking.TrialScore, Any]], metric: str) -> li
     return out + [""]
 
 
-def _champion_lines(study_run) -> list[str]:
+def _champion_lines(study_run, champion: dict[str, Any] | None) -> list[str]:
     test_accuracy = study_run.data.metrics.get("test_accuracy")
-    if test_accuracy is None:
+    if test_accuracy is None or champion is None:
         return ["Champion: not chosen yet (the best trial is scored once on the test split "
                 "when the study ends).", ""]
-    model = study_run.data.tags.get(tags.REGISTERED_MODEL, "?")
     return [f"**Champion**: trial {study_run.data.tags.get(tags.BEST_TRIAL_ID, '?')}, "
-            f"`{tags.champion_uri(model)}`, test accuracy **{test_accuracy:.4f}**.", ""]
+            f"`{champion['uri']}`, test accuracy **{test_accuracy:.4f}**.", ""]
 
 
 def _cost_lines(study_run, ranked: list[tuple[ranking.TrialScore, Any]]) -> list[str]:

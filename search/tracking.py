@@ -188,6 +188,35 @@ def open_study(name: str, tracking_uri: str | None = None):
     return uri, client, run
 
 
+def study_champion(client: MlflowClient, study_run) -> dict[str, Any] | None:
+    """The registered version this study produced, and whether the alias still points at it:
+    {"model", "version", "uri" (models:/NAME/VERSION), "is_alias"}; None before registration.
+
+    Several studies may share one registered model (each `make demo`): the alias
+    `champion` follows the newest, so a study's own champion is its version, not the alias.
+    """
+    registered = study_run.data.tags.get(tags.REGISTERED_MODEL)
+    if not registered:
+        return None
+    study = study_run.data.tags.get(tags.STUDY, study_run.info.run_name)
+    try:
+        versions = client.search_model_versions(f"name = '{_quote(registered)}'")
+    except Exception:  # no such registered model: the study never reached registration
+        return None
+    mine = [v for v in versions
+            if v.run_id == study_run.info.run_id or (v.tags or {}).get("study") == study]
+    if not mine:
+        return None
+    version = max(mine, key=lambda v: int(v.version))
+    try:  # search results carry no aliases: ask for the alias itself
+        current = client.get_model_version_by_alias(registered, tags.CHAMPION_ALIAS).version
+    except Exception:
+        current = None
+    return {"model": registered, "version": int(version.version),
+            "uri": f"models:/{registered}/{version.version}",
+            "is_alias": str(current) == str(version.version)}
+
+
 def trial_runs(client: MlflowClient, study_run) -> list:
     """All trial runs of a study (child runs of its parent run)."""
     return client.search_runs(

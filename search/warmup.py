@@ -36,6 +36,12 @@ def _requirements_check() -> None:
     warn_dependency_requirement_mismatches(serving_requirements())
 
 
+# torch.export is not thread-safe: two exports at once fail inside its tracer
+# ("_EXPORT_MODULE_HIERARCHY must not be None"). The champion's export takes this lock too,
+# for a study whose trials were all done before it started (a resume) reaches it at once.
+EXPORT_LOCK = threading.Lock()
+
+
 def _first_export() -> None:
     import io
 
@@ -44,7 +50,8 @@ def _first_export() -> None:
     # torch.export imports its tracer (~1 s) on first use: the champion's export pays it
     # at the end of every study otherwise, after the trials, with nothing to overlap it.
     module = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.Flatten()).eval()
-    torch.export.save(torch.export.export(module, (torch.zeros(2, 1, 2, 2),)), io.BytesIO())
+    with EXPORT_LOCK:
+        torch.export.save(torch.export.export(module, (torch.zeros(2, 1, 2, 2),)), io.BytesIO())
 
 
 WARM_UP_STEPS = (_report_imports, _requirements_check, _first_export)

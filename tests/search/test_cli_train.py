@@ -7,7 +7,7 @@ import json
 from dataclasses import fields
 
 import pytest
-from common import cli
+from common import cli, free_port
 
 from resnet_core.config import ModelConfig, TrainConfig, field_types, scalar_type
 from resnet_core.data import DataConfig
@@ -148,3 +148,14 @@ def test_the_old_flag_name_still_works_but_is_not_advertised():
     assert _train_configs(args)[1].exempt_bn_and_bias is True
     help_text = cli("train", "--help").stdout
     assert "--exempt-bn-and-bias" in help_text and "--no-decay-bn-bias" not in help_text
+
+
+def test_evaluate_a_model_uri_on_a_server_that_does_not_answer_is_one_line(tmp_path):
+    """Not MLflow's retries (minutes): one line within seconds, as `status` says it."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = cli("evaluate", "--model-uri", "models:/m@champion", "--tracking-uri", uri,
+                 cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"resnet-search: error: tracking server {uri} is unreachable (ConnectionError); start it or "
+        f"pass --tracking-uri")

@@ -236,7 +236,8 @@ def test_best_prints_the_best_trial_and_its_champion(two_studies):
     champion = study_run.data.tags[tags.BEST_TRIAL_ID]
     assert result.stdout.startswith(f"best trial of promises-a: {champion} ")
     assert re.search(r"best val_loss [0-9.]+ at epoch [12]", result.stdout)
-    assert (f"champion models:/{REGISTERED}@champion, test accuracy "
+    # Its own version: the @champion alias has moved on to promises-b's.
+    assert (f"champion models:/{REGISTERED}/1, test accuracy "
             f"{study_run.data.metrics['test_accuracy']:.4f}") in result.stdout
 
 
@@ -267,3 +268,23 @@ def test_load_model_uri_returns_the_champion_network(two_studies):
     expected = _study_run(studies, "promises-b").data.metrics["test_accuracy"]
     assert accuracy == pytest.approx(expected, abs=0.01)
     assert state["model_config"]["family"] == "wrn"
+
+
+@pytest.mark.slow
+def test_an_older_studys_champion_is_its_own_version_not_the_moved_alias(two_studies):
+    """promises-a and promises-b register the same model: the alias follows promises-b, and
+    everything that fetches promises-a's champion must still get promises-a's network."""
+    import json
+
+    from search import tags
+    from search.retrieve import load_best
+
+    studies, _ = two_studies
+    study_run = _study_run(studies, "promises-a")
+    _, config = load_best("promises-a", studies.tracking_uri)
+    assert config["model_uri"] == f"models:/{REGISTERED}/1"
+    best_run = studies.client().get_run(study_run.data.tags[tags.BEST_TRIAL_RUN_ID])
+    assert config["train"]["lr"] == pytest.approx(float(best_run.data.params["train.lr"]))
+    status = json.loads(studies.cli("status", "promises-a", "--json").stdout)
+    assert status["champion"] == {"model": REGISTERED, "version": 1,
+                                  "uri": f"models:/{REGISTERED}/1", "is_alias": False}

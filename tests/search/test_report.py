@@ -94,7 +94,7 @@ def test_the_page_is_self_contained_and_has_every_chart(report_dir):
     assert len(page) > 1_000_000  # plotly.js itself is megabytes
     for key in SECTION_KEYS:
         assert f'id="chart-{key}"' in page, key
-    assert "models:/reported-model@champion" in page
+    assert "models:/reported-model/1 (models:/reported-model@champion)" in page
     assert "4: 4 completed" in page
 
 

@@ -80,7 +80,7 @@ def test_the_dashboard_opens_on_runs_and_the_study_run_explains_itself(finished_
     champion = parent.data.tags[tags.BEST_TRIAL_ID]
     assert "## Study e2e: completed" in note and "4 of 4 trials: 4 completed" in note
     assert f"({champion})" in note.split("| 1 |", 1)[1].splitlines()[0]  # rank 1 is the champion
-    assert "models:/e2e-model@champion" in note and "test accuracy" in note
+    assert "`models:/e2e-model/1`" in note and "test accuracy" in note
     assert "CPU-hours" in note
     best_so_far = client.get_metric_history(parent.info.run_id, "best_so_far_val_accuracy")
     assert [m.step for m in best_so_far][-1] == 4
@@ -162,7 +162,7 @@ def test_status_best_and_evaluate_commands(finished_study, tmp_path):
     best = studies.cli("best", "e2e", "--json", "--export", str(exported))
     assert best.returncode == 0, best.stderr
     report = json.loads(best.stdout)
-    assert report["model_uri"] == "models:/e2e-model@champion"
+    assert report["model_uri"] == "models:/e2e-model/1"  # the study's own version
     assert exported.is_file()
 
     evaluated = studies.cli("evaluate", "--model-uri", "models:/e2e-model@champion", "--json")
@@ -364,6 +364,28 @@ def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies):
     runs = studies.trial_runs(name)
     assert len(runs) == 4 and len({r.data.tags[tags.TRIAL_ID] for r in runs}) == 4
     assert {r.data.tags[tags.STATUS] for r in runs} == {"completed"}
+
+
+def test_a_driver_that_died_after_its_trials_is_finished_by_resume(studies):
+    """The driver dies once Tune has seen every trial end but before the champion is
+    registered, one trial's end not yet written to MLflow. `resume` then has no trial to
+    run: it must write that end from Tune's record and register the champion at once
+    (while its own warm-up may still be exporting: torch.export is not thread-safe)."""
+    name = "late-death"
+    path = studies.write(name, study_toml(name, train={"epochs": 1}))
+    assert studies.cli("run", str(path)).returncode == 0
+    client = studies.client()
+    study_run = tracking.find_study_run(client, name)
+    lost = studies.trial_runs(name)[0]
+    for run_id, status in ((study_run.info.run_id, tags.INTERRUPTED), (lost.info.run_id, tags.RUNNING)):
+        client.set_tag(run_id, tags.STATUS, status)
+        client.update_run(run_id, status="RUNNING")
+
+    resumed = studies.cli("resume", name)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "registered model: models:/late-death-model@champion (version 2)" in resumed.stdout
+    assert client.get_run(lost.info.run_id).data.tags[tags.STATUS] == tags.COMPLETED
+    assert tracking.find_study_run(client, name).data.tags[tags.STATUS] == tags.COMPLETED
 
 
 def test_the_tracking_uri_of_the_study_file_is_where_the_study_is_tracked(studies, tmp_path):
