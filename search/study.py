@@ -319,17 +319,21 @@ def resume_study(name: str, *, address: str | None = None,
         tuner = build_tuner(config, callback)
     with _study_run_guard(client, study_run_id), graceful_stop() as signals:
         results = fit_checking_storage(tuner, config, uri, study_run_id)
-        if signals.signum is None:  # Tune's "terminated" means ended only without a stop signal
-            settle_trial_runs(client, study_run_id, results, config.train.epochs)
+        settle_trial_runs(client, study_run_id, results, config.train.epochs)
         check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
                        signals)
         return finish_study(config, results, uri, study_run_id)
 
 
 def settle_trial_runs(client, study_run_id: str, results, epochs: int) -> None:
-    """Trials that Tune saw end but whose end never reached MLflow (the driver died between
-    the two): their runs get the end Tune recorded, or the study would look interrupted
-    to every later `resume`."""
+    """Trials that trained to the end (or diverged) in an earlier driver whose last writes
+    never reached MLflow (it died between the two): their runs get the end Tune recorded,
+    or the study would look interrupted to every later `resume`.
+
+    Only those: after a stop signal Tune calls its unfinished trials terminated too, and
+    Tune's own SIGINT handler takes the first Ctrl-C (search.interrupt), so a trial that
+    stopped short may have been interrupted, not pruned: it stays for the next resume.
+    The trial ends this driver saw are in MLflow already (the writer was drained)."""
     from mlflow.entities import RunTag
 
     from search import tracking
@@ -342,7 +346,10 @@ def settle_trial_runs(client, study_run_id: str, results, epochs: int) -> None:
         run = running.get((result.metrics or {}).get("trial_id"))
         if run is None or result.error is not None:
             continue
-        run_tags = [RunTag(tags.STATUS, trial_outcome(result.metrics, epochs))]
+        outcome = trial_outcome(result.metrics, epochs)
+        if outcome == tags.PRUNED:  # or stopped by a signal: not known here
+            continue
+        run_tags = [RunTag(tags.STATUS, outcome)]
         if result.checkpoint is not None:
             run_tags.append(RunTag(tags.CHECKPOINT, str(result.checkpoint.path)))
         client.log_batch(run.info.run_id, tags=run_tags)
