@@ -331,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("resnet-search: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`resnet-search models | head`): no error of ours
+        # Python's advice: point stdout at /dev/null, so that the exit's flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as a shell reports SIGPIPE
     except Exception as error:  # a bug or a fault nobody foresaw: one line, traceback kept
         return _unexpected(error, args.debug or bool(os.environ.get("RESNET_SEARCH_DEBUG")))
 

@@ -203,8 +203,18 @@ def load_study(path: str | Path, name: str | None = None) -> StudyConfig:
     return StudyConfig(**{**config.__dict__, "source": text, "path": str(path.resolve())})
 
 
+def name_problem(name: str) -> str | None:
+    """What is wrong with a study name, or None. ':' too: the study's name is its registered
+    model's unless [tracking] names one, and MLflow refuses ':' there."""
+    if not name.strip() or name != name.strip() or any(c in name for c in "/\\:"):
+        return "must be a non-empty name without slashes or ':'"
+    return None
+
+
 def parse_study(raw: dict[str, Any], label: str = "study", name: str | None = None) -> StudyConfig:
     """Validate a parsed study; raises ConfigError naming the first problem."""
+    if name is not None and name_problem(name):  # said of the flag, not of the file
+        raise ConfigError(f"--name {name!r}: {name_problem(name)}")
     check = _Checker(label)
     for key in raw:
         if key not in SECTIONS:
@@ -262,11 +272,9 @@ class _Checker(SpaceRules):
 
 def _check_study(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
     study = config.study
-    if (not study.name.strip() or any(c in study.name for c in "/\\:")
-            or study.name != study.name.strip()):
-        # ':' too: the study's name is its registered model's unless [tracking] names one.
-        check.fail(f"[study] name: {study.name!r} must be a non-empty name without slashes "
-                   f"or ':'")
+    problem = name_problem(study.name)
+    if problem:
+        check.fail(f"[study] name: {study.name!r} {problem}")
     if study.num_samples < 1:
         check.fail(f"[study] num_samples: {study.num_samples} must be >= 1")
     check.one_of("[study] metric", study.metric, METRICS)

@@ -379,9 +379,11 @@ def test_check_shows_per_optimizer_ranges_and_constraints(tmp_path):
          "[constraints] max_params: 1000 is below every network of [space]"),
         (GOOD.replace("num_samples = 2", "num_samples = 2\nobjectives = ['val_accuracy', 'parms']"),
          [], "[study] objectives[1]: 'parms' is not one of params, flops, latency_ms"),
+        (GOOD, ["--name", "a/b"],  # the flag's fault, not the file's
+         "error: --name 'a/b': must be a non-empty name without slashes or ':'"),
     ],
     ids=["type", "unreachable-server", "unreachable-database", "missing-dataset",
-         "constraint-below-every-network", "unknown-objective"],
+         "constraint-below-every-network", "unknown-objective", "bad-name-flag"],
 )
 def test_run_rejects_bad_input_with_exit_2_and_starts_nothing(tmp_path, study_text, args, message):
     path = tmp_path / "bad.toml"

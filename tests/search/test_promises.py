@@ -288,3 +288,19 @@ def test_an_older_studys_champion_is_its_own_version_not_the_moved_alias(two_stu
     status = json.loads(studies.cli("status", "promises-a", "--json").stdout)
     assert status["champion"] == {"model": REGISTERED, "version": 1,
                                   "uri": f"models:/{REGISTERED}/1", "is_alias": False}
+
+
+
+def test_a_reader_that_stops_early_is_no_error():
+    """`resnet-search models | head -1`: the reader leaves before the table is written (here
+    at once, `true`), so the writes fail: no traceback, and SIGPIPE's exit code."""
+    import subprocess
+    import sys
+
+    from common import ROOT
+
+    pipeline = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m search.cli models | true", shell=True,
+        executable="/bin/bash", capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert pipeline.stderr == ""
+    assert pipeline.returncode == 141
