@@ -212,6 +212,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"the tracking server {uri} serves its own dashboard: open it in a browser")
         return 0
+    check_port_free(args.host, args.port)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     # MLflow's job execution (huey consumers for its GenAI scorers and trace roll-ups) is
@@ -221,6 +222,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     print(f"MLflow dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     return supervise(subprocess.Popen(command, start_new_session=True, env=env))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One line now, not the server's traceback (serve) or a dashboard announced on a port
+    it never got (ui, which then exited 0)."""
+    import socket
+
+    from search.config import ConfigError
+
+    try:
+        with socket.create_server((host, port)):  # SO_REUSEADDR, as uvicorn binds
+            pass
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ConfigError(f"--port {port}: {host}:{port} is not free ({reason}); "
+                          f"pass a free --port") from None
 
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -325,6 +342,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from search.config import ConfigError
     from search.tracking import open_study, study_champion
 
+    check_port_free(args.host, args.port)
     uri, client, study_run = open_study(args.name, args.tracking_uri)
     champion = study_champion(client, study_run)
     if champion is None:

@@ -128,3 +128,17 @@ def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop):
             os.kill(pid, signal.SIGKILL)
         if ui.poll() is None:
             ui.kill()
+
+
+@pytest.mark.parametrize("command", [["ui"], ["serve", "some-study"]], ids=["ui", "serve"])
+def test_a_port_in_use_is_one_line_and_exit_2(command, tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = cli(*command, "--port", str(port), env={"RESNET_SEARCH_HOME": str(tmp_path)},
+                     timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"resnet-search: error: --port {port}: 127.0.0.1:{port} is not free (Address already in "
+        f"use); pass a free --port"]
