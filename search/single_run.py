@@ -16,6 +16,7 @@ import torch
 
 from resnet_core import (
     CHECKPOINT_FILE,
+    CheckpointError,
     DataConfig,
     DeviceLoader,
     ModelConfig,
@@ -54,7 +55,13 @@ def train_to_directory(
     run = TrainingRun.from_configs(model_config, train_config, data_config, device)
     checkpoint_path = out / CHECKPOINT_FILE
     if resume and checkpoint_path.is_file():
-        run.load_state_dict(load_checkpoint(checkpoint_path))
+        state = load_checkpoint(checkpoint_path)
+        saved = ModelConfig.from_dict(state["model_config"])
+        if saved != run.model_config:  # not torch's missing/unexpected keys traceback
+            raise CheckpointError(
+                f"--resume: {checkpoint_path} holds {saved.name} ({_differences(saved, run.model_config)}), "
+                f"not the network asked for; pass its options again or another --out")
+        run.load_state_dict(state)
         print(f"resumed from {checkpoint_path} at epoch {run.epoch}", file=sys.stderr)
     bar = _progress_bar(train_config.epochs, run.epoch, run.model_config.name, progress)
 
@@ -94,6 +101,12 @@ def _progress_bar(total: int, initial: int, description: str, enabled: bool):
 
     return tqdm(total=total, initial=initial, desc=description, unit="epoch",
                 disable=not enabled, file=sys.stderr)
+
+
+def _differences(saved: ModelConfig, asked: ModelConfig) -> str:
+    """`depth 10 here, 16 asked` for each field that differs."""
+    return ", ".join(f"{name} {getattr(saved, name)} there, {getattr(asked, name)} asked"
+                     for name in saved.to_dict() if getattr(saved, name) != getattr(asked, name))
 
 
 def evaluate_checkpoint(

@@ -58,6 +58,12 @@ def test_train_resumes_an_interrupted_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "resumed from" in result.stderr and "at epoch 1" in result.stderr
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
+    other = cli("train", "--model", "resnet-14", "--epochs", "3", "--out", str(out), "--quiet",
+                "--resume")  # another network's checkpoint: one line, not torch's key lists
+    assert other.returncode == 2, other.stderr
+    assert other.stderr.strip().splitlines() == [
+        f"resnet-search: error: --resume: {out / 'checkpoint.pt'} holds resnet-8 (depth 8 there, "
+        f"14 asked), not the network asked for; pass its options again or another --out"]
 
 
 @pytest.mark.parametrize(
