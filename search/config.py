@@ -304,9 +304,22 @@ def _check_space(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> N
             check.fail(f"[space] {key}: missing; the space needs `{key}` "
                        f"(a value, a list, or {{ low, high }})")
     check_depths(check, space)
+    _check_warmup_fits(check, config)
     for param in space.values():
         if param.kind == "conditional":
             _check_cases(check, param, space.get(param.by), getattr(config.train, param.by))
+
+
+def _check_warmup_fits(check: _Checker, config: StudyConfig) -> None:
+    """A sampled warm-up longer than the training (whose epochs are never searched) would be
+    cut short behind Optuna's back: refused, as [train] warmup_epochs is."""
+    warmup = config.space.get("warmup_epochs")
+    if warmup is None or warmup.kind == "conditional":
+        return
+    longest = warmup.high if warmup.candidates() is None else max(warmup.candidates())
+    if longest > config.train.epochs:
+        check.fail(f"[space] warmup_epochs: up to {longest} is longer than [train] epochs = "
+                   f"{config.train.epochs}; a warm-up must fit in the training")
 
 
 def _check_cases(check: _Checker, param: SpaceParam, by_param: SpaceParam | None,

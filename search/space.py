@@ -148,7 +148,6 @@ class SearchSpace:
         if "momentum" in self.params and self.params["momentum"].kind != "conditional" \
                 and sampled_when("momentum", train):
             train["momentum"] = self._suggest(trial, "momentum", context=train["optimizer"])
-        train["warmup_epochs"] = min(train["warmup_epochs"], train["epochs"])
         return train
 
     def _suggest(self, trial: Any, key: str, context: str | None = None) -> Any:
