@@ -16,6 +16,7 @@ from search.tracking import (
     client_for,
     ranked_trial_runs,
     resolve_tracking_uri,
+    sqlite_path,
     study_champion,
     study_objective,
 )
@@ -24,6 +25,9 @@ from search.tracking import (
 def list_studies(tracking_uri: str | None = None) -> dict[str, Any]:
     """{"tracking_uri", "studies": [...]}: every study in the store, newest first."""
     uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():
+        # No store holds no study; opening it would create one (and its folders) at a typo.
+        return {"tracking_uri": uri, "studies": []}
     check_tracking_reachable(uri)
     client = client_for(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]

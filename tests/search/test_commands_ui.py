@@ -52,6 +52,10 @@ def test_studies_of_an_empty_store(tmp_path):
     assert result.stdout.strip() == f"no studies in {uri}"
     listing = json.loads(_cli(tmp_path, "studies", "--tracking-uri", uri, "--json").stdout)
     assert listing == {"tracking_uri": uri, "studies": []}
+    assert not (tmp_path / "mlflow.db").exists()  # a mistyped store is not created
+    typo = f"sqlite:///{tmp_path / 'no' / 'such' / 'mlflow.db'}"
+    assert _cli(tmp_path, "studies", "--tracking-uri", typo).returncode == 0
+    assert not (tmp_path / "no").exists()
 
 
 def test_studies_with_a_bad_tracking_uri_is_one_line_and_exit_2(tmp_path):
