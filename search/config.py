@@ -289,6 +289,10 @@ def _check_study(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> N
     if study.max_concurrent_trials < 0:
         check.fail(f"[study] max_concurrent_trials: {study.max_concurrent_trials} must be >= 0 "
                    f"(0: as many as resources allow)")
+    if study.optuna_study is not None and study.optuna_storage is None:
+        check.fail(f"[study] optuna_study: {study.optuna_study!r} names a study in "
+                   f"optuna_storage, which is not set; set optuna_storage (an RDB URL) "
+                   f"or remove optuna_study")
     if study.sampler not in ("tpe", "random"):
         check.fail(f"[study] sampler: {study.sampler!r} must be \"tpe\" or \"random\"")
 

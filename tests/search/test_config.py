@@ -104,6 +104,8 @@ BAD_STUDIES = [
     ("negative seed", "[study]\nseed = -1", "[study] seed: -1 must be between 0 and 2147483647"),
     ("warm-up longer than the training", "[space]\nwarmup_epochs = [0, 5]",
      "[space] warmup_epochs: up to 5 is longer than [train] epochs = 2; a warm-up must fit"),
+    ("optuna study without a storage", "[study]\noptuna_study = 'earlier'",
+     "[study] optuna_study: 'earlier' names a study in optuna_storage, which is not set"),
     ("seed numpy cannot take", "[study]\nseed = 99999999999999999",
      "[study] seed: 99999999999999999 must be between 0 and 2147483647"),
     ("registered model with a slash", "[tracking]\nregistered_model = 'a/b'",
