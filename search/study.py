@@ -120,12 +120,17 @@ def fit_checking_storage(tuner, config: StudyConfig, uri: str, study_run_id: str
 # ---------------------------------------------------------------- the Tuner
 
 
+def use_classic_output() -> None:
+    """Ray's classic reporter honours our columns; its newer output prints whole configs
+    (read when fit() starts, for a new or a restored run alike)."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
 def progress_table(config: StudyConfig):
     """The live trial table: status, the sampled architecture and recipe, the metric."""
     from ray.tune import CLIReporter
 
-    # The classic reporter honours our columns; Ray's newer output prints whole configs.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    use_classic_output()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return CLIReporter(
         parameter_columns={"model/family": "family", "model/depth": "depth",
@@ -143,10 +148,20 @@ def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def asha_scheduler(config: StudyConfig):
+    """ASHA on the epoch count, or None for `[scheduler] kind = "none"`."""
+    if config.scheduler.kind != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="epoch", max_t=config.train.epochs,
+                         grace_period=config.scheduler.grace_period,
+                         reduction_factor=config.scheduler.reduction_factor)
+
+
 def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
 
     from search.resources import wrap_trainable
     from search.searcher import build_searcher
@@ -163,18 +178,9 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     # event files had no reader. A restored study keeps the callbacks it was saved with.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if restore:
-        # The restored run keeps its saved progress table; Ray's newer output would replace it
-        # with whole configs (the variable is read when fit() starts).
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        use_classic_output()  # the restored run keeps its saved trial table
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
-    scheduler = None
-    if config.scheduler.kind == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="epoch", max_t=config.train.epochs,
-            grace_period=config.scheduler.grace_period,
-            reduction_factor=config.scheduler.reduction_factor,
-        )
     run_config = tune.RunConfig(
         name=config.study.name,
         storage_path=config.storage.path,
@@ -197,7 +203,7 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
         # trial start-up was most of a short trial's time (benchmarks/platform_overhead.py).
         reuse_actors=True,
         search_alg=build_searcher(config),
-        scheduler=scheduler,
+        scheduler=asha_scheduler(config),
         num_samples=config.study.num_samples,
         max_concurrent_trials=max_concurrent,
         metric=config.study.metric,
