@@ -55,9 +55,11 @@ def update_study_run(client: MlflowClient, study_run_id: str) -> None:
     best = ranking.best_trial([s for s, _ in finished], mode)
     if best is not None:
         metrics.append(Metric(f"best_so_far_{metric}", best.best.value, now, step))
+    # The registry is asked only once the champion is scored: this runs after every trial.
+    champion = (study_champion(client, study_run)
+                if "test_accuracy" in study_run.data.metrics else None)
     client.log_batch(study_run_id, metrics=metrics,
-                     tags=[RunTag(NOTE_TAG, describe(study_run, ranked, metric,
-                                                      study_champion(client, study_run)))])
+                     tags=[RunTag(NOTE_TAG, describe(study_run, ranked, metric, champion))])
 
 
 def describe(study_run, ranked: list[tuple[ranking.TrialScore, Any]], metric: str,
