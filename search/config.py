@@ -309,6 +309,7 @@ def _check_space(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> N
                        f"(a value, a list, or {{ low, high }})")
     check_depths(check, space)
     _check_warmup_fits(check, config)
+    _check_each_key_is_sampled(check, config)
     for param in space.values():
         if param.kind == "conditional":
             _check_cases(check, param, space.get(param.by), getattr(config.train, param.by))
@@ -324,6 +325,22 @@ def _check_warmup_fits(check: _Checker, config: StudyConfig) -> None:
     if longest > config.train.epochs:
         check.fail(f"[space] warmup_epochs: up to {longest} is longer than [train] epochs = "
                    f"{config.train.epochs}; a warm-up must fit in the training")
+
+
+def _check_each_key_is_sampled(check: _Checker, config: StudyConfig) -> None:
+    """A conditional key that no trial of the space can sample (width without wrn, momentum
+    with only adam) would be dropped without a word: refused, as a per-optimizer entry for
+    an optimizer never sampled is."""
+    from search.space import CONDITIONS, sampled_under
+
+    for key, param in config.space.items():
+        if key in CONDITIONS and param.kind != "conditional" and sampled_under(key, config) is None:
+            deciding, _, rule = CONDITIONS[key]
+            source = (f"[space] {deciding} = {list(config.space[deciding].candidates())!r}"
+                      if deciding in config.space else
+                      f"[train] {deciding} = {getattr(config.train, deciding)!r}")
+            check.fail(f"[space] {key}: no trial can sample it: it applies when {rule}, and "
+                       f"{source} has none; remove it")
 
 
 def _check_cases(check: _Checker, param: SpaceParam, by_param: SpaceParam | None,

@@ -34,15 +34,14 @@ MODEL_KEYS = tuple(spec.name for spec in searchable_fields(ModelConfig))
 TRAIN_KEYS = tuple(spec.name for spec in searchable_fields(TrainConfig))
 MOMENTUM_OPTIMIZERS = tuple(name for name in OPTIMIZERS if uses_momentum(name))
 
-# The conditional parameters: sampled only when the trial's choices so far (model
-# and train values) satisfy the test; otherwise the trial keeps the default.
-# `resnet-search check` prints the text.
-CONDITIONS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
-    "block": ("family != 'wrn' (wrn uses basic blocks only)", lambda t: t["family"] != "wrn"),
-    "width": ("family == 'wrn'", lambda t: t["family"] == "wrn"),
-    "bn_position": ("family == 'resnet'", lambda t: t["family"] == "resnet"),
-    "momentum": (f"optimizer in {', '.join(MOMENTUM_OPTIMIZERS)}",
-                 lambda t: uses_momentum(t["optimizer"])),
+# The conditional parameters: sampled only when the trial's `family` or `optimizer` passes
+# the test; otherwise the trial keeps the default. Key -> (deciding key, test, the rule in
+# words, for `resnet-search check` and for a study file whose space can never sample it).
+CONDITIONS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
+    "block": ("family", lambda family: family != "wrn", "family != 'wrn' (wrn uses basic blocks only)"),
+    "width": ("family", lambda family: family == "wrn", "family == 'wrn'"),
+    "bn_position": ("family", lambda family: family == "resnet", "family == 'resnet'"),
+    "momentum": ("optimizer", uses_momentum, f"optimizer in {', '.join(MOMENTUM_OPTIMIZERS)}"),
 }
 
 
@@ -66,7 +65,29 @@ def constraint_violations(cost: dict[str, float], limits: dict[str, float]) -> l
 
 def sampled_when(key: str, chosen: dict[str, Any]) -> bool:
     """Whether a conditional parameter applies to a trial with these values."""
-    return key not in CONDITIONS or CONDITIONS[key][1](chosen)
+    if key not in CONDITIONS:
+        return True
+    deciding, applies, _ = CONDITIONS[key]
+    return applies(chosen[deciding])
+
+
+def possible_trials(config: StudyConfig) -> list[dict[str, Any]]:
+    """Every family x optimizer that a trial of this study can have: what CONDITIONS test."""
+    families = config.space["family"].candidates() or FAMILIES
+    optimizers = (config.space["optimizer"].candidates() or OPTIMIZERS
+                  if "optimizer" in config.space else (config.train.optimizer,))
+    return [{"family": f, "optimizer": o} for f in families for o in optimizers]
+
+
+def sampled_under(key: str, config: StudyConfig) -> str | None:
+    """When this study samples a conditional key, in its own values ("family is wrn",
+    "optimizer in sgd, nesterov"); None when no trial of the space can."""
+    deciding, applies, _ = CONDITIONS[key]
+    values = list(dict.fromkeys(trial[deciding] for trial in possible_trials(config)
+                                if applies(trial[deciding])))
+    if not values:
+        return None
+    return f"{deciding} is {values[0]}" if len(values) == 1 else f"{deciding} in {', '.join(values)}"
 
 
 class SearchSpace:
@@ -199,16 +220,11 @@ def explain_space(config: StudyConfig) -> list[dict[str, Any]]:
     """Each [space] parameter: its domain and when it is sampled (for `resnet-search check`)."""
     described = describe_space(config)
     families = config.space["family"].candidates() or FAMILIES
-    optimizers = (config.space["optimizer"].candidates() or OPTIMIZERS
-                  if "optimizer" in config.space else (config.train.optimizer,))
-    chosen = [{"family": f, "optimizer": o} for f in families for o in optimizers]
     rows = []
     for key, param in config.space.items():
         row = {"name": key, "kind": param.kind, "domain": described[key], "sampled": "always"}
-        if key in CONDITIONS:
-            applies = any(sampled_when(key, c) for c in chosen)
-            row["sampled"] = (f"when {CONDITIONS[key][0]}" if applies else
-                              f"never: no trial has {CONDITIONS[key][0]}")
+        if key in CONDITIONS:  # the study file was refused if no trial could sample it
+            row["sampled"] = f"when {sampled_under(key, config)}"
         if param.kind == "conditional":
             names = ", ".join(f"{key}.{name}" for name, _ in param.cases)
             row["sampled"] = (f"per {param.by}, from the {param.by}'s entry (Optuna "

@@ -93,17 +93,20 @@ def test_every_data_and_train_field_is_a_study_key(tmp_path):
 
 def test_the_space_says_when_each_parameter_is_sampled(tmp_path):
     path = tmp_path / "conditional.toml"
-    path.write_text('[study]\nname = "c"\n[train]\noptimizer = "adam"\n[space]\n'
+    path.write_text('[study]\nname = "c"\n[space]\noptimizer = ["sgd", "adam"]\n'
                     'family = ["wrn", "resnet"]\ndepth = [10, 14, 16, 20]\nwidth = [2, 4]\n'
                     'momentum = { low = 0.8, high = 0.9 }\nbn_position = ["before_add", '
-                    '"after_add"]\n')
+                    '"after_add"]\nblock = ["basic", "bottleneck"]\n')
     result = check(str(path), "--json", home=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["space"]}
-    assert rows["width"]["sampled"] == "when family == 'wrn'"
-    assert rows["bn_position"]["sampled"] == "when family == 'resnet'"
-    assert rows["momentum"]["sampled"].startswith("never")  # adam, fixed in [train]
-    assert rows["depth"]["depths"] == {"wrn": [10, 16], "resnet": [14, 20]}
+    assert rows["width"]["sampled"] == "when family is wrn"
+    assert rows["bn_position"]["sampled"] == "when family is resnet"
+    assert rows["block"]["sampled"] == "when family is resnet"
+    # Said in this space's optimizers: nesterov and rmsprop use momentum too, but never come.
+    assert rows["momentum"]["sampled"] == "when optimizer is sgd"
+    assert rows["depth"]["depths"] == {"wrn": [10, 16], "resnet.basic": [14, 20],
+                                       "resnet.bottleneck": [20]}
     assert rows["family"] == {"name": "family", "kind": "choice", "domain": "['wrn', 'resnet']",
                               "sampled": "always"}
 

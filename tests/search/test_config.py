@@ -131,6 +131,15 @@ BAD_STUDIES = [
      "[space] lr.adam: optimizer 'adam' is never sampled with lr ([train] optimizer='sgd')"),
     ("momentum entry for adam", "[space]\noptimizer = ['sgd', 'adam']\nmomentum = { sgd = 0.9, adam = 0.9 }",
      "[space] momentum.adam: optimizer 'adam' is never sampled with momentum"),
+    # a conditional key that no trial of the space can sample (GOOD: family wrn, sgd)
+    ("width without wrn", "[space]\nfamily = ['resnet', 'plain']\ndepth = 20\nwidth = [2, 4]",
+     "[space] width: no trial can sample it: it applies when family == 'wrn', and [space] "
+     "family = ['resnet', 'plain'] has none; remove it"),
+    ("momentum with adam only", "[train]\noptimizer = 'adam'\n[space]\nmomentum = 0.9",
+     "[space] momentum: no trial can sample it: it applies when optimizer in sgd, nesterov, "
+     "rmsprop, and [train] optimizer = 'adam' has none"),
+    ("block with wrn only", "[space]\nblock = ['basic']",
+     "[space] block: no trial can sample it: it applies when family != 'wrn'"),
     ("per-optimizer bad range", "[space]\nlr.sgd = { low = 0.1, high = 0.01 }",
      "[space] lr.sgd: low=0.1 must be < high=0.01"),
     ("per-optimizer nested", "[space]\nlr.sgd.adam = 0.1",
@@ -208,7 +217,9 @@ def test_space_keys_are_the_searchable_fields_of_the_configs():
         for spec in fields(cls):
             if spec.name in ("family", "depth"):
                 continue
-            raw = study(f"[space]\n{spec.name} = {json.dumps(_space_value(spec))}")
+            # Both families, so that block and bn_position (resnet only) can be sampled.
+            raw = study(f"[space]\nfamily = ['wrn', 'resnet']\ndepth = [10, 14]\n"
+                        f"{spec.name} = {json.dumps(_space_value(spec))}")
             raw["train"].pop("epochs") if spec.name == "epochs" else None
             if spec.metadata["searchable"]:
                 param = parse_study(raw).space[spec.name]
