@@ -80,6 +80,11 @@ def _quiet_ray(quiet: bool) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if quiet:
         os.environ["RESNET_SEARCH_QUIET"] = "1"
+    if os.environ.get("RESNET_SEARCH_QUIET"):
+        # A private Ray turns on token authentication and says so in a WARNING on every
+        # study; quiet means the study's own result lines only.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -15,6 +15,22 @@ def home() -> Path:
     return Path(os.environ.get("RESNET_SEARCH_HOME", "~/.resnet-search")).expanduser().resolve()
 
 
+def home_hint(path: str | Path) -> str:
+    """What to change when `path` cannot be written: when it lies under the home folder, the
+    setting that chose that folder (an error naming only /proc/nope/mlflow.db leaves the
+    user to guess that RESNET_SEARCH_HOME put it there)."""
+    try:
+        inside = Path(path).expanduser().resolve().is_relative_to(home())
+    except (OSError, RuntimeError):
+        return ""
+    if not inside:
+        return ""
+    if "RESNET_SEARCH_HOME" in os.environ:
+        return (f"; it is under RESNET_SEARCH_HOME={os.environ['RESNET_SEARCH_HOME']}: set that "
+                f"to a folder you can write")
+    return f"; it is under the default home {home()}: set RESNET_SEARCH_HOME to a folder you can write"
+
+
 def default_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 

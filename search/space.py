@@ -124,7 +124,8 @@ class SearchSpace:
         # Every trial starts from a different initialisation; splits stay fixed.
         train["seed"] = self.seed + self.train["seed"] + int(getattr(trial, "number", 0))
         data = {**self.data, "split_seed": self.seed + self.data["split_seed"]}
-        return {"model": model, "train": train, "data": data, "cost": cost,
+        return {"model": model, "network": ModelConfig(**model).name,  # as `models` names it
+                "train": train, "data": data, "cost": cost,
                 "constraints": dict(self.limits), "measure_latency": self.measure_latency,
                 "optuna_trial_number": int(getattr(trial, "number", -1)),
                 "resources": dict(self.resources)}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from search.config import ConfigError
+from search.paths import home_hint
 
 
 def check_storage_writable(storage_path: str) -> None:
@@ -21,8 +22,12 @@ def check_storage_writable(storage_path: str) -> None:
         with tempfile.NamedTemporaryFile(dir=storage_path, prefix=".write-probe-"):
             pass
     except OSError as error:
-        raise ConfigError(f"[storage] path {storage_path} is not writable "
-                          f"({error.strerror or error}); pick a writable path") from None
+        reason = error.strerror or error
+        if home_hint(storage_path):  # the default results folder, under the home folder
+            raise ConfigError(f"results folder {storage_path} is not writable ({reason})"
+                              f"{home_hint(storage_path)}") from None
+        raise ConfigError(f"[storage] path {storage_path} is not writable ({reason}); "
+                          f"pick a writable path") from None
 
 
 def storage_is_full(storage_path: str) -> bool:

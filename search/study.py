@@ -40,9 +40,17 @@ from search.warmup import start_warm_up
 class StudyAlreadyCompleted(Exception):
     """`resume` of a study that has nothing left to do."""
 
-    def __init__(self, name: str, registered_model: str | None) -> None:
-        super().__init__(f"study {name} is already completed; its champion is "
-                         f"models:/{registered_model}@champion (see `resnet-search best {name}`)")
+    def __init__(self, name: str, client, study_run) -> None:
+        super().__init__(f"study {name} is already completed; {_champion_said(client, study_run)} "
+                         f"(see `resnet-search best {name}`)")
+
+
+def _champion_said(client, study_run) -> str:
+    """'its champion is models:/NAME/VERSION': the study's own version, not the shared alias."""
+    from search import tracking
+
+    champion = tracking.study_champion(client, study_run)
+    return "it registered no champion" if champion is None else f"its champion is {champion['uri']}"
 
 
 @dataclass
@@ -133,14 +141,20 @@ def progress_table(config: StudyConfig):
     use_classic_output()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return CLIReporter(
-        parameter_columns={"model/family": "family", "model/depth": "depth",
-                           "model/width": "k", "model/dropout": "dropout",
+        # The network by its registry name (wrn-16-2, resnet-20-bottleneck): a "k" column
+        # read k=1 for every non-WRN trial.
+        parameter_columns={"network": "network", "model/dropout": "dropout",
                            "train/optimizer": "optimizer", "train/lr": "lr"},
         metric_columns={"epoch": "epoch", "val_accuracy": "val acc",
                         "best_val_accuracy": "best val acc"},
         max_report_frequency=15, sort_by_metric=True, max_progress_rows=25,
-        max_column_length=14,
+        max_column_length=24,
     )
+
+
+def table_verbosity() -> int:
+    """Tune's verbosity: 1 prints the live trial table, 0 (--quiet) nothing."""
+    return 0 if os.environ.get("RESNET_SEARCH_QUIET") else 1
 
 
 def trial_name(trial) -> str:
@@ -179,8 +193,13 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if restore:
         use_classic_output()  # the restored run keeps its saved trial table
-        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True)
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        # Tuner.restore takes no verbosity, and the restored run would keep the saved one: a
+        # study run with its table and resumed --quiet printed the table again. Tune reads
+        # it from this run config when fit() starts.
+        tuner._local_tuner.get_run_config().verbose = table_verbosity()
+        return tuner
     run_config = tune.RunConfig(
         name=config.study.name,
         storage_path=config.storage.path,
@@ -191,7 +210,7 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
         failure_config=tune.FailureConfig(max_failures=3),
         callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
         progress_reporter=progress_table(config),
-        verbose=0 if os.environ.get("RESNET_SEARCH_QUIET") else 1,
+        verbose=table_verbosity(),
     )
     max_concurrent = config.study.max_concurrent_trials or None
     if config.resources.workers_per_trial > 1:
@@ -231,7 +250,12 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     check_storage_writable(config.storage.path)
     check_resources_before_start(config, address)
     client = tracking.client_for(uri)
-    if tracking.find_study_run(client, config.study.name) is not None:
+    existing = tracking.find_study_run(client, config.study.name)
+    if existing is not None and existing.data.tags.get(tags.STATUS) == tags.COMPLETED:
+        raise ConfigError(f"study {config.study.name!r} already exists in {uri} and is completed; "
+                          f"{_champion_said(client, existing)} (see `resnet-search best "
+                          f"{config.study.name}`); pick another --name for a new study")
+    if existing is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
                           f"`resnet-search resume {config.study.name}` or pick another --name")
     ray_seconds = start_study_ray(config, address)
@@ -302,7 +326,7 @@ def resume_study(name: str, *, address: str | None = None,
 
     uri, client, study_run = tracking.open_study(name, tracking_uri)
     if study_run.data.tags.get(tags.STATUS) == tags.COMPLETED:
-        raise StudyAlreadyCompleted(name, study_run.data.tags.get(tags.REGISTERED_MODEL))
+        raise StudyAlreadyCompleted(name, client, study_run)
     config = study_config_from_run(client, study_run)
     check_storage_writable(config.storage.path)
     check_resources_before_start(config, address)
@@ -332,13 +356,15 @@ def resume_study(name: str, *, address: str | None = None,
 
 
 def settle_trial_runs(client, study_run_id: str, results, epochs: int) -> None:
-    """Trials that trained to the end (or diverged) in an earlier driver whose last writes
-    never reached MLflow (it died between the two): their runs get the end Tune recorded,
-    or the study would look interrupted to every later `resume`.
+    """Trials that ended in an earlier driver whose last writes never reached MLflow (it
+    died between the two): their runs get the end Tune recorded, or the study would look
+    interrupted to every later `resume`.
 
-    Only those: after a stop signal Tune calls its unfinished trials terminated too, and
-    Tune's own SIGINT handler takes the first Ctrl-C (search.interrupt), so a trial that
-    stopped short may have been interrupted, not pruned: it stays for the next resume.
+    A trial that trained every epoch, or diverged, ended. One that stopped short ended only
+    if the scheduler pruned it: Tune marks the result it stops a trial on `done`. After a
+    stop signal Tune calls its unfinished trials terminated too, with their last result not
+    done (and Tune's own SIGINT handler takes the first Ctrl-C, search.interrupt): those were
+    interrupted and stay for the next resume.
     The trial ends this driver saw are in MLflow already (the writer was drained)."""
     from mlflow.entities import RunTag
 
@@ -353,7 +379,7 @@ def settle_trial_runs(client, study_run_id: str, results, epochs: int) -> None:
         if run is None or result.error is not None:
             continue
         outcome = trial_outcome(result.metrics, epochs)
-        if outcome == tags.PRUNED:  # or stopped by a signal: not known here
+        if outcome == tags.PRUNED and not result.metrics.get("done"):  # stopped by a signal
             continue
         run_tags = [RunTag(tags.STATUS, outcome)]
         if result.checkpoint is not None:

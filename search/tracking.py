@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from search import ranking, tags
 from search.config import ConfigError, redact_url, study_params
-from search.paths import resolve_tracking_uri
+from search.paths import home_hint, resolve_tracking_uri
 
 # MLflow 3 opens an experiment of unknown kind on its GenAI "Traces" page; this kind makes
 # the dashboard open on the training runs.
@@ -63,7 +63,12 @@ def check_tracking_reachable(uri: str, timeout: float = TRACKING_TIMEOUT_S) -> N
             if engine is not None:
                 engine.dispose()
     elif uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(uri.removeprefix("sqlite:///")).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"tracking store {uri}: cannot create its folder {folder} "
+                              f"({error.strerror or error}){home_hint(folder)}") from None
 
 
 # SQLite stores this process has seen initialised (their schema exists): no lock needed again.

@@ -411,6 +411,20 @@ def test_run_rejects_bad_input_with_exit_2_and_starts_nothing(tmp_path, study_te
     assert not (home / "ray_results").exists()
 
 
+def test_a_home_folder_that_cannot_be_made_is_blamed_on_resnet_search_home(tmp_path):
+    path = tmp_path / "good.toml"
+    path.write_text(GOOD)
+    (tmp_path / "a-file").write_text("a file, not a folder")
+    home = tmp_path / "a-file" / "home"
+    result = cli("run", str(path), env={"RESNET_SEARCH_HOME": str(home)})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot create its folder {home}" in lines[0], lines[0]
+    assert lines[0].endswith(f"it is under RESNET_SEARCH_HOME={home}: set that to a folder you "
+                             f"can write"), lines[0]
+
+
 def test_resources_this_machine_cannot_provide_are_an_error_before_ray_starts(tmp_path):
     """A private Ray would have this machine's CPUs and GPUs: refused with nothing started.
     (A cluster's resources are checked once joined: tests/search/test_multinode.py.)"""

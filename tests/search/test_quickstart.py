@@ -27,6 +27,8 @@ def test_quickstart_meets_the_readme_figures(tmp_path):
     result = studies.cli("run", str(ROOT / "configs" / "quickstart.toml"), "--name", "qs",
                          "--quiet", timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
+    # --quiet: the study's own lines only, not Ray's notice of its private cluster's token.
+    assert "Token authentication" not in result.stdout + result.stderr, result.stderr[-3000:]
     best = studies.cli("best", "qs", "--json")
     assert best.returncode == 0, best.stderr
     report = json.loads(best.stdout)

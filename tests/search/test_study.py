@@ -177,12 +177,17 @@ def test_status_best_and_evaluate_commands(finished_study, tmp_path):
     assert missing.returncode == 2 and "no study named 'nope'" in missing.stderr
 
     done = studies.cli("resume", "e2e")
-    assert done.returncode == 0 and "study e2e is already completed" in done.stdout
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("study e2e is already completed; its champion is "
+                                   "models:/e2e-model/1 (see `resnet-search best e2e`)")
     assert len(studies.client().search_model_versions("name='e2e-model'")) == 1
 
+    # The same file again: a new study needs a new name; resume would have nothing to do.
     again = studies.cli("run", str(studies.home.parent / "e2e.toml"))
     assert again.returncode == 2
-    assert "study 'e2e' already exists" in again.stderr and "resnet-search resume e2e" in again.stderr
+    assert "study 'e2e' already exists" in again.stderr, again.stderr
+    assert "is completed; its champion is models:/e2e-model/1" in again.stderr, again.stderr
+    assert "resume" not in again.stderr, again.stderr
 
 
 def _independent_best(client, run) -> tuple[float, float, int]:
@@ -275,8 +280,11 @@ ASHA_STUDY = study_toml(
 
 def test_asha_stops_weak_trials_early(studies):
     path = studies.write("asha", ASHA_STUDY)
-    result = studies.cli("run", str(path))
+    result = studies.cli("run", str(path), env={"RESNET_SEARCH_QUIET": ""})  # with its table
     assert result.returncode == 0, result.stderr[-3000:]
+    # The live table names each trial's network as `resnet-search models` does (a "k" column
+    # read k=1 for every non-WRN network).
+    assert "| network " in result.stdout and "| wrn-10-1 " in result.stdout, result.stdout[-3000:]
     runs = studies.trial_runs("asha")
     assert len(runs) == 8
     epochs = {r.data.tags[tags.TRIAL_ID]: int(r.data.metrics["epoch"]) for r in runs}
@@ -291,6 +299,28 @@ def test_asha_stops_weak_trials_early(studies):
     assert lr["pruned"][len(lr["pruned"]) // 2] < lr["kept"][len(lr["kept"]) // 2], lr  # medians
     assert max(r.data.metrics["best_val_accuracy"] for r in kept) > max(
         r.data.metrics["best_val_accuracy"] for r in pruned)
+
+    # The driver dies once Tune has seen every trial end but before the champion is
+    # registered, the ends of a pruned and of a completed trial not yet written to MLflow.
+    # `resume` then has no trial to run: it must write both ends from Tune's record and
+    # register the champion at once (while its own warm-up may still be exporting:
+    # torch.export is not thread-safe). A pruned trial is told from one stopped by a signal
+    # (which the next resume must run on) by the scheduler's decision in Tune's record.
+    client = studies.client()
+    study_run = tracking.find_study_run(client, "asha")
+    lost = {tags.PRUNED: pruned[0].info.run_id, tags.COMPLETED: kept[0].info.run_id}
+    for run_id, status in ((study_run.info.run_id, tags.INTERRUPTED),
+                           *((run_id, tags.RUNNING) for run_id in lost.values())):
+        client.set_tag(run_id, tags.STATUS, status)
+        client.update_run(run_id, status="RUNNING")
+    resumed = studies.cli("resume", "asha", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "| network " not in resumed.stdout  # --quiet, although the run showed its table
+    assert "registered model: models:/asha-model@champion (version 2)" in resumed.stdout
+    assert {status: client.get_run(run_id).data.tags[tags.STATUS]
+            for status, run_id in lost.items()} == {tags.PRUNED: tags.PRUNED,
+                                                    tags.COMPLETED: tags.COMPLETED}
+    assert tracking.find_study_run(client, "asha").data.tags[tags.STATUS] == tags.COMPLETED
 
 
 def test_killed_driver_resumes_without_repeating_trials(studies):
@@ -364,28 +394,6 @@ def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies):
     runs = studies.trial_runs(name)
     assert len(runs) == 4 and len({r.data.tags[tags.TRIAL_ID] for r in runs}) == 4
     assert {r.data.tags[tags.STATUS] for r in runs} == {"completed"}
-
-
-def test_a_driver_that_died_after_its_trials_is_finished_by_resume(studies):
-    """The driver dies once Tune has seen every trial end but before the champion is
-    registered, one trial's end not yet written to MLflow. `resume` then has no trial to
-    run: it must write that end from Tune's record and register the champion at once
-    (while its own warm-up may still be exporting: torch.export is not thread-safe)."""
-    name = "late-death"
-    path = studies.write(name, study_toml(name, train={"epochs": 1}))
-    assert studies.cli("run", str(path)).returncode == 0
-    client = studies.client()
-    study_run = tracking.find_study_run(client, name)
-    lost = studies.trial_runs(name)[0]
-    for run_id, status in ((study_run.info.run_id, tags.INTERRUPTED), (lost.info.run_id, tags.RUNNING)):
-        client.set_tag(run_id, tags.STATUS, status)
-        client.update_run(run_id, status="RUNNING")
-
-    resumed = studies.cli("resume", name)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "registered model: models:/late-death-model@champion (version 2)" in resumed.stdout
-    assert client.get_run(lost.info.run_id).data.tags[tags.STATUS] == tags.COMPLETED
-    assert tracking.find_study_run(client, name).data.tags[tags.STATUS] == tags.COMPLETED
 
 
 def test_the_tracking_uri_of_the_study_file_is_where_the_study_is_tracked(studies, tmp_path):
