@@ -13,6 +13,9 @@ alias `champion` is moved to the new version.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shutil
 import tempfile
 import time
@@ -93,10 +96,12 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
         mlflow.set_registry_uri(uri)
         with EXPORT_LOCK:  # not while the driver's warm-up exports (torch.export is not thread-safe)
             info = _log_model(mlflow, study_run_id, model, state, checkpoint_file, test_accuracy)
-    version = mlflow.register_model(info.model_uri, config.registered_model, tags={
-        "test_accuracy": f"{test_accuracy:.6f}", "test_loss": f"{test_loss:.6f}",
-        "study": config.study.name, "trial_id": winner.score.trial_id,
-        "best_epoch": str(winner.score.best.epoch)})
+    # MLflow prints its own two lines on a registration; the study says it in its result.
+    with _quiet_stderr() if os.environ.get("RESNET_SEARCH_QUIET") else contextlib.nullcontext():
+        version = mlflow.register_model(info.model_uri, config.registered_model, tags={
+            "test_accuracy": f"{test_accuracy:.6f}", "test_loss": f"{test_loss:.6f}",
+            "study": config.study.name, "trial_id": winner.score.trial_id,
+            "best_epoch": str(winner.score.best.epoch)})
     client.set_registered_model_alias(config.registered_model, tags.CHAMPION_ALIAS, version.version)
     best_summary = {
         "trial_id": winner.score.trial_id,
@@ -109,6 +114,12 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
         "checkpoint": str(winner.checkpoint.path),
     }
     return {"best": best_summary, "version": version.version, "test_accuracy": test_accuracy}
+
+
+def _quiet_stderr():
+    """What is printed to sys.stderr meanwhile is dropped (logging handlers keep their own
+    stream: a warning still shows)."""
+    return contextlib.redirect_stderr(io.StringIO())
 
 
 def _restore(checkpoint, scratch: Path):

@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from search.study import run_study
 
     config = load_study(args.study, name=args.name)
-    _quiet_ray(args.quiet)
+    _before_ray(args.quiet)
     outcome = run_study(config, address=args.address, tracking_uri=args.tracking_uri)
     _print_outcome(outcome)
     return 0
@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from search.study import StudyAlreadyCompleted, resume_study
 
-    _quiet_ray(args.quiet)
+    _before_ray(args.quiet)
     try:
         outcome = resume_study(args.name, address=args.address, tracking_uri=args.tracking_uri)
     except StudyAlreadyCompleted as done:
@@ -71,8 +71,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_ray(quiet: bool) -> None:
+def _before_ray(quiet: bool) -> None:
+    """What `run` and `resume` set before Ray is imported: its token mode and what it prints."""
     import logging
+
+    from search.ray_session import use_the_token_found_here
+
+    use_the_token_found_here()  # before anything imports Ray
 
     # torch.export explains its shape specialisation when the champion is logged: noise here.
     logging.getLogger("torch._export").setLevel(logging.ERROR)
@@ -81,8 +86,9 @@ def _quiet_ray(quiet: bool) -> None:
     if quiet:
         os.environ["RESNET_SEARCH_QUIET"] = "1"
     if os.environ.get("RESNET_SEARCH_QUIET"):
-        # A private Ray turns on token authentication and says so in a WARNING on every
-        # study; quiet means the study's own result lines only.
+        # Quiet means the study's own lines and real warnings: not MLflow's notes on the
+        # registration, nor Ray's on its first token (start_ray keeps Ray's INFO lines out).
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 from resnet_core import GPU_FALLBACK_ENV
 from search.config import ConfigError, StudyConfig
@@ -20,6 +21,22 @@ RAY_CONNECT_TIMEOUT_S = 5.0  # a live GCS answers a TCP connect at once; ray.ini
 PRIVATE_RAY_CONFIG = {"prestart_worker_first_driver": False}
 
 _stopping: threading.Thread | None = None  # a shutdown that stop_ray_in_background began
+
+
+def use_the_token_found_here() -> None:
+    """RAY_AUTH_MODE=token when it is unset and this machine holds a Ray token.
+
+    Ray joins an explicit address without authentication unless told, and a cluster with
+    token authentication (every cluster of cluster/) then refuses the driver for ~20 s and
+    ends in "cannot connect". A token also works against a cluster without authentication,
+    and for a private Ray it is Ray's own default, said explicitly (so no warning). A user's
+    RAY_AUTH_MODE wins. Ray reads the mode once, when imported: call this before.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token").expanduser()
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def check_ray_reachable(address: str, source: str) -> None:
@@ -54,16 +71,29 @@ def start_ray(address: str | None) -> None:
     if address:
         check_ray_reachable(address, source)
         try:
-            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env,
+                     logging_level="WARNING" if os.environ.get("RESNET_SEARCH_QUIET") else "INFO")
         except ConnectionError as error:
             raise ConfigError(f"{source} {address}: cannot connect to a Ray cluster "
-                              f"({str(error).splitlines()[0]})") from None
+                              f"({str(error).splitlines()[0]}){_token_hint()}") from None
     else:
         # The dashboard has no authentication: localhost unless the user opens it up.
         dashboard_host = os.environ.get("RESNET_SEARCH_DASHBOARD_HOST", "127.0.0.1")
         ray.init(dashboard_host=dashboard_host, log_to_driver=False, runtime_env=runtime_env,
                  configure_logging=True, logging_level="WARNING",
                  _system_config=PRIVATE_RAY_CONFIG)
+
+
+def _token_hint() -> str:
+    """Why a live cluster may refuse this driver: token authentication it was not set up for."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode == "token":
+        return ""
+    if mode:
+        return (f"; RAY_AUTH_MODE={mode}: a cluster with token authentication refuses such a "
+                f"driver")
+    return ("; if the cluster uses token authentication, put its token in ~/.ray/auth_token "
+            "(or RAY_AUTH_TOKEN)")
 
 
 def stop_ray_in_background() -> None:

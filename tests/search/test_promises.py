@@ -139,6 +139,9 @@ def test_quiet_leaves_out_the_live_trial_table(two_studies):
     _, output = two_studies
     assert "== Status ==" in output["b"]  # a run without --quiet shows it
     assert "== Status ==" not in output["a"]
+    # Nor Ray's INFO lines, nor MLflow's own notes on the registration: the study's lines only.
+    assert "INFO worker.py" in output["b"] and "Created version '2'" in output["b"]
+    assert "INFO" not in output["a"] and "Created version" not in output["a"], output["a"]
 
 
 @pytest.mark.slow
