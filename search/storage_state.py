@@ -22,10 +22,10 @@ def check_storage_writable(storage_path: str) -> None:
         with tempfile.NamedTemporaryFile(dir=storage_path, prefix=".write-probe-"):
             pass
     except OSError as error:
-        reason = error.strerror or error
-        if home_hint(storage_path):  # the default results folder, under the home folder
+        reason, hint = error.strerror or error, home_hint(storage_path)
+        if hint:  # the default results folder, under the home folder
             raise ConfigError(f"results folder {storage_path} is not writable ({reason})"
-                              f"{home_hint(storage_path)}") from None
+                              f"{hint}") from None
         raise ConfigError(f"[storage] path {storage_path} is not writable ({reason}); "
                           f"pick a writable path") from None
 
