@@ -424,6 +424,18 @@ def test_a_home_folder_that_cannot_be_made_is_blamed_on_resnet_search_home(tmp_p
     assert lines[0].endswith(f"it is under RESNET_SEARCH_HOME={home}: set that to a folder you "
                              f"can write"), lines[0]
 
+    # A home whose default results folder cannot be made: not blamed on [storage] path.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "ray_results").write_text("a file, not a folder")
+    result = cli("run", str(path), env={"RESNET_SEARCH_HOME": str(home)})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"resnet-search: error: results folder {home / 'ray_results'} is not writable ("), lines
+    assert lines[0].endswith(f"it is under RESNET_SEARCH_HOME={home}: set that to a folder you "
+                             f"can write"), lines[0]
+
 
 def test_resources_this_machine_cannot_provide_are_an_error_before_ray_starts(tmp_path):
     """A private Ray would have this machine's CPUs and GPUs: refused with nothing started.
