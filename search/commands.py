@@ -140,7 +140,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         return 1
     exported = None
     if args.export is not None:
-        exported = str(export_best_checkpoint(args.name, args.export, args.tracking_uri))
+        exported = str(export_best_checkpoint(args.name, args.export, args.tracking_uri, status))
     report = {
         "study": args.name,
         "best": best,

@@ -135,10 +135,12 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     return model, config
 
 
-def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | None = None) -> Path:
-    """Copy the best checkpoint: the champion's, else the best trial's while the study runs."""
-    _, client, study_run = open_study(name, tracking_uri)
-    champion = tracking.study_champion(client, study_run)
+def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | None = None,
+                           status: dict[str, Any] | None = None) -> Path:
+    """Copy the best checkpoint: the champion's, else the best trial's while the study runs.
+    `status`: the study's `study_status`, when the caller has it already."""
+    status = status or study_status(name, tracking_uri)
+    champion = status["champion"]
     destination = Path(destination)
     target = destination / CHECKPOINT_FILE if destination.is_dir() else destination
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,7 @@ def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | Non
                 raise ConfigError(f"study {name!r} has no registered champion yet")
             source = download_model_checkpoint(champion["uri"], tracking_uri, Path(scratch))
         except ConfigError:
-            best = study_status(name, tracking_uri)["best"]
+            best = status["best"]
             if not best or not best.get("checkpoint"):
                 raise ConfigError(f"study {name!r} has no checkpoint yet") from None
             source = Path(best["checkpoint"]) / CHECKPOINT_FILE
