@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +56,11 @@ def train_to_directory(
     checkpoint_path = out / CHECKPOINT_FILE
     if resume and checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path)
-        saved = ModelConfig.from_dict(state["model_config"])
-        if saved != run.model_config:  # not torch's missing/unexpected keys traceback
-            raise CheckpointError(
-                f"--resume: {checkpoint_path} holds {saved.name} ({_differences(saved, run.model_config)}), "
-                f"not the network asked for; pass its options again or another --out")
+        _check_same_run(state, run, checkpoint_path)
         run.load_state_dict(state)
         print(f"resumed from {checkpoint_path} at epoch {run.epoch}", file=sys.stderr)
+    elif resume:
+        print(f"--resume: no checkpoint in {out}; training from scratch", file=sys.stderr)
     bar = _progress_bar(train_config.epochs, run.epoch, run.model_config.name, progress)
 
     def on_epoch(run: TrainingRun, metrics: dict[str, float]) -> None:
@@ -103,10 +101,39 @@ def _progress_bar(total: int, initial: int, description: str, enabled: bool):
                 disable=not enabled, file=sys.stderr)
 
 
-def _differences(saved: ModelConfig, asked: ModelConfig) -> str:
-    """`depth 10 here, 16 asked` for each field that differs."""
-    return ", ".join(f"{name} {getattr(saved, name)} there, {getattr(asked, name)} asked"
-                     for name in saved.to_dict() if getattr(saved, name) != getattr(asked, name))
+# How a run executes, not what it trains: another machine may resume with other settings.
+EXECUTION_FIELDS = frozenset({"amp", "channels_last", "compile", "deterministic"})
+# Where the data lives, not which data: a moved dataset folder resumes.
+LOCATION_FIELDS = frozenset({"root", "download"})
+
+
+def _check_same_run(state: dict[str, Any], run: TrainingRun, checkpoint_path: Path) -> None:
+    """--resume continues the run its checkpoint holds. Another network would not load (torch's
+    missing/unexpected keys traceback); another recipe or dataset would train on with the saved
+    optimizer and schedule anyway, while metrics.json recorded the new values."""
+    saved_model = ModelConfig.from_dict(state["model_config"])
+    if saved_model != run.model_config:
+        raise CheckpointError(
+            f"--resume: {checkpoint_path} holds {saved_model.name} "
+            f"({_differences(saved_model, run.model_config)}), not the network asked for; pass "
+            f"its options again or another --out")
+    recipe = _differences(TrainConfig.from_dict(state["train_config"]), run.train_config,
+                          skip=EXECUTION_FIELDS)
+    if not recipe and state.get("data_config") and run.data_config is not None:
+        recipe = _differences(data_config_from_dict(state["data_config"]), run.data_config,
+                              skip=LOCATION_FIELDS)
+    if recipe:
+        raise CheckpointError(
+            f"--resume: {checkpoint_path} was trained with another recipe ({recipe}); resume with "
+            f"its flags as first given, or pass another --out for a new run")
+
+
+def _differences(saved: Any, asked: Any, skip: frozenset[str] = frozenset()) -> str:
+    """`depth 10 there, 16 asked` for each field of two configs (dataclasses) that differs."""
+    return ", ".join(f"{spec.name} {getattr(saved, spec.name)} there, "
+                     f"{getattr(asked, spec.name)} asked"
+                     for spec in fields(saved) if spec.name not in skip
+                     and getattr(saved, spec.name) != getattr(asked, spec.name))
 
 
 def evaluate_checkpoint(

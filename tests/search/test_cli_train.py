@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import fields
 
 import pytest
-from common import cli, free_port
+from common import ROOT, cli, free_port
 
 from resnet_core.config import ModelConfig, TrainConfig, field_types, scalar_type
 from resnet_core.data import DataConfig
@@ -50,20 +56,41 @@ def test_train_writes_checkpoint_and_metrics_and_evaluate_agrees(tmp_path):
 
 @pytest.mark.slow
 def test_train_resumes_an_interrupted_run(tmp_path):
+    """Ctrl-C after the first epoch's checkpoint, then the same command with --resume: the run
+    ends as one run of every epoch. A resume that asks for another recipe or another network
+    is one line (the saved optimizer and schedule would train on regardless)."""
     out = tmp_path / "run"
-    assert cli("train", "--model", "resnet-8", "--epochs", "1", "--out", str(out),
-               "--quiet").returncode == 0
-    result = cli("train", "--model", "resnet-8", "--epochs", "2", "--out", str(out), "--quiet",
-                 "--resume")
+    args = ("train", "--model", "resnet-8", "--epochs", "20", "--out", str(out), "--quiet")
+    first = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").is_file() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) == 130, first.stderr.read()
+    result = cli(*args, "--resume")
     assert result.returncode == 0, result.stderr
-    assert "resumed from" in result.stderr and "at epoch 1" in result.stderr
-    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
-    other = cli("train", "--model", "resnet-14", "--epochs", "3", "--out", str(out), "--quiet",
+    resumed = re.search(r"resumed from \S+ at epoch (\d+)", result.stderr)
+    assert resumed and 1 <= int(resumed.group(1)) < 20, result.stderr
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == list(range(1, 21))
+
+    recipe = cli(*args, "--lr", "0.01", "--resume")
+    assert recipe.returncode == 2, recipe.stderr
+    assert recipe.stderr.strip().splitlines() == [
+        f"resnet-search: error: --resume: {out / 'checkpoint.pt'} was trained with another recipe "
+        f"(lr 0.1 there, 0.01 asked); resume with its flags as first given, or pass another "
+        f"--out for a new run"]
+    other = cli("train", "--model", "resnet-14", "--epochs", "20", "--out", str(out), "--quiet",
                 "--resume")  # another network's checkpoint: one line, not torch's key lists
     assert other.returncode == 2, other.stderr
     assert other.stderr.strip().splitlines() == [
         f"resnet-search: error: --resume: {out / 'checkpoint.pt'} holds resnet-8 (depth 8 there, "
         f"14 asked), not the network asked for; pass its options again or another --out"]
+    fresh = cli("train", "--model", "resnet-8", "--epochs", "1", "--out", str(tmp_path / "new"),
+                "--quiet", "--resume")  # nothing to resume: says so, trains from scratch
+    assert fresh.returncode == 0 and "no checkpoint in" in fresh.stderr, fresh.stderr
 
 
 @pytest.mark.parametrize(
