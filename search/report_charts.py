@@ -203,9 +203,9 @@ def _distributions(study: StudyRecord, trials: list[TrialRecord]) -> dict[str, t
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     out: dict[str, tuple[str, Any]] = {}
+    # Every [space] key, a per-optimizer one ("sgd: [0.01, 0.3] log; adam: ...") included; a
+    # fixed value is left out below, as its trials do not vary.
     for key, described in sorted(study.searched.items()):
-        if not described.startswith("["):  # a fixed value, not a search dimension
-            continue
         param = next((p + key for p in (tags.MODEL_PARAM, tags.TRAIN_PARAM)
                       if all(p + key in t.params for t in trials)), None)
         values = [parse_param(t.params[param]) for t in trials] if param else []

@@ -36,8 +36,10 @@ depth = [8, 10, 11]
 width = [1, 2]
 block = ["basic", "bottleneck"]
 bn_position = ["before_add", "after_add"]
-lr = {{ low = 0.03, high = 0.3, log = true }}
 optimizer = ["sgd", "adam"]
+# Per optimizer, as the quickstart searches it (the report once left such an lr out).
+lr.sgd = {{ low = 0.03, high = 0.3, log = true }}
+lr.adam = {{ low = 0.001, high = 0.01, log = true }}
 
 [scheduler]
 kind = "none"
