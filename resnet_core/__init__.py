@@ -20,7 +20,7 @@ _MODULE_OF: dict[str, str] = {
                      "list_models", "parse_model_name"), "models"),
     # data
     **dict.fromkeys(("DATASETS", "NUM_CLASSES", "DataConfig", "DataConfigError", "DataSplits",
-                     "DatasetNotFoundError", "load_data"), "data"),
+                     "DatasetNotFoundError", "load_data", "normalisation"), "data"),
     "DeviceLoader": "loader",
     # training
     **dict.fromkeys(("OPTIMIZERS", "uses_momentum"), "optim"),

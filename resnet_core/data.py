@@ -119,6 +119,17 @@ DIGITS_STATS = ((0.3051,), (0.3751,))
 DEFAULT_VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "svhn": 5000}
 
 
+def normalisation(config: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel, 0..1 scale, that the dataset's loader normalises with: what a
+    trained network expects its input divided by 255 to be standardised with."""
+    fixed = {"digits": DIGITS_STATS, "cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS,
+             "svhn": SVHN_STATS}
+    if config.dataset in fixed:
+        return fixed[config.dataset]
+    channels = config.synthetic_shape[0]
+    return (0.5,) * channels, (0.29,) * channels
+
+
 def load_data(config: DataConfig) -> DataSplits:
     """Load a dataset and split it into train / validation / test."""
     import torch
@@ -192,7 +203,7 @@ def _load_digits(config: DataConfig):
     order = np.random.default_rng(20260101).permutation(len(labels))
     n_test = len(labels) // 5
     test, train = order[:n_test], order[n_test:]
-    meta = (*DIGITS_STATS, NUM_CLASSES["digits"], crop_padding_for(8), False)
+    meta = (*normalisation(config), NUM_CLASSES["digits"], crop_padding_for(8), False)
     return (images[train], labels[train]), (images[test], labels[test]), meta
 
 
@@ -216,8 +227,7 @@ def _load_cifar(config: DataConfig, name: str):
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     test_x, test_y = _read_cifar_batch(base / test_file, label_key)
-    stats = CIFAR10_STATS if name == "cifar10" else CIFAR100_STATS
-    meta = (*stats, NUM_CLASSES[name], 4, True)
+    meta = (*normalisation(config), NUM_CLASSES[name], 4, True)
     return (train_x, train_y), (test_x, test_y), meta
 
 
@@ -241,7 +251,8 @@ def _load_svhn(config: DataConfig):
         _download_or_fail(config, "svhn", "SVHN", [f for f in files if not f.is_file()])
     train = _read_svhn_mat(files[0])
     test = _read_svhn_mat(files[1])
-    return train, test, (*SVHN_STATS, NUM_CLASSES["svhn"], 4, False)  # flipping digits changes them
+    # No flips: flipping digits changes them.
+    return train, test, (*normalisation(config), NUM_CLASSES["svhn"], 4, False)
 
 
 def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -263,8 +274,7 @@ def _load_synthetic(config: DataConfig):
     n_train, n_test = config.synthetic_size, max(1, config.synthetic_size // 5)
     images = rng.integers(0, 256, (n_train + n_test, channels, height, width), dtype=np.uint8)
     labels = rng.integers(0, NUM_CLASSES["synthetic"], n_train + n_test).astype(np.int64)
-    stats = ((0.5,) * channels, (0.29,) * channels)
-    meta = (*stats, NUM_CLASSES["synthetic"], crop_padding_for(height), True)
+    meta = (*normalisation(config), NUM_CLASSES["synthetic"], crop_padding_for(height), True)
     return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:]), meta
 
 

@@ -117,8 +117,13 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     """The champion of a study as a ready nn.Module (eval mode) and its configuration.
 
     Returns `(model, config)` where config holds `model`, `train` and `data`
-    (the resolved trial) and `test_accuracy`.
+    (the resolved trial), `test_accuracy`, `model_uri`, and `mean` and `std`: the network
+    takes images standardised as in training, `(pixels / 255 - mean) / std` per channel;
+    `resnet_core.PixelClassifier(model, config["mean"], config["std"])` takes 0..255 pixels
+    and returns probabilities, as the served model does.
     """
+    from resnet_core import data_config_from_dict, normalisation
+
     _, client, study_run = open_study(name, tracking_uri)
     champion = tracking.study_champion(client, study_run)
     if champion is None:
@@ -132,6 +137,7 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
         "test_accuracy": study_run.data.metrics.get("test_accuracy"),
         "model_uri": champion["uri"],
     }
+    config["mean"], config["std"] = normalisation(data_config_from_dict(config["data"] or {}))
     return model, config
 
 

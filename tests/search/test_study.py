@@ -234,6 +234,7 @@ def test_the_champion_answers_batched_http_requests_like_load_best(finished_stud
     import numpy as np
     import torch
 
+    from resnet_core import PixelClassifier
     from resnet_core.data import DataConfig, load_data
     from search.retrieve import load_best
 
@@ -250,9 +251,10 @@ def test_the_champion_answers_batched_http_requests_like_load_best(finished_stud
 
         wait_for(answers, 180, "the model server to answer /ping")
         data = load_data(DataConfig(dataset="digits"))
-        model, _ = load_best("e2e", studies.tracking_uri)
-        mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255
-        std = torch.tensor(data.std).view(1, -1, 1, 1) * 255
+        model, config = load_best("e2e", studies.tracking_uri)
+        # load_best says how its network's input was standardised: the loader's statistics.
+        assert (config["mean"], config["std"]) == (data.mean, data.std)
+        pixel_model = PixelClassifier(model, config["mean"], config["std"]).eval()
         for batch in (1, 16):
             pixels = data.test.images[:batch].float()
             body = json.dumps({"inputs": pixels.numpy().tolist()}).encode()
@@ -261,7 +263,7 @@ def test_the_champion_answers_batched_http_requests_like_load_best(finished_stud
             served = np.asarray(json.loads(urllib.request.urlopen(request, timeout=60).read())
                                 ["predictions"], dtype=np.float32)
             with torch.no_grad():
-                expected = torch.softmax(model((pixels - mean) / std), dim=1).numpy()
+                expected = pixel_model(pixels).numpy()
             assert served.shape == (batch, 10)
             np.testing.assert_allclose(served, expected, atol=1e-4)
             assert (served.argmax(1) == expected.argmax(1)).all()
