@@ -39,6 +39,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _folder(text: str) -> Path:
+    """A folder to write into: it may not exist yet, but it and its parents must not be files
+    (the command would fail at its first write, after the work)."""
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {existing} is a file, not a folder")
+    return path
+
+
+def _export_path(text: str) -> str:
+    """A checkpoint file, or a folder for one (an existing folder, or a path ending in '/')."""
+    _folder(text if text.endswith("/") else str(Path(text).parent))
+    return text
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -64,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="wrn-16-2", help="registry name, e.g. resnet-20, wrn-16-2")
     _add_train_flags(train)
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    train.add_argument("--out", type=Path, default=None,
+    train.add_argument("--out", type=_folder, default=None,
                        help="output directory (default runs/MODEL-DATASET)")
     train.add_argument("--resume", action="store_true",
                        help="continue from OUT/checkpoint.pt if it exists")
@@ -180,7 +196,8 @@ def _add_search_commands(commands: Any) -> None:
     best.add_argument("name")
     best.add_argument("--tracking-uri", default=None)
     best.add_argument("--json", action="store_true")
-    best.add_argument("--export", type=Path, default=None, help="copy its checkpoint here")
+    best.add_argument("--export", type=_export_path, default=None,
+                      help="copy its checkpoint here: a file, or a folder (ending in '/')")
     best.add_argument("--pareto", action="store_true",
                       help="the accuracy/cost Pareto front instead (objectives of the study, "
                            "else the metric and params)")
@@ -188,7 +205,8 @@ def _add_search_commands(commands: Any) -> None:
     report = commands.add_parser("report", help="an offline HTML report of a study, with PNG charts")
     report.add_argument("name")
     report.add_argument("--tracking-uri", default=None)
-    report.add_argument("--out", type=Path, default=None, help="output folder (default reports/NAME)")
+    report.add_argument("--out", type=_folder, default=None,
+                        help="output folder (default reports/NAME)")
     report.add_argument("--open", action="store_true", help="open the page in a browser")
 
     studies = commands.add_parser("studies", help="every study in the tracking store")
@@ -308,6 +326,9 @@ def _search_command(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # MLflow's download progress bar, drawn on stderr for every checkpoint a command fetches
+    # (best --export, evaluate --model-uri, a study's champion): not a command's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or _search_command(args.command)

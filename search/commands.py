@@ -82,7 +82,6 @@ def _before_ray(quiet: bool) -> None:
     # torch.export explains its shape specialisation when the champion is logged: noise here.
     logging.getLogger("torch._export").setLevel(logging.ERROR)
     logging.getLogger("torch.export").setLevel(logging.ERROR)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if quiet:
         os.environ["RESNET_SEARCH_QUIET"] = "1"
     if os.environ.get("RESNET_SEARCH_QUIET"):

@@ -141,14 +141,15 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     return model, config
 
 
-def export_best_checkpoint(name: str, destination: Path, tracking_uri: str | None = None,
+def export_best_checkpoint(name: str, destination: str | Path, tracking_uri: str | None = None,
                            status: dict[str, Any] | None = None) -> Path:
     """Copy the best checkpoint: the champion's, else the best trial's while the study runs.
+    `destination`: a file, or a folder (one that exists, or a path ending in '/').
     `status`: the study's `study_status`, when the caller has it already."""
     status = status or study_status(name, tracking_uri)
     champion = status["champion"]
-    destination = Path(destination)
-    target = destination / CHECKPOINT_FILE if destination.is_dir() else destination
+    folder = str(destination).endswith("/") or Path(destination).is_dir()
+    target = Path(destination) / CHECKPOINT_FILE if folder else Path(destination)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="resnet-search-export-") as scratch:
         try:

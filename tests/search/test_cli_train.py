@@ -115,14 +115,20 @@ def test_train_resumes_an_interrupted_run(tmp_path):
         (["--weight-decay", "-1"], "argument --weight-decay: '-1' must be >= 0"),
         (["--warmup-epochs", "20"], "warmup_epochs=20.0 must be in [0, epochs=15]"),
         (["--synthetic-shape", "3", "32"], "argument --synthetic-shape: expected 3 arguments"),
+        # a file where the run's folder would go: refused before any epoch is trained
+        (["--out", "{file}"], "argument --out: '{file}': {file} is a file, not a folder"),
+        (["--out", "{file}/run"], "argument --out: '{file}/run': {file} is a file, not a folder"),
     ],
 )
 def test_bad_train_arguments_give_one_line_and_exit_2(args, message, tmp_path):
-    result = cli("train", *args, "--out", str(tmp_path / "x"), "--quiet")
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    args = [arg.format(file=file) for arg in args]
+    result = cli("train", "--out", str(tmp_path / "x"), *args, "--quiet")  # a later --out wins
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert message in lines[0]
+    assert message.format(file=file) in lines[0]
     assert not (tmp_path / "x").exists()  # nothing started
 
 
