@@ -75,9 +75,11 @@ def _before_ray(quiet: bool) -> None:
     """What `run` and `resume` set before Ray is imported: its token mode and what it prints."""
     import logging
 
+    from search.interrupt import hide_tunes_resume_hint
     from search.ray_session import use_the_token_found_here
 
     use_the_token_found_here()  # before anything imports Ray
+    hide_tunes_resume_hint()
 
     # torch.export explains its shape specialisation when the champion is logged: noise here.
     logging.getLogger("torch._export").setLevel(logging.ERROR)

@@ -11,9 +11,24 @@ with 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Iterator
+
+
+class _WithoutTunesResumeHint(logging.Filter):
+    """Tune's own hint on an interrupted fit ("Resume experiment with: Tuner.restore(...)")
+    names an API the user never called; StudyInterrupted's line names `resnet-search resume`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resume experiment with" not in record.getMessage()
+
+
+def hide_tunes_resume_hint() -> None:
+    logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _WithoutTunesResumeHint) for f in logger.filters):
+        logger.addFilter(_WithoutTunesResumeHint())
 
 
 class StudyInterrupted(Exception):

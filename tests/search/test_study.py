@@ -386,6 +386,7 @@ def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies):
         log = (studies.home.parent / "driver.log").read_text()
         assert driver.returncode == 128 + signum, log[-3000:]
         assert f"study {name} interrupted by {signum.name}" in log.splitlines()[-1]
+        assert "Tuner.restore" not in log  # Tune's own hint: our line names `resume`
         wait_for(lambda pid=driver.pid: not session_processes(pid), 60,
                  "the study's processes to stop")
         study_run = tracking.find_study_run(client, name)
