@@ -27,10 +27,12 @@ def study_status(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
     uri, client, study_run = open_study(name, tracking_uri)
     metric, mode = tracking.study_objective(study_run)
     trials = [_trial_row(score, run) for score, run in tracking.ranked_trial_runs(client, study_run)]
+    run_tags = study_run.data.tags
     counts: dict[str, int] = {}
     for t in trials:
+        if t["status"] == tags.RUNNING and run_tags.get(tags.STATUS) == tags.INTERRUPTED:
+            t["status"] = tags.INTERRUPTED  # stopped with the study: `resume` goes on with it
         counts[t["status"]] = counts.get(t["status"], 0) + 1
-    run_tags = study_run.data.tags
     return {
         "study": name,
         "tracking_uri": uri,

@@ -392,6 +392,9 @@ def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies):
         study_run = tracking.find_study_run(client, name)
         assert study_run.data.tags[tags.STATUS] == "interrupted", signum.name
         assert not client.search_model_versions(f"name='{name}-model'")  # nothing registered
+        # Nothing runs now: the trials stopped with the study are said interrupted, not running.
+        counts = json.loads(studies.cli("status", name, "--json").stdout)["counts"]
+        assert "running" not in counts and counts.get("interrupted", 0) >= 1, counts
     assert finished() < 4  # the resume was stopped with trials left to do
 
     resumed = studies.cli("resume", name)
