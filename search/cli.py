@@ -273,9 +273,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     with user_input():
         model_config, train_config, data_config = _train_configs(args)
     out = args.out or Path("runs") / f"{model_config.name}-{data_config.dataset}"
-    summary = train_to_directory(model_config, train_config, data_config, out,
-                                 device=args.device, resume=args.resume,
-                                 progress=not args.quiet)
+    try:
+        summary = train_to_directory(model_config, train_config, data_config, out,
+                                     device=args.device, resume=args.resume,
+                                     progress=not args.quiet)
+    except KeyboardInterrupt:
+        if not (out / "checkpoint.pt").is_file():
+            raise  # nothing to continue from: main's plain "interrupted"
+        print(f"resnet-search: interrupted; {out / 'checkpoint.pt'} holds the last finished "
+              f"epoch: the same command with --resume continues", file=sys.stderr)
+        return 130
     print(f"{summary['model']} on {data_config.dataset}: "
           f"val accuracy {summary['val_accuracy']:.4f}, "
           f"test accuracy {summary['test_accuracy']:.4f} "

@@ -69,6 +69,9 @@ def test_train_resumes_an_interrupted_run(tmp_path):
         time.sleep(0.05)
     first.send_signal(signal.SIGINT)
     assert first.wait(timeout=120) == 130, first.stderr.read()
+    assert first.stderr.read().strip().splitlines()[-1] == (
+        f"resnet-search: interrupted; {out / 'checkpoint.pt'} holds the last finished epoch: "
+        f"the same command with --resume continues")
     result = cli(*args, "--resume")
     assert result.returncode == 0, result.stderr
     resumed = re.search(r"resumed from \S+ at epoch (\d+)", result.stderr)
