@@ -189,7 +189,9 @@ SECTIONS = {
                "stopped early by the scheduler (pruned); red curves ending in a cross diverged."),
     "importance": ("Hyperparameter importance",
                    "How much of the variation in the score each searched hyperparameter explains "
-                   "(Optuna's fANOVA over the trials that ran to the end). Long bars matter."),
+                   "(Optuna's fANOVA over the trials that ran to the end; over every scored "
+                   "trial, early-stopped ones at their early scores, when fewer than two did). "
+                   "Long bars matter."),
     "parallel": ("Parallel coordinates",
                  "One line per trial through its hyperparameter values, coloured by its score: "
                  "follow the dark lines to see which combinations won."),
@@ -201,7 +203,9 @@ SECTIONS = {
     "groups": ("Grouped comparison",
                "The seed's questions: plain vs residual families, basic vs bottleneck blocks, batch "
                "norm before or after the addition (post-activation ResNet only), and the optimizers. "
-               "Bars are the mean score with one standard deviation; diamonds the best trial."),
+               "Bars are the mean score with one standard deviation; diamonds the best trial "
+               "(of the trials that ran to the end; of every scored trial when fewer than two "
+               "did)."),
 }
 
 

@@ -138,11 +138,16 @@ def cost_figure(study: StudyRecord) -> go.Figure:
     return fig
 
 
+def comparable_trials(study: StudyRecord) -> list[TrialRecord]:
+    """The trials whose scores compare: those that ran to the end (early-stopped scores are
+    biased low), or every scored trial when fewer than two did (the page says so)."""
+    finished = [t for t in study.scored() if t.status == tags.COMPLETED]
+    return finished if len(finished) >= 2 else study.scored()
+
+
 def group_rows(study: StudyRecord) -> list[dict[str, Any]]:
     """Mean, spread and best score per value of each seed question's factor."""
-    finished = [t for t in study.scored() if t.status == tags.COMPLETED]
-    # Early-stopped scores are biased low; use them only when too few trials ran to the end.
-    trials = finished if len(finished) >= 2 else study.scored()
+    trials = comparable_trials(study)
     better = max if study.mode == "max" else min
     rows = []
     for factor, param, families in GROUPS:
@@ -184,8 +189,7 @@ def optuna_study(study: StudyRecord) -> Any:
     """An in-memory Optuna study of the scored trials, for Optuna's importance and plots."""
     import optuna
 
-    finished = [t for t in study.scored() if t.status == tags.COMPLETED]
-    trials = finished if len(finished) >= 2 else study.scored()
+    trials = comparable_trials(study)
     distributions = _distributions(study, trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = optuna.create_study(study_name=study.name,
