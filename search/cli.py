@@ -280,8 +280,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if not (out / "checkpoint.pt").is_file():
             raise  # nothing to continue from: main's plain "interrupted"
-        print(f"resnet-search: interrupted; {out / 'checkpoint.pt'} holds the last finished "
-              f"epoch: the same command with --resume continues", file=sys.stderr)
+        print(f"{'' if args.quiet else chr(10)}resnet-search: interrupted; "  # off the bar's line
+              f"{out / 'checkpoint.pt'} holds the last finished epoch: the same command with "
+              f"--resume continues", file=sys.stderr)
         return 130
     print(f"{summary['model']} on {data_config.dataset}: "
           f"val accuracy {summary['val_accuracy']:.4f}, "

@@ -74,6 +74,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _before_ray(quiet: bool) -> None:
     """What `run` and `resume` set before Ray is imported: its token mode and what it prints."""
     import logging
+    import warnings
 
     from search.interrupt import hide_tunes_resume_hint
     from search.ray_session import use_the_token_found_here
@@ -86,12 +87,16 @@ def _before_ray(quiet: bool) -> None:
     logging.getLogger("torch.export").setLevel(logging.ERROR)
     if quiet:
         os.environ["RESNET_SEARCH_QUIET"] = "1"
+    # A resumed trial reports its epochs again from its checkpoint: Optuna keeps the first
+    # value of a step and warns of each repeat, which is expected here.
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this step",
+                            category=UserWarning)
     if os.environ.get("RESNET_SEARCH_QUIET"):
-        # Quiet means the study's own lines and real warnings: not MLflow's notes on the
-        # registration, nor Ray's on its first token (start_ray keeps Ray's INFO lines out).
+        # Quiet means the study's own lines and errors: not MLflow's notes on the registration,
+        # nor Ray's on its first token, nor Tune's on a stop (start_ray keeps Ray's INFO out).
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-            logging.ERROR)
+        for name in ("ray._private.authentication.authentication_token_setup", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -106,11 +111,11 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{status['num_samples']} trials: {counts}")
     print(f"storage {status['storage_path']}, tracking {status['tracking_uri']}")
     metric = f"best {status['metric']}"
-    print(f"\n{'rank':>4} {'#':>3} {'trial':<12} {'status':<10} {'model':<22} {'optimizer':<9} "
+    print(f"\n{'rank':>4} {'#':>3} {'trial':<12} {'status':<11} {'model':<22} {'optimizer':<9} "
           f"{'lr':>9} {'epochs':>6} {metric:>16}")
     for place, t in enumerate(status["trials"], 1):
         print(f"{place if t['ranked'] else '-':>4} {t['optuna_trial_number']:>3} "
-              f"{t['trial_id'] or '?':<12} {t['status']:<10} {t['model']:<22} "
+              f"{t['trial_id'] or '?':<12} {t['status']:<11} {t['model']:<22} "
               f"{t['optimizer'] or '?':<9} {_num(t['lr']):>9} {t['epochs']:>6} "
               f"{_num(t['value'], 4):>16}")
     best = status["best"]

@@ -139,7 +139,6 @@ def progress_table(config: StudyConfig):
     from ray.tune import CLIReporter
 
     use_classic_output()
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return CLIReporter(
         # The network by its registry name (wrn-16-2, resnet-20-bottleneck): a "k" column
         # read k=1 for every non-WRN trial.
@@ -191,6 +190,9 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     # was 93% of the loggers' driver time (1.2 s of a 32-trial study, issue 12) and its
     # event files had no reader. A restored study keeps the callbacks it was saved with.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Tune warns each time it saves the experiment state more often than every 5 s: a
+    # resumed study's trials report their first epochs in a burst (dozens of warnings).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if restore:
         use_classic_output()  # the restored run keeps its saved trial table
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
