@@ -172,19 +172,11 @@ def asha_scheduler(config: StudyConfig):
                          reduction_factor=config.scheduler.reduction_factor)
 
 
-def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from search.resources import wrap_trainable
-    from search.searcher import build_searcher
-
-    trainable = wrap_trainable(config)
+def set_tune_environment(capacity: int) -> None:
+    """Tune's settings that only its environment variables reach (read when fit() starts)."""
     # Tune keeps one trial pending at a time for non-random searchers, so trials start
     # one actor start-up (seconds) apart; let as many be pending as can run at once.
-    capacity = concurrent_trial_capacity(config)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(capacity))
-    experiment_path = os.path.join(config.storage.path, config.study.name)
     # Tune's default loggers, less TensorBoard's: each trial folder keeps Ray's own record
     # (result.json, progress.csv), while MLflow is the dashboard. The TensorBoardX logger
     # was 93% of the loggers' driver time (1.2 s of a 32-trial study, issue 12) and its
@@ -193,6 +185,19 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     # Tune warns each time it saves the experiment state more often than every 5 s: a
     # resumed study's trials report their first epochs in a burst (dozens of warnings).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from search.resources import wrap_trainable
+    from search.searcher import build_searcher
+
+    trainable = wrap_trainable(config)
+    capacity = concurrent_trial_capacity(config)
+    set_tune_environment(capacity)
+    experiment_path = os.path.join(config.storage.path, config.study.name)
     if restore:
         use_classic_output()  # the restored run keeps its saved trial table
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
