@@ -98,3 +98,18 @@ def test_evaluate_of_a_torn_checkpoint_is_one_line_exit_2(checkpoint_bytes, tmp_
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
         assert lines[0].startswith(f"resnet-search: error: {torn} is not a readable checkpoint "
                                    f"(truncated or corrupt")
+
+
+def test_a_checkpoint_that_holds_code_is_refused_and_runs_no_code(tmp_path):
+    """A file from someone else: loading it must not run what its pickle asks for."""
+    marker = tmp_path / "code-ran"
+
+    class RunsCodeOnLoad:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "model_config": {}, "payload": RunsCodeOnLoad()}, path)
+    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
+        load_checkpoint(path)
+    assert not marker.exists()

@@ -26,6 +26,21 @@ def test_cifar10_files_load_with_labels_and_layout(fake_datasets):
     assert data.test.labels.tolist() == raw["labels"]
 
 
+def test_cifar10_validation_is_carved_from_train_and_disjoint_from_it(fake_datasets):
+    """By content: every training image of the files is in train or validation, never both."""
+    data = load_data(DataConfig("cifar10", root=str(fake_datasets), val_size=10))
+    rows = set()
+    for i in range(1, 6):
+        with open(fake_datasets / "cifar-10-batches-py" / f"data_batch_{i}", "rb") as handle:
+            rows |= {row.tobytes() for row in pickle.load(handle, encoding="latin1")["data"]}
+    train = {image.numpy().tobytes() for image in data.train.images}
+    val = {image.numpy().tobytes() for image in data.val.images}
+    assert len(rows) == 100  # the files' random images are all distinct
+    assert len(train) == 90 and len(val) == 10
+    assert not train & val
+    assert train | val == rows
+
+
 def test_cifar100_uses_fine_labels(fake_datasets):
     data = load_data(DataConfig("cifar100", root=str(fake_datasets), val_size=10))
     assert data.num_classes == 100 and len(data.train) + len(data.val) == 60
