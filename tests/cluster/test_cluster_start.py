@@ -53,18 +53,6 @@ def _readme() -> str:
     return (CLUSTER / "README.md").read_text()
 
 
-def _readme_commands() -> list[str]:
-    """The shell commands of README's code blocks, continuation lines joined, comments off."""
-    blocks = re.findall(r"```(?:bash)?\n(.*?)```", _readme(), re.S)
-    commands = []
-    for block in blocks:
-        for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#\s.*$", "", line).strip()
-            if line and not line.startswith("#"):
-                commands.append(line)
-    return commands
-
-
 # ----------------------------------------------------------------- GKE: the driver's paths
 def container_env() -> dict[str, str]:
     """The environment a container of cluster/Dockerfile starts with: the base image's,
@@ -204,3 +192,88 @@ def test_share_step_makes_a_root_owned_share_writable_for_the_study(which, reque
                                 "--clear-groups", "touch", str(folder / "written-by-the-study")],
                                capture_output=True, text=True)
         assert write.returncode == 0, f"{name}: uid {STUDY_UID} cannot write {path}: {write.stderr}"
+
+
+# ----------------------------------------------------------------- README's commands
+def _readme_code_lines() -> list[str]:
+    """README's code lines in order, continuation lines joined, comments kept."""
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", _readme(), re.S)
+    return [line.strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()
+            if line.strip()]
+
+
+def _readme_commands() -> list[str]:
+    return [re.sub(r"\s+#\s.*$", "", line) for line in _readme_code_lines()
+            if not line.startswith("#")]
+
+
+def _command(pattern: str) -> str:
+    found = [c for c in _readme_commands() if re.search(pattern, c)]
+    assert found, f"cluster/README.md has no command matching {pattern!r}"
+    return found[0]
+
+
+def _assignments(words: list[str]) -> dict[str, str]:
+    """The VAR=value words that start a simple command."""
+    out = {}
+    for word in words:
+        if not re.match(r"^[A-Z_][A-Z0-9_]*=", word):
+            break
+        key, _, value = word.partition("=")
+        out[key] = value
+    return out
+
+
+def _study_name(study: str) -> str:
+    return tomllib.loads((ROOT / study).read_text())["study"]["name"]
+
+
+# ----------------------------------------------------------------- storage binding
+def _claim_consumers(claim: str) -> set[str]:
+    """Files of cluster/kuberay whose pods mount `claim`."""
+    files = set()
+    for path in KUBERAY.glob("*.yaml"):
+        if f"claimName: {claim}" in path.read_text():
+            files.add(f"cluster/kuberay/{path.name}")
+    return files
+
+
+def _binding_modes() -> dict[str, str]:
+    return {f"storageclass-{p.name.removeprefix('storageclass-')}": _docs(p)[0].get(
+        "volumeBindingMode", "Immediate") for p in KUBERAY.glob("storageclass-*.yaml")}
+
+
+def test_readme_waits_for_the_claim_where_it_can_bind():
+    """A WaitForFirstConsumer claim stays Pending until a pod mounts it: waiting for Bound
+    before any Ray pod exists never ends."""
+    lines = _readme_code_lines()
+    (claim,) = [d["metadata"]["name"] for d in _docs(KUBERAY / "storage.yaml")]
+    consumers = _claim_consumers(claim)
+    assert consumers >= {"cluster/kuberay/raycluster.yaml", "cluster/kuberay/rayjob.yaml"}
+    modes = _binding_modes()
+    assert "WaitForFirstConsumer" in modes.values(), "the Filestore class binds on first consumer"
+    waits = [i for i, line in enumerate(lines) if "Bound" in line and claim in line]
+    assert waits, "README never says when the shared claim is Bound"
+    for i in waits:
+        applied = " ".join(lines[:i])
+        classes = {name for name in modes if name in applied}
+        assert classes, f"README waits for {claim} before creating its storage class"
+        if any(modes[name] == "WaitForFirstConsumer" for name in classes):
+            pods = [c for c in consumers if re.search(rf"apply -f {re.escape(c)}\b", applied)]
+            assert pods, (f"README waits for {claim} to be Bound before any pod mounts it: "
+                          f"with WaitForFirstConsumer it stays Pending: {lines[i]}")
+
+
+# ----------------------------------------------------------------- Ray addresses
+def test_every_suggested_ray_client_address_is_one_the_head_serves():
+    """`ray://HOST:PORT` works only on a port the head declares, through its service."""
+    services = {f"{d['metadata']['name']}-head-svc" for d in _docs(KUBERAY / "raycluster.yaml")}
+    texts = [*(ROOT / "configs").glob("*.toml"), ROOT / "README.md", *CLUSTER.rglob("*.md"),
+             *CLUSTER.rglob("*.yaml")]
+    for path in texts:
+        for host, port in re.findall(r"ray://([\w.-]+):(\d+)", path.read_text()):
+            assert host.split(".")[0] in services, f"{path.name}: ray://{host}: no such head service"
+            for name, spec in _ray_cluster_specs():
+                ports = [p["containerPort"] for c in spec["headGroupSpec"]["template"]["spec"]
+                         ["containers"] for p in c.get("ports", [])]
+                assert int(port) in ports, f"{path.name}: ray://{host}:{port}, {name} serves {ports}"
