@@ -69,6 +69,9 @@ class DeviceLoader:
         self.generator = generator if generator is not None else torch.Generator()
         self.rank = rank
         self.world_size = world_size
+        # Set to a list to have each batch's sample indices appended to it (tests check
+        # with it that DDP ranks share out every epoch); None costs nothing.
+        self.index_log: list[torch.Tensor] | None = None
 
     @property
     def num_images(self) -> int:
@@ -94,6 +97,8 @@ class DeviceLoader:
         order = order[: self.num_images].to(self.device)
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
+            if self.index_log is not None:
+                self.index_log.append(index.cpu())
             yield self._make_batch(index), self.labels[index]
 
     def _make_batch(self, index: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ ranks report the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -48,11 +49,15 @@ def worker_run(loop_config: dict[str, Any], restore_notes: list[str] | None = No
     )
 
 
-def run_worker(loop_config: dict[str, Any]) -> TrainingRun:
-    """The body of `train_loop_per_worker`; returns the run (tests inspect each rank's state)."""
+def run_worker(loop_config: dict[str, Any],
+               before_training: Callable[[TrainingRun], None] | None = None) -> TrainingRun:
+    """The body of `train_loop_per_worker`; returns the run (tests inspect each rank's state,
+    and may set it up to record what it trains on with `before_training`)."""
     announce_workers(loop_config)
     notes: list[str] = []
     run = worker_run(loop_config, notes)
+    if before_training is not None:
+        before_training(run)
     extra = {**trial_identity(), "resumed_from_epoch": run.epoch,
              "device": str(run.device.type), "amp": int(run.amp), "world_size": run.world_size,
              "rank": run.rank}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from resnet_core.data import DataConfig, load_data
 from resnet_core.models import parse_model_name
@@ -38,10 +39,24 @@ def test_the_baseline_is_reproducible_so_a_difference_is_the_options(digits):
     assert _same_weights(first_weights, second_weights)
 
 
-def test_label_smoothing_changes_the_training_loss(digits):
-    plain, _ = _train(digits)
-    smoothed, _ = _train(digits, label_smoothing=0.2)
-    assert smoothed["train_loss"] != plain["train_loss"]
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_the_training_loss_is_the_cross_entropy_with_that_label_smoothing(digits, smoothing):
+    # With an lr so small that no weight moves, a second run from the same seed replays the
+    # batches the first trained on with the same weights: its loss, computed here, is what the
+    # first must report.
+    config = TrainConfig(epochs=1, batch_size=64, amp=False, seed=0, lr=1e-30,
+                         label_smoothing=smoothing)
+    (metrics,) = fit(TrainingRun(parse_model_name("resnet-8"), config, digits, "cpu"))
+    replay = TrainingRun(parse_model_name("resnet-8"), config, digits, "cpu")
+    replay.model.train()
+    total, seen = 0.0, 0
+    with torch.no_grad():
+        for images, labels in replay.train_loader:
+            logits = replay.model(images)
+            total += F.cross_entropy(logits, labels, label_smoothing=smoothing,
+                                     reduction="sum").item()
+            seen += len(labels)
+    assert metrics["train_loss"] == pytest.approx(total / seen, rel=1e-5)
 
 
 def test_grad_clip_limits_how_far_the_weights_move(digits):
@@ -97,18 +112,33 @@ def test_no_augment_trains_on_the_images_as_they_are(digits):
     data_config = _train_configs(flags)[2]
     plain = load_data(data_config)
     assert (plain.crop_padding, plain.flip) == (0, False)
-    augmented, _ = _train(digits)
-    unaugmented, _ = _train(plain)
-    assert augmented["train_loss"] != unaugmented["train_loss"]
+    # The batches training draws: the normalised images themselves, or shifted copies of them
+    # (digits: crops of +-1 pixel, one in nine at no shift).
+    for data, as_they_are in ((plain, True), (digits, False)):
+        run = TrainingRun(parse_model_name("resnet-8"), TrainConfig(batch_size=64, seed=0),
+                          data, "cpu")
+        loader = run.train_loader
+        loader.index_log = []
+        batches = torch.cat([images for images, _ in loader])
+        index = torch.cat(loader.index_log)
+        raw = (data.train.images[index].float() - loader.mean) * loader.inv_std
+        unchanged = torch.isclose(batches, raw).flatten(1).all(1).float().mean().item()
+        assert unchanged == 1.0 if as_they_are else unchanged < 0.5, (as_they_are, unchanged)
 
 
-def test_amp_flags_reach_the_run_and_bf16_changes_the_numbers(digits):
+def test_amp_flags_reach_the_run_and_the_network_computes_in_bf16(digits):
     for flag, on in (("--amp", True), ("--no-amp", False)):
         train = _train_configs(build_parser().parse_args(["train", flag]))[1]
         assert TrainingRun(parse_model_name("resnet-8"), train, digits, "cpu").amp is on, flag
-    bf16, _ = _train(digits, amp=True)
-    fp32, _ = _train(digits, amp=False)
-    assert bf16["train_loss"] != fp32["train_loss"]
+    # What the network computes in: the first convolution's outputs during training.
+    for amp, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        config = TrainConfig(epochs=1, batch_size=64, seed=0, amp=amp)
+        run = TrainingRun(parse_model_name("resnet-8"), config, digits, "cpu")
+        seen: set[torch.dtype] = set()
+        conv = next(m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda _module, _input, output, seen=seen: seen.add(output.dtype))
+        fit(run)
+        assert seen == {dtype}, amp
 
 
 def test_val_size_and_subset_set_the_split_sizes_training_sees():

@@ -170,6 +170,16 @@ class Studies:
         return [] if parent is None else tracking.trial_runs(client, parent)
 
 
+def trained_checkpoint(run) -> dict:
+    """The checkpoint a trial run's tag points at, with its network rebuilt from it: what the
+    trial really trained (its configs, weights and optimizer), to hold the run's params to."""
+    from resnet_core.checkpoint import model_from_checkpoint
+    from search import tags
+
+    _, state = model_from_checkpoint(run.data.tags[tags.CHECKPOINT])
+    return state
+
+
 def kill_session(leader: subprocess.Popen) -> None:
     """SIGKILL a driver and every process of its session (its local Ray), as a crash would."""
     try:

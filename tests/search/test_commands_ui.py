@@ -17,6 +17,8 @@ from common import cli, free_port
 from study_helpers import ROOT, wait_for
 from test_report import STUDY_NAME, report_study  # noqa: F401 - the one shared real study
 
+from search import tracking
+
 # ---------------------------------------------------------------- studies
 
 
@@ -35,7 +37,10 @@ def test_studies_lists_status_trials_best_champion_and_start(report_study):  # n
     assert row["champion"] == {"model": f"{STUDY_NAME}-model", "version": 1,
                                "uri": f"models:/{STUDY_NAME}-model/1", "is_alias": True}
     assert row["test_accuracy"] == pytest.approx(status["test_accuracy"])
-    assert time.strptime(row["start_time"], "%Y-%m-%dT%H:%M:%S").tm_year >= 2024
+    # The study run's own start, in this machine's local time, to the second.
+    study_run = tracking.find_study_run(studies.client(), STUDY_NAME)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(study_run.info.start_time / 1000))
+    assert row["start_time"] == started
 
     table = studies.cli("studies", "--tracking-uri", studies.tracking_uri)
     assert table.returncode == 0

@@ -25,6 +25,11 @@ def ddp_study() -> str:
     return study_toml("ddp", study={"seed": 3}, space={"width": 1}, scheduler=ASHA_AT_MAX_T,
                       resources={"workers_per_trial": 2})
 
+# 1024 training images: 16 whole batches of 32 per rank, so that the two shares of an epoch
+# must be exactly the whole split (no remainder dropped).
+TRAIN_IMAGES = 1024
+
+
 def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
     """A resolved trial exactly as the study's search space hands it to a DDP trial."""
     import optuna
@@ -33,7 +38,8 @@ def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
     from search.config import parse_study
     from search.space import SearchSpace
 
-    text = study_toml("unit", study={"seed": 0}, data={"root": str(tmp_path / "data")},
+    text = study_toml("unit", study={"seed": 0},
+                      data={"root": str(tmp_path / "data"), "subset": TRAIN_IMAGES},
                       train={"epochs": epochs, "lr": lr, "momentum": 0.9},
                       space={"family": "wrn", "depth": 10, "width": 1}, replace_space=True,
                       resources={"workers_per_trial": 2})
@@ -67,13 +73,19 @@ def fit_and_collect(config: dict, storage: Path, name: str, **kwargs) -> list[tu
     return [queue.get() for _ in range(queue.size())]
 
 
+def record_samples(run) -> None:
+    run.train_loader.index_log = []
+    run.val_loader.index_log = []
+
+
 def dump_each_rank_loop(loop_config: dict) -> None:
-    """The real worker loop, then each rank saves the weights and loader share it ended with."""
+    """The real worker loop, then each rank saves the weights and loader share it ended with,
+    and the indices of the samples it trained and validated on."""
     import ray
 
     from search.ddp_worker import run_worker
 
-    run = run_worker(loop_config)
+    run = run_worker(loop_config, before_training=record_samples)
     out = Path(loop_config["out"]) / f"rank{run.rank}"
     torch.save({name: p.detach().cpu() for name, p in run.model.named_parameters()},
                f"{out}.pt")
@@ -83,6 +95,9 @@ def dump_each_rank_loop(loop_config: dict) -> None:
         "per_worker_batch": run.train_loader.batch_size,
         "local_images": run.train_loader.num_images, "history": run.history,
         "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else "",
+        "trained_on": torch.cat(run.train_loader.index_log).tolist(),
+        "validated_on": torch.cat(run.val_loader.index_log).tolist(),
+        "train_images": len(run.data.train), "val_images": len(run.data.val),
     }))
 
 
@@ -116,14 +131,6 @@ class TestTwoGlooWorkers:
         # and one torch thread; the global batch of 64 is 32 images per worker.
         assert all(r["reserved_cpu"] == pytest.approx(0.495) for r in ranks)
         assert all(r["threads"] == 1 and r["per_worker_batch"] == 32 for r in ranks)
-        # Each rank trains on its own half of the training split (the loader's slicing is
-        # tested in tests/resnet_core/test_data.py; this checks the run asks for it).
-        from resnet_core.data import DataConfig, load_data
-
-        train_images = len(load_data(DataConfig(**one_epoch[0]["data"])).train)
-        share, batch = train_images // 2, ranks[0]["per_worker_batch"]
-        assert ranks[0]["local_images"] == ranks[1]["local_images"]
-        assert share - batch < ranks[0]["local_images"] <= share  # whole batches of its half
         # Train metrics are sums over both shares: the same on both ranks, and the
         # accuracy counts the images of both shares.
         first, second = (r["history"][0] for r in ranks)
@@ -137,6 +144,21 @@ class TestTwoGlooWorkers:
         assert weights[0].keys() == weights[1].keys()
         for name in weights[0]:
             assert torch.equal(weights[0][name], weights[1][name]), name
+
+    def test_the_ranks_shares_are_disjoint_and_together_the_whole_epoch(self, one_epoch):
+        """What each rank trained on, recorded batch by batch: no image twice, none left out.
+        Validation is not sharded: every rank scores the whole split."""
+        _, _, ranks, _, _ = one_epoch
+        shares = [r["trained_on"] for r in ranks]
+        assert ranks[0]["train_images"] == TRAIN_IMAGES
+        assert len(shares[0]) == len(shares[1]) == TRAIN_IMAGES // 2 == ranks[0]["local_images"]
+        assert len(set(shares[0])) == len(shares[0])
+        assert not set(shares[0]) & set(shares[1])
+        assert set(shares[0]) | set(shares[1]) == set(range(TRAIN_IMAGES))
+        # A shuffled epoch, not one half each in split order.
+        assert shares[0] != sorted(shares[0])
+        for rank in ranks:
+            assert sorted(rank["validated_on"]) == list(range(rank["val_images"]))
 
     def test_rank_zero_result_and_checkpoint_reach_the_trial(self, one_epoch):
         _, forwarded, ranks, _, _ = one_epoch

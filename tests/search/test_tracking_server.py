@@ -15,7 +15,7 @@ import time
 
 import pytest
 from postgres import database_uri, fresh_database, require_postgres
-from study_helpers import KILL_TIMED_NET, kill_session, study_toml, wait_for
+from study_helpers import KILL_TIMED_NET, kill_session, study_toml, trained_checkpoint, wait_for
 from tracking_server import TrackedStudies, tracking_server
 
 from search import tags, tracking
@@ -115,7 +115,8 @@ def test_the_store_holds_the_study_its_trials_metrics_and_lineage(tracked_study)
         assert run_tags[tags.NODE_ID]
         assert run_tags[tags.CHECKPOINT].startswith(str(studies.home))
         assert run.data.params["model.family"] == "wrn"
-        assert run.data.params["model.width"] in ("1", "2")
+        # The width the run records is the network its checkpoint's weights fit.
+        assert int(run.data.params["model.width"]) == trained_checkpoint(run)["model_config"]["width"]
         for metric in ("val_accuracy", "train_loss", "best_val_accuracy"):
             history = client.get_metric_history(run.info.run_id, metric)
             assert [m.step for m in history] == [1, 2], metric  # step = epoch
