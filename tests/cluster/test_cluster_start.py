@@ -486,3 +486,23 @@ def test_kuberay_readme_names_what_the_manifests_create():
     local = re.fullmatch(r"http://localhost:(\d+)", words[words.index("--tracking-uri") + 1]).group(1)
     _command(rf"port-forward svc/mlflow {local}:5000\b")
     assert best
+
+
+# ----------------------------------------------------------------- zero workers at the start
+def test_cluster_studies_wait_for_the_workers_the_autoscaler_adds():
+    """Every deployment here starts with a CPU-less head and no workers: a study that does
+    not wait for the autoscaler finds no GPU anywhere and is refused."""
+    for name in LAUNCHER_FILES:
+        config = _launcher(name)
+        types = config["available_node_types"]
+        assert types[config["head_node_type"]]["resources"].get("CPU") == 0
+        assert all(t.get("min_workers", 0) == 0 for t in types.values())
+    for name, spec in _ray_cluster_specs():
+        assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", name
+        assert all(g.get("minReplicas", 0) == 0 for g in spec["workerGroupSpecs"]), name
+    studies = [c for c in (ROOT / "configs").glob("*.toml")
+               if tomllib.loads(c.read_text()).get("storage", {}).get("path", "").startswith(SHARED_MOUNT)]
+    assert studies, f"no study in configs/ keeps its results under {SHARED_MOUNT}"
+    for path in studies:
+        resources = tomllib.loads(path.read_text()).get("resources", {})
+        assert resources.get("wait_for_autoscaler") is True, f"{path.name}: set wait_for_autoscaler = true"
