@@ -349,7 +349,8 @@ def test_study_command_on_the_launcher_head_carries_its_credentials():
     run = steps[-1]
     assert _assignments(run).get("RAY_AUTH_MODE") == "token"
     program, *args = run[len(_assignments(run)):]
-    assert program == f"{_nodes_venv(_launcher(LAUNCHER_FILES[0]))}/bin/resnet-search"
+    for name in LAUNCHER_FILES:  # README: "GCP: the same steps with cluster/gcp.yaml"
+        assert program == f"{_nodes_venv(_launcher(name))}/bin/resnet-search", name
     assert args[0] == "run" and (ROOT / args[1]).is_file(), args
     assert args[2:] == ["--address", "auto"], "the driver joins the head's own cluster"
     assert ["cd", "~/resnet-search"] in steps
