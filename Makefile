@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast lint bench bench-overhead mutate bench-search install mlflow-ui cluster-up cluster-down clean
+.PHONY: demo test test-fast test-gpu lint bench bench-overhead mutate bench-search install mlflow-ui cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The CUDA and NCCL paths (tests marked gpu), on a machine with GPUs; elsewhere each is
+# skipped with the reason (-rs prints it).
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -m gpu --timeout=900
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -38,7 +43,8 @@ bench: $(STAMP)
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/platform_overhead.py
 
-# Deliberate bugs, one at a time: each must make its tests fail (tests/README.md).
+# Deliberate bugs, one at a time, in a scratch copy: each must make a named test fail on code
+# where the same tests pass (tests/README.md).
 mutate: $(STAMP)
 	$(BIN)/python tests/mutate.py
 

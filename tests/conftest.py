@@ -24,6 +24,23 @@ LONGEST_FILES = ("test_study.py", "test_faults.py", "test_tracking_server.py",
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable
+    skip_gpu_tests_without_cuda(items)
+
+
+def skip_gpu_tests_without_cuda(items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` (`gpu(count=2)`: that many GPUs) run where torch sees CUDA GPUs
+    (`make test-gpu`) and are skipped, saying why, everywhere else."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return  # no torch import for runs without gpu tests
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for item in marked:
+        needed = item.get_closest_marker("gpu").kwargs.get("count", 1)
+        if available < needed:
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs {needed} CUDA GPU{'s' if needed > 1 else ''}; torch sees {available}"))
 
 
 # xdist workers get COLUMNS=80 (and LINES) in their environment; a user's command run by a
