@@ -2,6 +2,7 @@
 
     make mutate                      # all mutations (~25 min on 2 cores)
     .venv/bin/python tests/mutate.py --only ranking val-overlap
+    .venv/bin/python tests/mutate.py --commit HEAD   # the last commit, without uncommitted edits
 
 Each mutation replaces one exact piece of source (it must occur exactly once) in a scratch
 copy of the working tree, never in the checkout itself: others may be editing or testing it
@@ -121,11 +122,18 @@ class Outcome:
     why: str = ""
 
 
-def scratch_tree(destination: Path) -> Path:
-    """A copy of the working tree as git sees it (tracked and new files, edits included)."""
+def scratch_tree(destination: Path, commit: str | None = None) -> Path:
+    """A copy of the working tree as git sees it (tracked and new files, edits included),
+    or of one commit's files."""
+    tree = destination / "tree"
+    if commit:
+        tree.mkdir()
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        return tree
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, capture_output=True, check=True).stdout.decode()
-    tree = destination / "tree"
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
         if source.is_file():
@@ -226,12 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="apply deliberate bugs and check the tests fail")
     parser.add_argument("--only", nargs="*", choices=[m.name for m in MUTATIONS])
     parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
+    parser.add_argument("--commit", help="mutate this commit's files (default: the working tree)")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
     rows: dict[str, tuple[str, str, float]] = {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="resnet-search-mutate-") as scratch:
-        tree = scratch_tree(Path(scratch))
+        tree = scratch_tree(Path(scratch), args.commit)
         baselines: dict = {}
         try:
             for mutation in chosen:
