@@ -12,8 +12,9 @@
 #
 # Credentials are generated here on first start (never in a file of the repository):
 #   $MLFLOW_HOME/server.env  the admin account and the Flask secret key (the server's)
-#   $MLFLOW_HOME/client.env  MLFLOW_TRACKING_URI/_USERNAME/_PASSWORD for the driver:
-#                            the study command reads it (cluster/README.md, section 2)
+#   $MLFLOW_HOME/client.env  MLFLOW_TRACKING_URI/_USERNAME/_PASSWORD of the studies'
+#                            user (not the admin), for the driver: the study command
+#                            reads it (cluster/README.md, section 2)
 # both mode 600, in a folder of mode 700 that belongs to the ssh user.
 #
 # Every `ray up` runs it again (head_start_ray_commands): it stops the server it
@@ -30,13 +31,11 @@ mkdir -p "$home/artifacts" "$state"
 chmod 700 "$home" "$state"
 
 if [[ ! -s $home/server.env ]]; then
-  password=$(openssl rand -hex 16)
-  printf '%s\n' "MLFLOW_AUTH_ADMIN_USERNAME=resnet-search" "MLFLOW_AUTH_ADMIN_PASSWORD=$password" \
-    "MLFLOW_FLASK_SERVER_SECRET_KEY=$(openssl rand -hex 32)" > "$home/server.env.new"
   printf '%s\n' "MLFLOW_TRACKING_URI=http://127.0.0.1:$port" "MLFLOW_TRACKING_USERNAME=resnet-search" \
-    "MLFLOW_TRACKING_PASSWORD=$password" > "$home/client.env"
+    "MLFLOW_TRACKING_PASSWORD=$(openssl rand -hex 16)" > "$home/client.env"
+  printf '%s\n' "MLFLOW_AUTH_ADMIN_USERNAME=admin" "MLFLOW_AUTH_ADMIN_PASSWORD=$(openssl rand -hex 16)" \
+    "MLFLOW_FLASK_SERVER_SECRET_KEY=$(openssl rand -hex 32)" > "$home/server.env.new"
   mv "$home/server.env.new" "$home/server.env"
-  unset password
 fi
 
 # The server started by an earlier run on this node: stop it, and only it.
@@ -78,14 +77,36 @@ setsid mlflow server --host 127.0.0.1 --port "$port" --workers 1 \
   --app-name basic-auth < /dev/null > "$state/server.log" 2>&1 &
 echo $! > "$state/server.pid"
 
+fail() {
+  echo "resnet-search: $1; the MLflow server's log ($state/server.log):" >&2
+  tail -n 20 "$state/server.log" >&2
+  exit 1
+}
+
 for _ in $(seq 180); do
-  if curl -fs -o /dev/null "http://127.0.0.1:$port/health"; then
-    echo "MLflow on http://127.0.0.1:$port (credentials: $home/client.env)"
-    exit 0
-  fi
-  kill -0 "$(<"$state/server.pid")" 2>/dev/null || break
+  curl -fs -o /dev/null "http://127.0.0.1:$port/health" && break
+  kill -0 "$(<"$state/server.pid")" 2>/dev/null || fail "the MLflow server stopped"
   sleep 1
 done
-echo "resnet-search: the MLflow server did not answer on port $port; its log ($state/server.log):" >&2
-tail -n 20 "$state/server.log" >&2
-exit 1
+curl -fs -o /dev/null "http://127.0.0.1:$port/health" || fail "no MLflow server answers on port $port"
+
+# The studies' user, not the admin: it creates and manages its own experiments and
+# models and reads the others. Credentials reach curl on stdin, never as arguments.
+# Creating the user again on a later start fails harmlessly; signing in must work.
+(
+  set -a
+  # shellcheck disable=SC1091
+  . "$home/client.env"
+  set +a
+  curl -s -o /dev/null -K - <<CURL || true
+url = "http://127.0.0.1:$port/api/2.0/mlflow/users/create"
+user = "$MLFLOW_AUTH_ADMIN_USERNAME:$MLFLOW_AUTH_ADMIN_PASSWORD"
+header = "Content-Type: application/json"
+data = "{\"username\": \"$MLFLOW_TRACKING_USERNAME\", \"password\": \"$MLFLOW_TRACKING_PASSWORD\"}"
+CURL
+  curl -fs -o /dev/null -K - <<CURL
+url = "http://127.0.0.1:$port/api/2.0/mlflow/experiments/search?max_results=1"
+user = "$MLFLOW_TRACKING_USERNAME:$MLFLOW_TRACKING_PASSWORD"
+CURL
+) || fail "the studies' user of $home/client.env cannot sign in"
+echo "MLflow on http://127.0.0.1:$port (the driver's credentials: $home/client.env)"

@@ -6,13 +6,18 @@ and every name, port, Secret and file they use exists."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
+import secrets
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -204,15 +209,22 @@ def test_head_server_serves_the_study_command_with_basic_auth(tmp_path):
             assert up.returncode == 0, f"start {start}: {up.stderr[-3000:]}"
             for name in ("server.env", "client.env"):
                 assert (home / name).stat().st_mode & 0o077 == 0, f"{name} is readable by others"
-            password = re.search(r"PASSWORD=(\S+)", (home / "client.env").read_text()).group(1)
+            client = dict(line.split("=", 1) for line in (home / "client.env").read_text().split())
+            admin = dict(line.split("=", 1) for line in (home / "server.env").read_text().split())
             processes = subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True)
-            assert password not in processes.stdout, "a password on a command line"
+            for secret in (client["MLFLOW_TRACKING_PASSWORD"], admin["MLFLOW_AUTH_ADMIN_PASSWORD"]):
+                assert secret not in processes.stdout, "a password on a command line"
+            password = client["MLFLOW_TRACKING_PASSWORD"]
             passwords.append(password)
             assert len(set(passwords)) == 1, "a restart changed the credentials"
             ok = subprocess.run(["bash", "-c", f"{driver} && {studies}"], env=env, capture_output=True,
                                 text=True, timeout=120)
             assert ok.returncode == 0, ok.stderr[-3000:]
             assert f"http://127.0.0.1:{port}" in ok.stdout, f"the driver used another store: {ok.stdout}"
+            assert _create_user(port, client["MLFLOW_TRACKING_USERNAME"], password) == 403, (
+                "the driver's user may administer the server")
+            assert _create_user(port, admin["MLFLOW_AUTH_ADMIN_USERNAME"],
+                                admin["MLFLOW_AUTH_ADMIN_PASSWORD"]) == 200
             refused = subprocess.run(["bash", "-c", studies], capture_output=True, text=True,
                                      env={**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
                                      timeout=120)
@@ -221,6 +233,21 @@ def test_head_server_serves_the_study_command_with_basic_auth(tmp_path):
         pid_file = state / "server.pid"
         if pid_file.is_file():
             _stop_session(int(pid_file.read_text()))
+
+
+def _create_user(port: int, user: str, password: str) -> int:
+    """The HTTP status of creating a user on the server, signed in as `user`."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    body = json.dumps({"username": f"u{secrets.token_hex(4)}", "password": secrets.token_hex(12)})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/users/create",
+                                     data=body.encode(), method="POST",
+                                     headers={"Authorization": f"Basic {token}",
+                                              "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def _stop_session(leader: int) -> None:
