@@ -32,6 +32,7 @@ EXPECTED_FILES = [
     "kuberay/networkpolicy.yaml",
     "mlflow/mlflow.yaml",
     "mlflow/postgres.yaml",
+    "mlflow/head-server.sh",
 ]
 LAUNCHER_FILES = ["aws.yaml", "gcp.yaml"]
 SHARED_MOUNT = "/mnt/shared"
