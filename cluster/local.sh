@@ -2,6 +2,11 @@
 # cluster/local.sh: a real multi-node Ray cluster on this machine.
 #
 #   cluster/local.sh up N      start a Ray head plus N worker nodes (N >= 0)
+#   cluster/local.sh up --autoscale N
+#                              a head with 0 CPUs and an autoscaler that adds up to N
+#                              worker nodes on demand and removes idle ones, as a cloud
+#                              cluster does (Ray's fake_multinode provider: each node is
+#                              a set of local processes)
 #   cluster/local.sh down      stop exactly the processes `up` started
 #   cluster/local.sh status    say whether the cluster is up (exit 0 up, 3 down)
 #   cluster/local.sh kill I    SIGKILL every process of worker node I (1..N): node loss, for chaos tests
@@ -169,9 +174,56 @@ current_pids() {
 }
 
 # ---------------------------------------------------------------- commands
+# The autoscaling config of `up --autoscale N` (the launcher's format): a head type that
+# offers no CPUs, one worker type of CPUS_PER_NODE CPUs, from 0 up to N nodes. The
+# provider starts nodes as local processes; node updaters and the launch-config check
+# would try to reach each node over SSH, so they are off.
+write_autoscaling_config() {  # write_autoscaling_config FILE N
+    local gpus=""
+    ((GPUS_PER_NODE > 0)) && gpus=", GPU: $GPUS_PER_NODE"
+    cat >"$1" <<EOF
+cluster_name: resnet-search-local
+max_workers: $2
+upscaling_speed: 10.0
+idle_timeout_minutes: ${IDLE_TIMEOUT_MINUTES:-1}
+provider:
+  type: fake_multinode
+  gcs_address: "127.0.0.1:$RAY_PORT"
+  disable_node_updaters: true
+  disable_launch_config_check: true
+auth:
+  ssh_user: ray
+available_node_types:
+  ray.head.default:
+    resources: {CPU: 0}
+    node_config: {}
+    max_workers: 0
+  cpu_worker:
+    resources: {CPU: $CPUS_PER_NODE$gpus, object_store_memory: $OBJECT_STORE_MEMORY}
+    node_config: {}
+    min_workers: 0
+    max_workers: $2
+head_node_type: ray.head.default
+file_mounts: {}
+cluster_synced_files: []
+file_mounts_sync_continuously: false
+rsync_exclude: []
+rsync_filter: []
+initialization_commands: []
+setup_commands: []
+head_setup_commands: []
+worker_setup_commands: []
+head_start_ray_commands: []
+worker_start_ray_commands: []
+EOF
+}
+
 cmd_up() {
+    local autoscale=0
+    if [[ ${1:-} == --autoscale ]]; then autoscale=1; shift; fi
     local n=${1:-}
-    [[ $n =~ ^[0-9]+$ ]] || die "usage: $PROG up N   (N = number of worker nodes, e.g. 2)"
+    [[ $n =~ ^[0-9]+$ ]] || die "usage: $PROG up [--autoscale] N   (N = number of worker nodes, e.g. 2)"
+    ((autoscale == 0 || n >= 1)) || die "up --autoscale $n: the autoscaler needs room for at least 1 worker node"
     resolve_ray
     command -v setsid >/dev/null 2>&1 || die "'setsid' (util-linux) is required"
 
@@ -223,15 +275,25 @@ EOF
         echo "DASHBOARD_PORT=$DASHBOARD_PORT"
         echo "TEMP_DIR=$temp_dir"
         echo "NODES=$((n + 1))"
+        echo "AUTOSCALE=$autoscale"
         echo "RAY=$RAY"
     } >"$STATE_DIR/state.env"
+    local started=$n alive=$((n + 1))
+    if ((autoscale)); then
+        # Only the head is started; the autoscaler, running in it, starts the rest. Its
+        # nodes take their temp dir from RAY_TMPDIR (so `down` finds them by it) and are
+        # descendants of the head's monitor, in the head's session.
+        write_autoscaling_config "$STATE_DIR/autoscaling.yaml" "$n"
+        export RAY_FAKE_CLUSTER=1 RAY_TMPDIR=$temp_dir
+        started=0 alive=1
+    fi
 
     # From here on a failure tears down whatever was started.
     trap 'log "start failed; stopping what was started (logs: $temp_dir)"; cmd_down >&2 || true; exit 1' ERR
 
     local sids="" address="" i
     : >"$STATE_DIR/up.log"
-    for ((i = 0; i <= n; i++)); do
+    for ((i = 0; i <= started; i++)); do
         local base=$((RAY_PORT + 10 + i * PORTS_PER_NODE))
         local cpus=$CPUS_PER_NODE
         local args=(
@@ -254,6 +316,10 @@ EOF
             cpus=$HEAD_CPUS
             args=(--head --port "$RAY_PORT" --dashboard-host 127.0.0.1
                 --dashboard-port "$DASHBOARD_PORT" "${args[@]}")
+            if ((autoscale)); then
+                cpus=0
+                args+=(--autoscaling-config "$STATE_DIR/autoscaling.yaml")
+            fi
         else
             args=(--address "$address" "${args[@]}")
         fi
@@ -301,8 +367,8 @@ EOF
         fi
     done
 
-    log "waiting for $((n + 1)) nodes to be alive"
-    "$PY" - "$address" "$((n + 1))" "$UP_TIMEOUT" "$STATE_DIR/nodes" <<'EOF' >>"$STATE_DIR/up.log" 2>&1 || { tail -n 5 "$STATE_DIR/up.log" >&2; false; }
+    log "waiting for $alive node(s) to be alive"
+    "$PY" - "$address" "$alive" "$UP_TIMEOUT" "$STATE_DIR/nodes" <<'EOF' >>"$STATE_DIR/up.log" 2>&1 || { tail -n 5 "$STATE_DIR/up.log" >&2; false; }
 import sys, time
 import ray
 address, want, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -326,8 +392,10 @@ EOF
     current_pids | sort -n >"$STATE_DIR/pids"
     echo "$address" >"$STATE_DIR/address"
 
+    local shape="head + $n worker node(s) on this machine, $CPUS_PER_NODE CPU(s) per node"
+    ((autoscale)) && shape="head with 0 CPUs and an autoscaler that adds up to $n worker node(s) of $CPUS_PER_NODE CPU(s) on demand"
     cat <<EOF
-Ray cluster up: head + $n worker node(s) on this machine, $CPUS_PER_NODE CPU(s) per node
+Ray cluster up: $shape
   address:     $address
   processes:   $(wc -l <"$STATE_DIR/pids") (PIDs in $STATE_DIR/pids)
   dashboard:   http://127.0.0.1:$DASHBOARD_PORT (loopback only)
@@ -428,6 +496,7 @@ cmd_kill() {
     local i=${1:-} node_sids sids="" sid pids
     [[ $i =~ ^[0-9]+$ ]] || die "usage: $PROG kill I   (I = a worker node, 1..N)"
     [[ -f $STATE_DIR/state.env && -n $(current_pids) ]] || die "no cluster up (state: $STATE_DIR)"
+    [[ $(state_get AUTOSCALE) != 1 ]] || die "kill $i: the autoscaler adds and removes the nodes of this cluster; kill is for one started with 'up N'"
     ((i >= 1)) || die "kill $i: node 0 is the head; kill a worker node (1..$(($(state_get NODES) - 1)))"
     ((i < $(state_get NODES))) || die "kill $i: no such worker node (1..$(($(state_get NODES) - 1)))"
     node_sids=$(state_get "NODE_${i}_SIDS")
@@ -470,6 +539,6 @@ status) cmd_status ;;
 address) cmd_address ;;
 kill) shift; cmd_kill "$@" ;;
 clean) cmd_clean ;;
--h | --help | help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
-*) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+-h | --help | help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+*) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

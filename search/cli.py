@@ -229,7 +229,8 @@ def _add_search_commands(commands: Any) -> None:
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+                        help="Ray cluster to join: HOST:PORT, or auto for the cluster this node "
+                             "is part of (default: $RAY_ADDRESS, else a Ray of its own)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else [tracking] uri "
                              "of the study file for run, else the local store)")
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or _search_command(args.command)
     from resnet_core import CheckpointError, DataConfigError, DivergedError
     from search.config import ConfigError
-    from search.interrupt import StudyInterrupted
+    from search.interrupt import StudyFailed, StudyInterrupted
 
     try:
         _check_device(getattr(args, "device", None))
@@ -352,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resnet-search: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except DivergedError as error:
+        print(f"resnet-search: {error}", file=sys.stderr)
+        return 1
+    except StudyFailed as error:
         print(f"resnet-search: {error}", file=sys.stderr)
         return 1
     except StudyInterrupted as stopped:

@@ -106,7 +106,10 @@ class ResourcesSection(_Section):
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | str = 0.0  # a fraction packs trials on a GPU; "auto" estimates
     workers_per_trial: int = 1
-    wait_for_autoscaler: bool = False
+    # None: wait for the nodes an autoscaler adds when the joined cluster has one (a cloud
+    # cluster starts with zero workers), else refuse a trial no node can run. true: wait on
+    # any cluster; false: count only the nodes alive when the study starts.
+    wait_for_autoscaler: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,22 @@ class StudyInterrupted(Exception):
         return 128 + self.signum
 
 
+class StudyFailed(Exception):
+    """A study none of whose trials finished: the first trial error in one line."""
+
+    def __init__(self, name: str, failed: int, first_error: str, where: str) -> None:
+        super().__init__(f"study {name} failed: no trial finished ({failed} failed); the first "
+                         f"trial error: {first_error} (trial logs and errors under {where})")
+
+
+def error_in_one_line(error: BaseException | str, limit: int = 300) -> str:
+    """A trial error's last telling line: Ray wraps the trial's exception in its own text
+    and traceback, and the exception itself ("ValueError: ...") comes last."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = lines[-1] if lines else type(error).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 class StorageFull(StudyInterrupted):
     """A study whose trials stopped because the storage disk is full (ENOSPC)."""
 

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from resnet_core import GPU_FALLBACK_ENV
+from search.autoscaling import Autoscaler, find_autoscaler
 from search.config import ConfigError, StudyConfig
 
 RAY_CONNECT_TIMEOUT_S = 5.0  # a live GCS answers a TCP connect at once; ray.init retries for minutes
@@ -79,7 +80,10 @@ def start_ray(address: str | None) -> None:
     else:
         # The dashboard has no authentication: localhost unless the user opens it up.
         dashboard_host = os.environ.get("RESNET_SEARCH_DASHBOARD_HOST", "127.0.0.1")
-        ray.init(dashboard_host=dashboard_host, log_to_driver=False, runtime_env=runtime_env,
+        # address="local": always a Ray of its own. Without it, ray.init() attaches to
+        # whatever cluster /tmp/ray/ray_current_cluster names, a stale one included.
+        ray.init(address="local", dashboard_host=dashboard_host, log_to_driver=False,
+                 runtime_env=runtime_env,
                  configure_logging=True, logging_level="WARNING",
                  _system_config=PRIVATE_RAY_CONFIG)
 
@@ -128,35 +132,55 @@ def finish_stopping_ray() -> None:
 
 
 def check_resources(config: StudyConfig, nodes: list[dict[str, float]] | None = None,
-                    where: str = "the Ray cluster") -> None:
-    """Resources a trial needs must exist somewhere: an error now, never a study that waits.
+                    where: str = "the Ray cluster", autoscaler: Autoscaler | None = None) -> None:
+    """Resources a trial needs must exist somewhere, now or once the autoscaler has added
+    the nodes it may: an error now, never a study that waits for nodes that cannot come.
 
     `nodes`: each node's resources ({"CPU": .., "GPU": ..}); by default the running Ray's.
+    An autoscaler whose limits are unknown (KubeRay) and `wait_for_autoscaler = true` on a
+    cluster without one are taken on trust: the trials wait for nodes.
     """
     from search.resources import trial_resources
 
-    if config.resources.wait_for_autoscaler:
+    if autoscaler is not None and not autoscaler.node_types:
+        return
+    if autoscaler is None and config.resources.wait_for_autoscaler:
         return
     if nodes is None:
         import ray
 
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    added = autoscaler.can_add() if autoscaler is not None else []
     need = trial_resources(config)
-    total_cpu = sum(n.get("CPU", 0) for n in nodes)
-    total_gpu = sum(n.get("GPU", 0) for n in nodes)
-    max_node_cpu = max((n.get("CPU", 0) for n in nodes), default=0)
-    max_node_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    total_cpu, total_gpu = (sum(n.get(r, 0) for n in nodes + added) for r in ("CPU", "GPU"))
+    max_node_cpu = max((n.get("CPU", 0) for n in nodes + added), default=0)
+    max_node_gpu = max((n.get("GPU", 0) for n in nodes + added), default=0)
+    if autoscaler is None:
+        has = f"{where} has"
+        grow_hint = " (set wait_for_autoscaler = true to wait for nodes added later)"
+    else:
+        has = f"{where}, with the {len(added)} more node(s) its autoscaler may add, has at most"
+        grow_hint = ""
     if need.total_cpu > total_cpu + 1e-9:
-        raise ConfigError(f"[resources] a trial needs {need.total_cpu:g} CPUs but {where} "
-                          f"has {total_cpu:g}; lower cpus_per_trial/workers_per_trial or add nodes "
-                          f"(set wait_for_autoscaler = true to wait for an autoscaler)")
+        raise ConfigError(f"[resources] a trial needs {need.total_cpu:g} CPUs but {has} "
+                          f"{total_cpu:g}; lower cpus_per_trial/workers_per_trial or add nodes"
+                          f"{grow_hint}")
     if need.per_bundle_cpu > max_node_cpu + 1e-9:
         raise ConfigError(f"[resources] cpus_per_trial needs {need.per_bundle_cpu:g} CPUs on one "
-                          f"node but the largest node has {max_node_cpu:g}")
+                          f"node but the largest node {'it can have ' if added else ''}has "
+                          f"{max_node_cpu:g}")
     if need.total_gpu > total_gpu + 1e-9 or need.per_bundle_gpu > max_node_gpu + 1e-9:
         raise ConfigError(f"[resources] gpus_per_trial={config.resources.gpus_per_trial} needs "
-                          f"{need.total_gpu:g} GPUs but {where} has {total_gpu:g}; use "
+                          f"{need.total_gpu:g} GPUs but {has} {total_gpu:g}; use "
                           f"gpus_per_trial = 0 on CPU-only machines")
+
+
+def joined_autoscaler(config: StudyConfig, address: str | None) -> Autoscaler | None:
+    """The autoscaler of the cluster the study joined, unless the study said not to wait
+    for one (`wait_for_autoscaler = false`); a private Ray has none."""
+    if not ray_address(address) or config.resources.wait_for_autoscaler is False:
+        return None
+    return find_autoscaler()
 
 
 def ray_address(address: str | None) -> str | None:
@@ -192,8 +216,11 @@ def check_storage_shared(storage_path: str) -> None:
                           f"or an object store URI (s3://, gs://) visible to all nodes")
 
 
-def concurrent_trial_capacity(config: StudyConfig) -> int:
-    """How many trials the cluster's CPUs and GPUs can run side by side."""
+def concurrent_trial_capacity(config: StudyConfig, autoscaler: Autoscaler | None = None) -> int:
+    """How many trials the cluster's CPUs and GPUs can run side by side, counting the nodes
+    the autoscaler may add: Tune keeps this many trials pending, and each pending trial's
+    resource request is what makes the autoscaler add a node. An autoscaler of unknown
+    limits gets as many as the study may run at once."""
     import math
 
     import ray
@@ -201,12 +228,17 @@ def concurrent_trial_capacity(config: StudyConfig) -> int:
     from search.resources import trial_resources
 
     need = trial_resources(config)
-    available = ray.cluster_resources()
     limits = [config.study.num_samples]
+    if config.study.max_concurrent_trials:
+        limits.append(config.study.max_concurrent_trials)
+    if autoscaler is not None and not autoscaler.node_types:
+        return max(1, min(limits))
+    available = dict(ray.cluster_resources())
+    for node in autoscaler.can_add() if autoscaler is not None else []:
+        for resource, amount in node.items():
+            available[resource] = available.get(resource, 0) + amount
     if need.total_cpu:
         limits.append(math.floor(available.get("CPU", 0) / need.total_cpu + 1e-9))
     if need.total_gpu:
         limits.append(math.floor(available.get("GPU", 0) / need.total_gpu + 1e-9))
-    if config.study.max_concurrent_trials:
-        limits.append(config.study.max_concurrent_trials)
     return max(1, min(limits))

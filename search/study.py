@@ -16,7 +16,14 @@ from typing import Any
 
 from search import tags
 from search.config import ConfigError, StudyConfig, parse_study
-from search.interrupt import StorageFull, StudyInterrupted, check_finished, graceful_stop
+from search.interrupt import (
+    StorageFull,
+    StudyFailed,
+    StudyInterrupted,
+    check_finished,
+    error_in_one_line,
+    graceful_stop,
+)
 from search.paths import default_artifact_root, default_storage_path
 from search.phases import phases_for, timed
 from search.ray_session import (
@@ -24,6 +31,7 @@ from search.ray_session import (
     check_resources_before_start,
     check_storage_shared,
     concurrent_trial_capacity,
+    joined_autoscaler,
     start_ray,
     stop_ray_in_background,
 )
@@ -187,7 +195,9 @@ def set_tune_environment(capacity: int) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
+def build_tuner(config: StudyConfig, callback, capacity: int, *, restore: bool = False):
+    """The Tuner of a new study, or of one restored from its saved state; `capacity`: the
+    trials the cluster can run side by side (search.ray_session.concurrent_trial_capacity)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -195,7 +205,6 @@ def build_tuner(config: StudyConfig, callback, *, restore: bool = False):
     from search.searcher import build_searcher
 
     trainable = wrap_trainable(config)
-    capacity = concurrent_trial_capacity(config)
     set_tune_environment(capacity)
     experiment_path = os.path.join(config.storage.path, config.study.name)
     if restore:
@@ -265,32 +274,47 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     if existing is not None:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
                           f"`resnet-search resume {config.study.name}` or pick another --name")
-    ray_seconds = start_study_ray(config, address)
+    cluster = start_study_ray(config, address)
     check_storage_shared(config.storage.path)
     experiment_id = tracking.get_or_create_experiment(
         client, config.tracking.experiment, _artifact_root(uri))
     study_run_id = tracking.create_study_run(client, experiment_id, config, config.storage.path,
                                              describe_space(config))
-    phases_for(study_run_id).driver["ray_startup"] += ray_seconds
+    phases_for(study_run_id).driver["ray_startup"] += cluster.seconds
     callback = trial_callback(config, uri, study_run_id, experiment_id)
     print(f"study {config.study.name}: {config.study.num_samples} trials, results in "
           f"{config.storage.path}/{config.study.name}, tracking {uri}", file=sys.stderr)
     with _study_run_guard(client, study_run_id), graceful_stop() as signals:
-        results = fit_checking_storage(build_tuner(config, callback), config, uri, study_run_id)
+        tuner = build_tuner(config, callback, cluster.capacity)
+        results = fit_checking_storage(tuner, config, uri, study_run_id)
         check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
                        signals)
         return finish_study(config, results, uri, study_run_id)
 
 
-def start_study_ray(config: StudyConfig, address: str | None) -> float:
+@dataclass(frozen=True)
+class StudyRay:
+    """The Ray a study runs on: how long it took to start or join, and how many trials it
+    can run side by side (counting the nodes an autoscaler may add)."""
+
+    seconds: float
+    capacity: int
+
+
+def start_study_ray(config: StudyConfig, address: str | None) -> StudyRay:
     """Start or join Ray for the study, the driver's warm-up running meanwhile, and check
-    that the cluster can run a trial. Returns the seconds Ray took to start."""
+    that the cluster can run a trial, now or once its autoscaler has added nodes."""
     start_warm_up()
     started = time.perf_counter()
     start_ray(address)
     seconds = time.perf_counter() - started
-    check_resources(config)
-    return seconds
+    autoscaler = joined_autoscaler(config, address)
+    check_resources(config, autoscaler=autoscaler)
+    capacity = concurrent_trial_capacity(config, autoscaler)
+    if autoscaler is not None:
+        print(f"the cluster has an autoscaler: trials wait for the nodes it adds (up to "
+              f"{capacity} trial(s) at once)", file=sys.stderr)
+    return StudyRay(seconds, capacity)
 
 
 def finished_trials(uri: str, study_run_id: str, ends: tuple = tags.FINAL_STATUSES) -> int:
@@ -337,7 +361,8 @@ def resume_study(name: str, *, address: str | None = None,
     config = study_config_from_run(client, study_run)
     check_storage_writable(config.storage.path)
     check_resources_before_start(config, address)
-    phases_for(study_run.info.run_id).driver["ray_startup"] += start_study_ray(config, address)
+    cluster = start_study_ray(config, address)
+    phases_for(study_run.info.run_id).driver["ray_startup"] += cluster.seconds
     study_run_id = study_run.info.run_id
     client.update_run(study_run_id, status="RUNNING")
     client.set_tag(study_run_id, tags.STATUS, tags.RUNNING)
@@ -349,11 +374,11 @@ def resume_study(name: str, *, address: str | None = None,
         client.delete_tag(study_run_id, DRIVER_STATE_TAG)
     if tune.Tuner.can_restore(experiment_path):
         print(f"resuming study {name} from {experiment_path}", file=sys.stderr)
-        tuner = build_tuner(config, callback, restore=True)
+        tuner = build_tuner(config, callback, cluster.capacity, restore=True)
     else:  # the driver died before Ray saved any state: start the trials afresh
         print(f"study {name} has no saved Ray state at {experiment_path}; starting its trials",
               file=sys.stderr)
-        tuner = build_tuner(config, callback)
+        tuner = build_tuner(config, callback, cluster.capacity)
     with _study_run_guard(client, study_run_id), graceful_stop() as signals:
         results = fit_checking_storage(tuner, config, uri, study_run_id)
         settle_trial_runs(client, study_run_id, results, config.train.epochs)
@@ -437,11 +462,11 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
     ranked = tracking.ranked_trial_runs(client, client.get_run(study_run_id))
     winner = pick_winner(ranked, results, config.study.metric, config.study.mode)
     if winner is None:
-        errors = [r for r in results if r.error is not None]
+        errors = [r.error for r in results if r.error is not None]
         _end_study_run(client, study_run_id, tags.FAILED)
-        raise RuntimeError(f"study {config.study.name}: no trial finished "
-                           f"({len(errors)} failed); see the trial errors under "
-                           f"{config.storage.path}/{config.study.name}")
+        raise StudyFailed(config.study.name, len(errors),
+                          error_in_one_line(errors[0]) if errors else "none was recorded",
+                          f"{config.storage.path}/{config.study.name}")
     from mlflow.entities import Metric
 
     times = phases_for(study_run_id)

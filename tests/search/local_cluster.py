@@ -39,22 +39,38 @@ def free_port_block(size: int = PORT_BLOCK) -> int:
 
 
 class LocalCluster:
-    """`with LocalCluster(state, workers=2) as address:` a running cluster, stopped after."""
+    """`with LocalCluster(state, workers=2) as address:` a running cluster, stopped after.
 
-    def __init__(self, state: Path, workers: int, **env: str) -> None:
+    `autoscale=True`: a head with no CPUs whose autoscaler adds up to `workers` nodes on
+    demand (`local.sh up --autoscale`), as a cloud cluster starts."""
+
+    def __init__(self, state: Path, workers: int, *, autoscale: bool = False, **env: str) -> None:
         self.state = state
         self.env = {**os.environ, "RESNET_SEARCH_CLUSTER_DIR": str(state),
                     "RAY_PORT": str(free_port_block()), "CPUS_PER_NODE": "1",
                     "RAY_AUTH_MODE": "token", **env}
         self.env.pop("RAY_ADDRESS", None)
         self.workers = workers
+        self.autoscale = autoscale
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.env['RAY_PORT']}"
 
+    @property
+    def dashboard(self) -> str:
+        """The dashboard's URL, where the job API answers (`ray job submit --address`)."""
+        return f"http://127.0.0.1:{int(self.env['RAY_PORT']) + 1}"
+
+    @property
+    def ray_tmpdir(self) -> Path:
+        """RAY_TMPDIR under which Ray finds this cluster's address file (`--address auto`):
+        local.sh's temp dir is STATE/ray, and Ray reads $RAY_TMPDIR/ray/ray_current_cluster."""
+        return self.state
+
     def __enter__(self) -> str:
-        up = subprocess.run([str(LOCAL_SH), "up", str(self.workers)], env=self.env,
+        shape = ["--autoscale"] if self.autoscale else []
+        up = subprocess.run([str(LOCAL_SH), "up", *shape, str(self.workers)], env=self.env,
                             capture_output=True, text=True, timeout=240)
         if up.returncode != 0:
             self.__exit__()

@@ -53,3 +53,26 @@ def test_a_private_ray_starts_no_worker_process_before_a_trial_needs_one():
         assert done.stdout.split()[-1] == "0", f"Ray started {done.stdout.split()[-1]} workers"
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_study_without_address_never_joins_a_cluster_an_old_address_file_names(tmp_path):
+    """Ray records the last cluster `ray start` made in RAY_TMPDIR/ray_current_cluster, and
+    the file outlives a cluster that was killed. A study without --address starts a Ray of
+    its own all the same: joining a cluster is done on purpose (--address, $RAY_ADDRESS)."""
+    from study_helpers import Studies, study_toml
+
+    studies = Studies(tmp_path / "home", private_ray=True)
+    studies.home.mkdir()
+    temp = tempfile.mkdtemp(prefix="rs-ray-")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        # Where Ray looks for it: $RAY_TMPDIR/ray/ray_current_cluster (/tmp/ray/... by default).
+        Path(temp, "ray").mkdir()
+        Path(temp, "ray", "ray_current_cluster").write_text("127.0.0.1:1\n")  # a cluster long gone
+        study = studies.write("alone", study_toml("alone", study={"num_samples": 1},
+                                                  train={"epochs": 1}))
+        result = studies.cli("run", str(study), env={"RAY_TMPDIR": temp})
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(studies.trial_runs("alone")) == 1

@@ -1,0 +1,82 @@
+"""Studies on a cluster that starts as the cloud ones do (cluster/aws.yaml, gcp.yaml, the
+KubeRay files): a head that offers no CPUs, zero workers, and an autoscaler that adds worker
+nodes when trials ask for them (`cluster/local.sh up --autoscale`, Ray's fake_multinode
+provider: each node is a set of processes on this machine).
+
+The three ways a study reaches such a cluster are the ones cluster/README.md gives: from
+outside with `--address HOST:PORT`, on the head with `--address auto` (`ray exec`), and as a
+Ray job (`ray job submit -- resnet-search run STUDY`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from local_cluster import LocalCluster
+from study_helpers import study_toml
+
+from search import tags
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+# The id Ray's fake_multinode provider gives the head; the nodes it adds get ...00001 on.
+FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
+AUTOSCALED_NODES = 2  # the most worker nodes the autoscaler may add, one CPU each
+
+
+def test_a_study_on_a_cluster_that_starts_with_zero_workers(studies, tmp_path):
+    shared = str(tmp_path / "shared-results")  # every node is on this machine: shared
+    scaled = studies.write("scaled", study_toml(
+        "scaled", study={"num_samples": 4}, storage={"path": shared}))
+    as_job = studies.write("as-job", study_toml("as-job", storage={"path": shared}))
+    too_big = studies.write("too-big", study_toml(
+        "too-big", resources={"cpus_per_trial": 2}, storage={"path": shared}))
+    cluster = LocalCluster(tmp_path / "cluster", workers=AUTOSCALED_NODES, autoscale=True)
+    with cluster as address:
+        # No node can ever give a trial 2 CPUs: refused at once, not a study that waits.
+        refused = studies.cli("run", str(too_big), "--address", address)
+        # On the head, as `ray exec` runs it: --address auto finds the cluster there.
+        on_head = studies.cli("run", str(scaled), "--address", "auto",
+                              env={"RAY_TMPDIR": str(cluster.ray_tmpdir)})
+        job = submit_job(cluster, studies, f"{sys.executable} -m search.cli run {as_job}")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("resnet-search")]
+    assert errors == ["resnet-search: error: [resources] cpus_per_trial needs 2 CPUs on one "
+                      "node but the largest node it can have has 1"], refused.stderr[-3000:]
+    assert studies.trial_runs("too-big") == []  # nothing started
+
+    assert on_head.returncode == 0, on_head.stderr[-3000:]
+    # Tune keeps as many trials pending as the grown cluster runs, so the autoscaler sees
+    # them all and adds every node at once, not one after another.
+    assert f"trials wait for the nodes it adds (up to {AUTOSCALED_NODES} trial(s) at once)" \
+        in on_head.stderr
+    assert job.returncode == 0 and "succeeded" in job.stdout + job.stderr, \
+        (job.stdout + job.stderr)[-3000:]
+    for name, trials in (("scaled", 4), ("as-job", 2)):
+        runs = studies.trial_runs(name)
+        assert len(runs) == trials
+        assert {r.data.tags[tags.STATUS] for r in runs} == {tags.COMPLETED}
+        # The head offers no CPU: every trial ran on a node the autoscaler added.
+        nodes = {r.data.tags[tags.NODE_ID] for r in runs}
+        assert FAKE_HEAD_NODE_ID not in nodes and nodes
+    # From outside the cluster (the laptop), the champion comes back by the study's name.
+    best = studies.cli("best", "scaled")
+    assert best.returncode == 0, best.stderr[-3000:]
+    assert "models:/scaled-model/1" in best.stdout + best.stderr
+
+
+def submit_job(cluster: LocalCluster, studies, entrypoint: str):
+    """`ray job submit --address DASHBOARD -- ENTRYPOINT` with the study's home and tracking
+    in the job's environment, as cluster/README.md submits a study."""
+    import subprocess
+
+    ray = Path(sys.executable).with_name("ray")
+    env_vars = {key: studies.env[key] for key in ("RESNET_SEARCH_HOME", "PYTHONPATH",
+                                                  "RESNET_SEARCH_QUIET")}
+    return subprocess.run(
+        [str(ray), "job", "submit", "--address", cluster.dashboard,
+         "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", *entrypoint.split()],
+        capture_output=True, text=True, timeout=600, cwd=studies.home.parent,
+        env={**studies.env, "RAY_AUTH_MODE": "token"})
