@@ -60,7 +60,7 @@ def test_train_writes_checkpoint_and_metrics_and_evaluate_agrees(tmp_path):
 @pytest.mark.slow
 def test_train_resumes_an_interrupted_run(tmp_path):
     """Ctrl-C after the first epoch's checkpoint, then the same command with --resume: the run
-    ends as one run of every epoch. A resume that asks for another recipe or another network
+    ends as one run of every epoch. A resume that asks for another recipe, network or dataset
     is one line (the saved optimizer and schedule would train on regardless)."""
     out = tmp_path / "run"
     args = ("train", "--model", "resnet-8", "--epochs", "20", "--out", str(out), "--quiet")
@@ -94,6 +94,14 @@ def test_train_resumes_an_interrupted_run(tmp_path):
     assert other.stderr.strip().splitlines() == [
         f"resnet-search: error: --resume: {out / 'checkpoint.pt'} holds resnet-8 (depth 8 there, "
         f"14 asked), not the network asked for; pass its options again or another --out"]
+    # Another dataset of the same image shape and classes: the network would load, the saved
+    # optimizer and schedule would train on the new data as if nothing changed.
+    dataset = cli(*args, "--dataset", "synthetic", "--synthetic-shape", "1", "8", "8", "--resume")
+    assert dataset.returncode == 2, dataset.stderr
+    assert dataset.stderr.strip().splitlines() == [
+        f"resnet-search: error: --resume: {out / 'checkpoint.pt'} was trained with another recipe "
+        f"(dataset digits there, synthetic asked, synthetic_shape (3, 32, 32) there, (1, 8, 8) "
+        f"asked); resume with its flags as first given, or pass another --out for a new run"]
     fresh = cli("train", "--model", "resnet-8", "--epochs", "1", "--out", str(tmp_path / "new"),
                 "--quiet", "--resume")  # nothing to resume: says so, trains from scratch
     assert fresh.returncode == 0 and "no checkpoint in" in fresh.stderr, fresh.stderr

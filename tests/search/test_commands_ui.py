@@ -1,21 +1,25 @@
-"""`resnet-search studies` on a real store, and `resnet-search ui` stopping everything it started."""
+"""`resnet-search studies` on a real store; `resnet-search ui`: what a fresh browser sees on it, and
+that it stops everything it started."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import browser
 import pytest
 from common import cli, free_port
 from study_helpers import ROOT, wait_for
-from test_report import STUDY_NAME, report_study  # noqa: F401 - the one shared real study
+from test_report import STUDY_NAME, report_dir, report_study  # noqa: F401 - the shared real study
 
 from search import tracking
 
@@ -110,11 +114,13 @@ def _cmdline(pid: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop):
+@pytest.mark.parametrize(("stop", "workers"), [(signal.SIGTERM, 1), (signal.SIGINT, 1),
+                                               (signal.SIGHUP, 2)])
+def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop, workers):
     port, marker = free_port(), f"RESNET_SEARCH_UI_TEST={uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), marker.split("=")[0]: marker.split("=")[1]}
     ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
+                           "--workers", str(workers),
                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                           stderr=open(tmp_path / "ui.log", "w"))  # noqa: SIM115
@@ -126,6 +132,9 @@ def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop):
         # Only the server: MLflow's job runner and huey consumers (work for its GenAI
         # features, none for a study store) made the dashboard twice as slow to answer.
         assert not [c for c in started.values() if "huey" in c or "job_runner" in c], started
+        # uvicorn serves one worker in its own process and spawns N > 1 of them.
+        spawned = [c for c in started.values() if "multiprocessing.spawn" in c]
+        assert len(spawned) == (workers if workers > 1 else 0), started
         ui.send_signal(stop)
         code = ui.wait(timeout=60)
         assert code == 128 + stop, (tmp_path / "ui.log").read_text()[-2000:]
@@ -151,3 +160,109 @@ def test_a_port_in_use_is_one_line_and_exit_2(command, tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"resnet-search: error: --port {port}: 127.0.0.1:{port} is not free (Address already in "
         f"use); pass a free --port"]
+
+
+# ---------------------------------------------------------------- the dashboard as a browser shows it
+
+
+@dataclass
+class Dashboard:
+    url: str  # what `ui` printed: the newest study's runs
+    base: str
+    experiment_id: str
+    study_run_id: str
+
+
+@pytest.fixture(scope="module")
+def dashboard(report_study, report_dir, tmp_path_factory):  # noqa: F811
+    """`resnet-search ui` on the shared study's store, after `report` logged its files there."""
+    from search.tracking import find_study_run
+
+    logs = tmp_path_factory.mktemp("ui")
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
+                           "--tracking-uri", report_study.tracking_uri],
+                          cwd=logs, env=report_study.env, stdout=subprocess.DEVNULL,
+                          stderr=open(logs / "ui.log", "w"))  # noqa: SIM115
+    try:
+        announced = re.compile(r"^the newest study's runs: (\S+)$", re.M)
+        wait_for(lambda: announced.search((logs / "ui.log").read_text()) or ui.poll() is not None,
+                 300, "ui to print the study's runs")
+        found = announced.search((logs / "ui.log").read_text())
+        assert found, (logs / "ui.log").read_text()[-2000:]
+        study_run = find_study_run(report_study.client(), STUDY_NAME)
+        yield Dashboard(found.group(1), f"http://127.0.0.1:{port}",
+                        study_run.info.experiment_id, study_run.info.run_id)
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=60)
+
+
+needs_chromium = pytest.mark.skipif(browser.CHROMIUM is None,
+                                    reason="no Chromium on this machine (apt-get install chromium)")
+
+
+def _seen(view: str, value, screenshot: Path) -> str:
+    return f"{view}: {browser.text_of(value)}; the screen: {screenshot}"
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_ui_prints_the_url_that_opens_the_study_runs_in_a_fresh_browser(dashboard, tmp_path):
+    screen = tmp_path / "runs.png"
+    # The page's text once the runs table lists the study (or what shows after 90 s).
+    shown = browser.look(dashboard.url, f"document.body.innerText.includes({STUDY_NAME!r}) && "
+                                        f"document.body.innerText", screen)
+    assert shown, _seen("the study run never showed", shown, screen)
+    assert "Run Name" in shown, _seen("no runs table", shown, screen)
+    # MLflow's GenAI mode, where a fresh browser starts, lists Observability and Evaluation.
+    assert "Observability" not in shown and "Welcome to MLflow" not in shown, \
+        _seen("GenAI mode, not Model training", shown, screen)
+    assert dashboard.url.startswith(f"{dashboard.base}/#/experiments/{dashboard.experiment_id}/")
+
+
+# The report in MLflow's artifact pane (a sandboxed iframe): its headings, tables, and what
+# each chart drew, once the first chart is drawn.
+REPORT_PROBE = """(() => {
+  if (!document.querySelector("h1") || !document.querySelector(".plotly-graph-div .main-svg"))
+    return null;
+  const charts = {};
+  document.querySelectorAll(".plotly-graph-div").forEach(div => {
+    charts[div.id] = div.querySelectorAll(".main-svg path, .main-svg text").length;
+  });
+  return {h1: document.querySelector("h1").innerText,
+          h2: [...document.querySelectorAll("h2")].map(h => h.innerText),
+          tables: document.querySelectorAll("table").length,
+          toolbars: document.querySelectorAll(".modebar").length, charts};
+})()"""
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_study_runs_report_renders_in_mlflows_artifact_view(dashboard, tmp_path):
+    url = (f"{dashboard.base}/#/experiments/{dashboard.experiment_id}/runs/"
+           f"{dashboard.study_run_id}/artifacts/report/report.html?workflowType=machine_learning")
+    screen = tmp_path / "report.png"
+    shown = browser.look(url, REPORT_PROBE, screen, frame_url="blob:")
+    assert shown, _seen("the artifact pane showed no report with a chart", shown, screen)
+    assert shown["h1"] == f"Study {STUDY_NAME}: report", _seen("heading", shown, screen)
+    assert {"Best trials", "Optimisation history"} <= set(shown["h2"]), _seen("", shown, screen)
+    assert shown["tables"] >= 3, _seen("facts, best trials, grouped comparison", shown, screen)
+    drawn = [chart for chart, marks in shown["charts"].items() if marks > 20]
+    assert "chart-history" in drawn and shown["toolbars"] >= 1, _seen("charts", shown, screen)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_study_run_previews_its_charts_as_images(dashboard, tmp_path):
+    url = (f"{dashboard.base}/#/experiments/{dashboard.experiment_id}/runs/"
+           f"{dashboard.study_run_id}/artifacts/report/charts/01-history.png"
+           f"?workflowType=machine_learning")
+    screen = tmp_path / "image.png"
+    # Every image the artifact view has loaded, by size (MLflow's own icons are small).
+    shown = browser.look(url, "(() => { const big = [...document.images].filter(i => i.complete "
+                              "&& i.naturalWidth >= 600).map(i => [i.naturalWidth, "
+                              "i.naturalHeight]); return big.length ? big : null })()", screen)
+    # (MLflow's image view may hold the picture twice: the preview and its zoomed copy.)
+    assert shown and all(size == [1200, 480] for size in shown), \
+        _seen("the history chart as an image", shown, screen)

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from common import cli
 from study_helpers import Studies
 
 from search import report, report_charts, tags
@@ -55,6 +56,7 @@ SECTION_KEYS = list(report.SECTIONS)
 
 
 _SHARED: dict[str, Studies] = {}
+_REPORTED: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +77,15 @@ def report_study(tmp_path_factory) -> Studies:
 
 @pytest.fixture(scope="session")
 def report_dir(report_study, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("page") / "out"
-    result = report_study.cli("report", STUDY_NAME, "--tracking-uri", report_study.tracking_uri,
-                              "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert str(out / "report.html") in result.stdout
-    return out
+    """`resnet-search report` of the shared study: its files, also logged to the study run."""
+    if "report_dir" not in _REPORTED:  # made once, whichever module asks first (see above)
+        out = tmp_path_factory.mktemp("page") / "out"
+        result = report_study.cli("report", STUDY_NAME, "--tracking-uri", report_study.tracking_uri,
+                                  "--out", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert str(out / "report.html") in result.stdout
+        _REPORTED["report_dir"] = out
+    return _REPORTED["report_dir"]
 
 
 # ---------------------------------------------------------------- the files
@@ -94,6 +99,9 @@ def test_the_page_is_self_contained_and_has_every_chart(report_dir):
     assert not re.search(r"<script[^>]+src=", page) and "<link" not in page
     assert "Plotly.newPlot" in page and "plotly.js v" in page
     assert len(page) > 1_000_000  # plotly.js itself is megabytes
+    # ... and comes after every heading, table and chart's place: they show while the browser
+    # parses it (MLflow's artifact view showed an empty pane for seconds while it did).
+    assert page.index("<script") > page.rindex("</section>")
     for key in SECTION_KEYS:
         assert f'id="chart-{key}"' in page, key
     assert "models:/reported-model/1 (models:/reported-model@champion)" in page
@@ -206,11 +214,52 @@ def test_pruned_and_diverged_curves_are_marked():
     assert all(t.parameters and t.flops for t in study.trials)
 
 
+def test_a_conditional_key_is_charted_only_for_the_trials_that_sampled_it():
+    """Adam trials never sample momentum: their params hold its default (0.9), which is no
+    choice of the search and must not pose as one in importance, parallel coordinates, slices."""
+    sgd = [_trial(n, tags.COMPLETED, value, [1.0], **{"train.momentum": m, "train.lr": lr})
+           for n, value, m, lr in ((0, 0.90, "0.85", "0.1"), (1, 0.80, "0.95", "0.05"))]
+    adam = [_trial(n, tags.COMPLETED, value, [1.0], **{"train.optimizer": "adam",
+                                                       "train.momentum": "0.9", "train.lr": lr})
+            for n, value, lr in ((2, 0.95, "0.003"), (3, 0.70, "0.001"))]
+    study = StudyRecord(name="s", run_id="r", status="completed", metric="val_accuracy", mode="max",
+                        dataset="digits", start_ms=0, trials=sgd + adam, searched={
+                            "optimizer": "['sgd', 'adam']", "lr": "[0.001, 0.3] log",
+                            "momentum": "[0.8, 0.99]"})
+    figures, notes = report_charts.optuna_figures(study)
+    (bars,) = figures["importance"].data
+    assert set(bars.y) == {"lr", "optimizer"}
+    assert any(note.startswith("importance leaves out momentum") for note in notes), notes
+    # Parallel coordinates: one line per trial; an adam trial's momentum is Optuna's missing mark.
+    lines = [dict(map(tuple, t.customdata)) for t in figures["parallel"].data if t.customdata]
+    lines = {line["optimizer"] + line["lr"]: line["momentum"] for line in lines}
+    assert lines == {"sgd0.1": "0.85", "sgd0.05": "0.95", "adam0.003": "None", "adam0.001": "None"}
+    # Slices: the momentum panel holds the sgd trials' points only.
+    momentum = next(t for t in figures["slices"].data if set(t.x) & {0.85, 0.95})
+    assert sorted(momentum.x) == [0.85, 0.95]
+
+
 def test_pareto_front_keeps_only_unbeaten_trials():
     points = [(1.0, 0.80), (2.0, 0.90), (3.0, 0.85), (4.0, 0.95), (0.5, 0.70), (2.0, 0.88)]
     assert report_charts.pareto_front(points, "max") == [(0.5, 0.70), (1.0, 0.80), (2.0, 0.90), (4.0, 0.95)]
     assert report_charts.pareto_front([(1.0, 0.3), (2.0, 0.2), (3.0, 0.4)], "min") == [(1.0, 0.3),
                                                                                (2.0, 0.2)]
+
+
+@pytest.mark.slow
+def test_report_without_out_writes_under_reports_and_open_shows_the_page(report_study, tmp_path):
+    # $BROWSER is the browser Python's webbrowser (what --open uses) runs: here, one that
+    # writes down the address it was given.
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
+    browser.chmod(0o755)
+    result = cli("report", STUDY_NAME, "--tracking-uri", report_study.tracking_uri, "--open",
+                 cwd=tmp_path, env={**report_study.env, "BROWSER": str(browser)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = tmp_path / "reports" / STUDY_NAME / report.REPORT_FILE
+    assert page.is_file() and str(page.relative_to(tmp_path)) in result.stdout
+    assert opened.read_text().split() == [page.as_uri()]
 
 
 def test_report_of_an_unknown_study_is_one_line_and_exit_2(tmp_path):
