@@ -42,9 +42,22 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
         refused = studies.cli("run", str(big), "--address", address, env={"RAY_AUTH_MODE": "token"})
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "a trial needs 3 CPUs but the Ray cluster has 2" in refused.stderr
+        # Without the CPU fallback, a trial given a GPU that torch cannot use fails (a GPU
+        # node whose driver is too old): a study whose every trial failed says the first
+        # trial's error in one line.
+        unusable = studies.write("unusable", multinode_study(
+            name="unusable", samples=1, cpus=0.5, gpus=0.25, storage=tmp_path / "results"))
+        failed = studies.cli("run", str(unusable), "--address", address,
+                             env={"RAY_AUTH_MODE": "token"})
         # The GPU is logical (this machine has none): its trials train on the CPU.
         result = studies.cli("run", str(path), "--address", address,
                              env={"RAY_AUTH_MODE": "token", "RESNET_SEARCH_GPU_FALLBACK": "cpu"})
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    said = [line for line in failed.stderr.splitlines() if line.startswith("resnet-search")]
+    assert len(said) == 1 and "unexpected error" not in said[0], failed.stderr[-3000:]
+    assert said[0].startswith("resnet-search: study unusable failed: no trial finished (1 failed); "
+                              "the first trial error: "), said[0]
+    assert "this trial was given GPU(s) 0 but torch" in said[0]
     assert result.returncode == 0, result.stderr[-3000:]
     runs = studies.trial_runs("packed")
     assert len(runs) == 4
