@@ -20,7 +20,9 @@ _MODULE_OF: dict[str, str] = {
                      "list_models", "parse_model_name"), "models"),
     # data
     **dict.fromkeys(("DATASETS", "NUM_CLASSES", "DataConfig", "DataConfigError", "DataSplits",
-                     "DatasetNotFoundError", "load_data", "normalisation"), "data"),
+                     "DatasetNotFoundError", "describe_dataset", "load_data", "normalisation"),
+                    "data"),
+    **dict.fromkeys(("IMAGE_EXTENSIONS", "prepare_image"), "image_folder"),
     "DeviceLoader": "loader",
     # training
     **dict.fromkeys(("OPTIMIZERS", "uses_momentum"), "optim"),

@@ -7,7 +7,9 @@ does the rest on the training device.
 
 CIFAR and SVHN are read from the files of their official distributions (the
 python pickles of CIFAR, the .mat files of SVHN); `download=True` fetches them
-through torchvision, which verifies their checksums.
+through torchvision, which verifies their checksums. Users' own data is a folder
+of images (`dataset = "folder"`, resnet_core.user_data) or a .npz file of arrays
+(`dataset = "arrays"`, resnet_core.npz_arrays).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from resnet_core.config import at_least, check_fields, option
+from resnet_core.config import POSITIVE, Bounds, ConfigValueError, at_least, check_fields, option
 
 if TYPE_CHECKING:  # torch is imported by load_data: configs and names here come without it
     import torch
 
-DATASETS = ("digits", "cifar10", "cifar100", "svhn", "synthetic")
+DATASETS = ("digits", "cifar10", "cifar100", "svhn", "synthetic", "folder", "arrays")
+OWN_DATASETS = ("folder", "arrays")  # the user's files, under `path`
 IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
                 "svhn": (3, 32, 32)}
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "synthetic": 10}
@@ -65,6 +68,11 @@ class DataSplits:
     std: tuple[float, ...]
     crop_padding: int  # 0 disables random crops
     flip: bool
+    class_names: tuple[str, ...] = ()  # label i is class_names[i]; unset: "0", "1", ...
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            object.__setattr__(self, "class_names", tuple(map(str, range(self.num_classes))))
 
     @property
     def in_channels(self) -> int:
@@ -82,9 +90,10 @@ class DataConfig:
     dataset: str = option("digits", "the dataset", choices=DATASETS)
     root: str = option("data", "where datasets live (CIFAR in ROOT/cifar-10-batches-py, ...)")
     download: bool = option(False, "fetch missing files (CIFAR, SVHN) with torchvision")
-    val_size: int | None = option(
-        None, "images carved from the training set for validation (unset: 5000 for CIFAR "
-              "and SVHN, 10% of digits)", bounds=at_least(1))
+    val_size: float | None = option(
+        None, "images carved from the training set for validation: a count, or a fraction "
+              "in (0, 1) (unset: 5000 for CIFAR and SVHN, 10% of digits, folder and arrays)",
+        bounds=POSITIVE)
     subset: int | None = option(None, "train on this many images only (unset: all)",
                                 bounds=at_least(1))
     split_seed: int = option(0, "seed of the train/validation split (in a study: added to "
@@ -94,21 +103,92 @@ class DataConfig:
                                                                 "synthetic images")
     synthetic_size: int = option(1024, "training images of synthetic (test gets a fifth)",
                                  bounds=at_least(1))
+    path: str | None = option(
+        None, "your data: a folder of class folders, DIR/<class>/<image> or DIR/train|val|test/"
+              "<class>/<image> (dataset folder), or a .npz file with x_train, y_train, x_test, "
+              "y_test [, x_val, y_val, class_names] (dataset arrays)")
+    image_size: tuple[int, ...] | None = option(
+        None, "height and width (one number: a square) that folder images are resized (shorter "
+              "side) and centre-cropped to (unset: their most common size, scaled down to a "
+              "shorter side of 64 where larger)")
+    channels: int | None = option(
+        None, "1 (greyscale) or 3 (RGB) for folder images (unset: 1 only if every image is "
+              "greyscale)", bounds=Bounds(1, 3))
+    test_size: float | None = option(
+        None, "images carved from a folder without a test/ folder for the test split: a count, "
+              "or a fraction in (0, 1) (unset: 20%)", bounds=POSITIVE)
+    skip_unreadable: bool = option(False, "train without folder images that cannot be decoded "
+                                          "(they are counted) instead of stopping")
+    cache_dir: str | None = option(None, "where a folder's decoded images are cached (unset: "
+                                         "DIR/.resnet-search-cache)")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of this dataset's images, without loading it."""
+        """(channels, height, width) of this dataset's images, without decoding them (a
+        folder's come from the settings, a fresh cache, or the image headers)."""
         if self.dataset == "synthetic":
             return tuple(self.synthetic_shape)
+        if self.dataset == "folder":
+            from resnet_core.user_data import folder_image_shape
+
+            return folder_image_shape(self)
+        if self.dataset == "arrays":
+            from resnet_core.npz_arrays import arrays_image_shape
+
+            return arrays_image_shape(self)
         return IMAGE_SHAPES[self.dataset]
 
     @property
     def num_classes(self) -> int:
-        """Classes of this dataset, without loading it."""
+        """Classes of this dataset, without loading it (a folder's: its class folders)."""
+        if self.dataset == "folder":
+            from resnet_core.user_data import folder_num_classes
+
+            return folder_num_classes(self)
+        if self.dataset == "arrays":
+            from resnet_core.npz_arrays import arrays_class_names
+
+            return len(arrays_class_names(self))
         return NUM_CLASSES[self.dataset]
 
     def __post_init__(self) -> None:
+        if isinstance(self.image_size, int) and not isinstance(self.image_size, bool):
+            object.__setattr__(self, "image_size", (self.image_size,))
         check_fields(self)
+        _check_own_data_fields(self)
+
+
+# Fields that only some datasets read: set for another, they would be silently ignored.
+OWN_DATA_FIELDS = {"path": OWN_DATASETS, "image_size": ("folder",), "channels": ("folder",),
+                   "test_size": ("folder",), "skip_unreadable": ("folder",),
+                   "cache_dir": ("folder",)}
+
+
+def _check_own_data_fields(config: DataConfig) -> None:
+    for name, datasets in OWN_DATA_FIELDS.items():
+        value = getattr(config, name)
+        if value not in (None, False) and config.dataset not in datasets:
+            raise ConfigValueError(name, value, f"applies to dataset {' or '.join(datasets)} "
+                                                f"only, not {config.dataset!r}")
+    if config.dataset in OWN_DATASETS and not config.path:
+        what = "a folder of class folders" if config.dataset == "folder" else "a .npz file"
+        raise ConfigValueError("path", config.path, f"is required for dataset "
+                                                    f"{config.dataset!r} ({what})")
+    size = config.image_size
+    if size is not None:
+        if len(size) not in (1, 2) or min(size) < 1:
+            raise ConfigValueError("image_size", list(size), "must be one integer >= 1 or "
+                                                             "[height, width]")
+        object.__setattr__(config, "image_size", (size[0], size[-1]))
+    if config.channels == 2:
+        raise ConfigValueError("channels", 2, "must be 1 (greyscale) or 3 (RGB)")
+    for name in ("val_size", "test_size"):
+        value = getattr(config, name)
+        if value is not None and value >= 1 and value != int(value):
+            raise ConfigValueError(name, value, "must be a whole count >= 1 or a fraction "
+                                                "in (0, 1)")
+        if value is not None and value >= 1:
+            object.__setattr__(config, name, int(value))
 
 
 # Per-channel statistics of the training sets (0..1 scale).
@@ -124,6 +204,14 @@ def normalisation(config: DataConfig) -> tuple[tuple[float, ...], tuple[float, .
     trained network expects its input divided by 255 to be standardised with."""
     fixed = {"digits": DIGITS_STATS, "cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS,
              "svhn": SVHN_STATS}
+    if config.dataset == "folder":
+        from resnet_core.user_data import folder_normalisation
+
+        return folder_normalisation(config)
+    if config.dataset == "arrays":
+        from resnet_core.npz_arrays import arrays_normalisation
+
+        return arrays_normalisation(config)
     if config.dataset in fixed:
         return fixed[config.dataset]
     channels = config.synthetic_shape[0]
@@ -134,6 +222,14 @@ def load_data(config: DataConfig) -> DataSplits:
     """Load a dataset and split it into train / validation / test."""
     import torch
 
+    if config.dataset == "folder":
+        from resnet_core.user_data import load_folder
+
+        return load_folder(config)
+    if config.dataset == "arrays":
+        from resnet_core.npz_arrays import load_arrays
+
+        return load_arrays(config)
     loader = {
         "digits": _load_digits,
         "cifar10": lambda c: _load_cifar(c, "cifar10"),
@@ -143,6 +239,8 @@ def load_data(config: DataConfig) -> DataSplits:
     }[config.dataset]
     (train_x, train_y), (test_x, test_y), meta = loader(config)
     val_size = config.val_size or DEFAULT_VAL_SIZE.get(config.dataset) or max(1, len(train_y) // 10)
+    if val_size < 1:  # a fraction of the training images
+        val_size = max(1, round(val_size * len(train_y)))
     if val_size >= len(train_y):
         raise DataConfigError(
             f"val_size={val_size} must be smaller than the {len(train_y)} training images "
@@ -166,6 +264,22 @@ def load_data(config: DataConfig) -> DataSplits:
         crop_padding=crop if config.augment else 0,
         flip=flip and config.augment,
     )
+
+
+def describe_dataset(config: DataConfig) -> str:
+    """What `check` says about the data: classes, images per class and split, image shape,
+    and for a folder its cache state and ignored files. Decodes nothing."""
+    if config.dataset == "folder":
+        from resnet_core.user_data import describe_folder
+
+        return describe_folder(config)
+    if config.dataset == "arrays":
+        from resnet_core.npz_arrays import describe_arrays
+
+        return describe_arrays(config)
+    channels, height, width = config.image_shape
+    return (f"{config.dataset} (built in): {config.num_classes} classes, "
+            f"{channels}x{height}x{width} images (channels x height x width)")
 
 
 def crop_padding_for(height: int) -> int:

@@ -1,0 +1,271 @@
+"""A folder of images as a dataset: layouts, splits, the decode cache, and its errors.
+
+The folders are built from scikit-learn's digits (8x8, upscaled to 32x32), written as PNG
+and JPEG, greyscale and RGB, with mixed-case extensions, a nested folder, a hidden file
+and a README, the way users' folders look.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnet_core.image_cache as image_cache
+from resnet_core.data import (
+    DataConfig,
+    DataConfigError,
+    DatasetNotFoundError,
+    _digits_rows,
+    describe_dataset,
+    load_data,
+    normalisation,
+)
+
+EXTENSIONS = (".png", ".PNG", ".Jpg", ".jpeg")  # every other file lossless
+
+
+def digits(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 32, 32), labels): the first `per_class` digits of each class."""
+    rows = _digits_rows()
+    images = np.round(rows[:, :64].reshape(-1, 8, 8) * (255 / 16)).astype(np.uint8)
+    labels = rows[:, 64].astype(np.int64)
+    keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
+    return np.kron(images[keep], np.ones((4, 4), np.uint8)), labels[keep]
+
+
+def write_digits(root: Path, per_class: int, splits: dict[str, float] | None = None,
+                 all_png: bool = False) -> dict[str, list[bytes]]:
+    """DIR/d<k>/... (or DIR/<split>/d<k>/... with `splits`: split -> share); returns the
+    pixels (as 32x32 greyscale bytes) of each lossless file by split."""
+    images, labels = digits(per_class)
+    lossless: dict[str, list[bytes]] = {}
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        split = _split_of(i % per_class, per_class, splits)
+        folder = root / (split or "") / f"d{label}" / ("nested" if i % 5 == 0 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        ext = ".png" if all_png else EXTENSIONS[i % len(EXTENSIONS)]
+        picture = Image.fromarray(image, "L")
+        if i % 3 == 0:
+            picture = picture.convert("RGB")
+        picture.save(folder / f"img{i}{ext}", quality=95)
+        if ext.lower() == ".png":
+            lossless.setdefault(split or "all", []).append(image.tobytes())
+    (root / "README.txt").write_text("digits")
+    (root / (next(iter(splits)) if splits else "") / "d0" / ".DS_Store").write_bytes(b"\0")
+    return lossless
+
+
+def _split_of(index: int, per_class: int, splits: dict[str, float] | None) -> str | None:
+    if not splits:
+        return None
+    edge = 0.0
+    for split, share in splits.items():
+        edge += share * per_class
+        if index < edge:
+            return split
+    return split
+
+
+def grey(images: torch.Tensor) -> set[bytes]:
+    """Each image as 32x32 greyscale bytes (RGB files hold three equal channels)."""
+    return {image[0].numpy().tobytes() for image in images}
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[Path]:
+    """Every file the cache decodes, in order."""
+    calls: list[Path] = []
+    original = image_cache.prepare_image
+
+    def counting(path, *args):
+        calls.append(Path(path))
+        return original(path, *args)
+
+    monkeypatch.setattr(image_cache, "prepare_image", counting)
+    return calls
+
+
+def test_class_folders_split_stratified_and_disjoint_by_content(tmp_path):
+    lossless = write_digits(tmp_path, per_class=20)
+    data = load_data(DataConfig("folder", path=str(tmp_path)))
+    assert data.class_names == tuple(f"d{k}" for k in range(10)) and data.num_classes == 10
+    assert (len(data.train), len(data.val), len(data.test)) == (144, 16, 40)
+    # Stratified: 20% of each class in test, 10% of the rest (1.6, so 1 or 2) in validation.
+    assert torch.bincount(data.test.labels).tolist() == [4] * 10
+    assert set(torch.bincount(data.val.labels).tolist()) == {1, 2}
+    assert data.train.images.shape[1:] == (3, 32, 32) and data.train.images.dtype == torch.uint8
+    splits = [grey(s.images) for s in (data.train, data.val, data.test)]
+    assert [len(s) for s in splits] == [144, 16, 40]  # distinct images, none lost
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    assert set(lossless["all"]) <= splits[0] | splits[1] | splits[2]  # PNGs pixel for pixel
+    assert data.crop_padding == 4 and data.flip  # 32 / 8
+
+
+def test_test_split_stays_put_while_split_seed_moves_validation(tmp_path):
+    write_digits(tmp_path, per_class=10)
+    a, b = (load_data(DataConfig("folder", path=str(tmp_path), split_seed=s, val_size=20,
+                                 test_size=0.3)) for s in (0, 1))
+    assert torch.equal(a.test.images, b.test.images) and len(a.test) == 30
+    assert not torch.equal(a.val.images, b.val.images) and len(a.val) == 20
+
+
+def test_split_folders_are_the_splits(tmp_path):
+    lossless = write_digits(tmp_path, per_class=10, splits={"train": 0.6, "val": 0.2, "test": 0.2},
+                            all_png=True)
+    data = load_data(DataConfig("folder", path=str(tmp_path)))
+    assert (len(data.train), len(data.val), len(data.test)) == (60, 20, 20)
+    for split in ("train", "val", "test"):
+        assert grey(getattr(data, split).images) == set(lossless[split])
+    message = describe_dataset(DataConfig("folder", path=str(tmp_path)))
+    assert "split folders test, train, val" in message and "ignored: 2" in message
+
+
+def test_a_second_load_decodes_nothing_and_a_touched_file_rebuilds(tmp_path, decodes):
+    write_digits(tmp_path, per_class=6)
+    config = DataConfig("folder", path=str(tmp_path), image_size=16)
+    first = load_data(config)
+    assert len(decodes) == 60
+    manifest = tmp_path / ".resnet-search-cache" / "manifest.json"
+    built = manifest.stat().st_mtime_ns
+    second = load_data(config)
+    assert len(decodes) == 60 and manifest.stat().st_mtime_ns == built
+    assert torch.equal(first.train.images, second.train.images)
+    one = next(tmp_path.rglob("img7.*"))
+    os.utime(one, ns=(one.stat().st_atime_ns, one.stat().st_mtime_ns + 10**9))
+    assert "stale, will be rebuilt: 0 file(s) added, 0 removed, 1 modified" in describe_dataset(config)
+    load_data(config)
+    assert len(decodes) == 120
+    load_data(DataConfig("folder", path=str(tmp_path), image_size=[16, 20]))
+    assert len(decodes) == 180
+    assert len(list(manifest.parent.glob("images-*.npy"))) == 1  # older builds removed
+
+
+def test_shape_classes_and_statistics_come_without_decoding(tmp_path, decodes):
+    write_digits(tmp_path, per_class=4)
+    Image.new("L", (48, 40)).save(tmp_path / "d3" / "wide.png")  # one odd size
+    config = DataConfig("folder", path=str(tmp_path))
+    assert config.num_classes == 10
+    assert config.image_shape == (3, 32, 32)  # most common size; some files are RGB
+    assert "will be built" in describe_dataset(config)
+    assert decodes == []
+    data = load_data(config)
+    mean, std = normalisation(config)
+    pixels = data.train.images.double() / 255
+    assert np.allclose(mean, pixels.mean(dim=(0, 2, 3)).tolist())
+    assert np.allclose(std, pixels.std(dim=(0, 2, 3), correction=0).tolist(), atol=1e-6)
+    assert (mean, std) == (data.mean, data.std) and len(decodes) == 41
+    assert "fresh" in describe_dataset(config)
+
+
+def test_defaults_greyscale_and_large_images_scaled_to_a_short_side_of_64(tmp_path):
+    for k in range(2):
+        (tmp_path / f"c{k}").mkdir()
+        for i in range(3):
+            Image.new("L", (300, 200), 40 * i).save(tmp_path / f"c{k}" / f"{i}.png")
+    assert DataConfig("folder", path=str(tmp_path)).image_shape == (1, 64, 96)
+
+
+def test_two_processes_building_at_once_decode_once(tmp_path, decodes):
+    write_digits(tmp_path, per_class=5)
+    config = DataConfig("folder", path=str(tmp_path))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(load_data(config)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and len(decodes) == 50
+    assert torch.equal(results[0].train.images, results[1].train.images)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _single_class(root: Path) -> None:
+    (root / "cats").mkdir()
+    Image.new("L", (8, 8)).save(root / "cats" / "a.png")
+
+
+def _empty_class(root: Path) -> None:
+    write_digits(root, per_class=2)
+    (root / "d9b").mkdir()
+    (root / "d9b" / "notes.txt").write_text("no images here")
+
+
+def _unknown_val_class(root: Path) -> None:
+    write_digits(root, per_class=5, splits={"train": 0.6, "val": 0.4})
+    (root / "val" / "ghost").mkdir()
+    Image.new("L", (8, 8)).save(root / "val" / "ghost" / "a.png")
+
+
+BAD_FOLDERS = {
+    "missing": (lambda root: None, {}, DatasetNotFoundError, "not found"),
+    "no classes": (lambda root: (root / "x.txt").write_text(""), {}, DataConfigError,
+                   "no class folders in"),
+    "one class": (_single_class, {}, DataConfigError, "one class folder ('cats')"),
+    "empty class": (_empty_class, {}, DataConfigError, "d9b holds no images"),
+    "unknown class": (_unknown_val_class, {}, DataConfigError, "class folder(s) 'ghost' that"),
+    "val_size too big": (lambda root: write_digits(root, per_class=2), {"val_size": 16},
+                         DataConfigError, "val_size=16 of"),
+    "val_size beside val/": (lambda root: write_digits(root, 5, {"train": 0.6, "val": 0.4}),
+                             {"val_size": 3}, DataConfigError, "has its own val folder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FOLDERS)
+def test_a_bad_folder_is_one_line_naming_it(tmp_path, case):
+    make, settings, error, fragment = BAD_FOLDERS[case]
+    root = tmp_path / "images"
+    if case != "missing":
+        root.mkdir()
+        make(root)
+    with pytest.raises(error) as raised:
+        load_data(DataConfig("folder", path=str(root), **settings))
+    message = str(raised.value)
+    assert fragment in message and str(root) in message and "\n" not in message
+
+
+def test_unreadable_images_are_named_or_skipped_and_counted(tmp_path):
+    write_digits(tmp_path, per_class=5)
+    (tmp_path / "d1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "d2" / "cut.jpg").write_bytes((tmp_path / "d2" / "img11.jpeg").read_bytes()[:200])
+    with pytest.raises(DataConfigError) as raised:
+        load_data(DataConfig("folder", path=str(tmp_path), image_size=32))
+    message = str(raised.value)
+    assert "2 of 52 images" in message and "d1/broken.png" in message and "d2/cut.jpg" in message
+    assert "skip_unreadable = true" in message and "\n" not in message
+    skipping = DataConfig("folder", path=str(tmp_path), image_size=32, skip_unreadable=True)
+    data = load_data(skipping)
+    assert len(data.train) + len(data.val) + len(data.test) == 50
+    assert "unreadable: 2 skipped" in describe_dataset(skipping)
+    with pytest.raises(DataConfigError, match="2 of 52 images"):  # the cache remembers them
+        load_data(DataConfig("folder", path=str(tmp_path), image_size=32))
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"dataset": "folder"}, "path=None is required for dataset 'folder'"),
+    ({"dataset": "digits", "path": "x"}, "path='x' applies to dataset folder or arrays only"),
+    ({"dataset": "arrays", "path": "x.npz", "image_size": 32}, "applies to dataset folder only"),
+    ({"dataset": "folder", "path": "x", "channels": 2}, "must be 1 (greyscale) or 3 (RGB)"),
+    ({"dataset": "folder", "path": "x", "image_size": [1, 2, 3]}, "[height, width]"),
+    ({"dataset": "folder", "path": "x", "val_size": 1.5}, "whole count >= 1 or a fraction"),
+])
+def test_bad_settings_are_refused_when_the_config_is_made(settings, fragment):
+    with pytest.raises(ValueError) as raised:
+        DataConfig(**settings)
+    assert fragment in str(raised.value)
+
+
+def test_a_read_only_folder_takes_a_cache_dir(tmp_path):
+    write_digits(tmp_path / "images", per_class=3)
+    config = DataConfig("folder", path=str(tmp_path / "images"), cache_dir=str(tmp_path / "c"))
+    assert len(load_data(config).test) == 6
+    assert (tmp_path / "c" / "manifest.json").is_file()
+    assert not (tmp_path / "images" / ".resnet-search-cache").exists()
