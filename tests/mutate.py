@@ -131,14 +131,18 @@ def scratch_tree(destination: Path, commit: str | None = None) -> Path:
         archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True,
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-        return tree
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, tree / name)
+    else:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard"], cwd=ROOT, capture_output=True,
+                                check=True).stdout.decode()
+        for name in filter(None, listed.split("\0")):
+            source = ROOT / name
+            if source.is_file():
+                (tree / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, tree / name)
+    # The same venv: cluster/local.sh runs the tree's .venv/bin/ray.
+    if (ROOT / ".venv").is_dir():
+        (tree / ".venv").symlink_to(ROOT / ".venv")
     return tree
 
 
@@ -236,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
     parser.add_argument("--commit", help="mutate this commit's files (default: the working tree)")
     args = parser.parse_args(argv)
+    # Ctrl-C and a plain kill both stop the tests in flight and still print the table (a shell
+    # starts background jobs with SIGINT ignored: set it back).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
     rows: dict[str, tuple[str, str, float]] = {}
     start = time.perf_counter()

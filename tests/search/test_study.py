@@ -44,10 +44,14 @@ def finished_study(tmp_path_factory):
 
 
 def test_study_prints_the_champion_and_the_dashboard(finished_study):
-    _, result = finished_study
+    studies, result = finished_study
     assert "best trial" in result.stdout
     assert "registered model: models:/e2e-model@champion (version 1)" in result.stdout
     assert "resnet-search ui --tracking-uri sqlite:///" in result.stdout
+    # The address opens the study's runs even in a browser that never chose MLflow's mode.
+    experiment = tracking.find_study_run(studies.client(), "e2e").info.experiment_id
+    assert (f"then open http://127.0.0.1:5000/#/experiments/{experiment}/runs"
+            f"?workflowType=machine_learning)") in result.stdout
 
 
 def test_the_run_says_where_its_time_went(finished_study):
@@ -122,6 +126,11 @@ def test_mlflow_holds_the_study_trials_metrics_and_lineage(finished_study):
         optimizer = trained_checkpoint(run)["optimizer"]
         assert {g["momentum"] for g in optimizer["param_groups"]} == {momentum}
         assert "checkpoint" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    # Ray's record of each trial is its result.json and progress.csv, without TensorBoard files.
+    trial_dirs = list((studies.home / "ray_results" / "e2e").glob("trial_*"))
+    assert len(trial_dirs) == 4
+    assert all((d / "result.json").is_file() and (d / "progress.csv").is_file() for d in trial_dirs)
+    assert not list(studies.home.rglob("events.out.tfevents*"))
 
 
 def test_champion_is_registered_with_its_test_accuracy(finished_study):
@@ -135,25 +144,31 @@ def test_champion_is_registered_with_its_test_accuracy(finished_study):
 
 
 LOAD_BEST = """
-import json, sys
+import json, os, sys
 from search.retrieve import load_best
 from search.single_run import data_config_from_dict, evaluate_module
 model, config = load_best("e2e")
 scored = evaluate_module(model, data_config_from_dict(config["data"]), split="test", device="cpu")
 print(json.dumps({"accuracy": scored["accuracy"], "logged": config["test_accuracy"],
-                  "type": type(model).__name__, "family": config["model"]["family"]}))
+                  "type": type(model).__name__, "family": config["model"]["family"],
+                  "bar_setting": os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}))
 """
 
 
 def test_load_best_in_a_new_process_reproduces_the_test_accuracy(finished_study, tmp_path):
     studies, _ = finished_study
     # From another working directory, with the tracking store alone.
+    env = {k: v for k, v in studies.env.items() if k != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
     result = subprocess.run([sys.executable, "-c", LOAD_BEST], capture_output=True, text=True,
-                            cwd=tmp_path, env=studies.env, timeout=300)
+                            cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["type"] == "ResidualNetwork"
     assert report["accuracy"] == pytest.approx(report["logged"], abs=1e-9)
+    # A library call draws nothing on stderr (no MLflow download bar) and leaves the caller's
+    # environment as it was.
+    assert "Downloading artifacts" not in result.stderr, result.stderr[-1000:]
+    assert report["bar_setting"] is None
 
 
 def test_status_best_and_evaluate_commands(finished_study, tmp_path):
@@ -175,6 +190,15 @@ def test_status_best_and_evaluate_commands(finished_study, tmp_path):
     assert report["model_uri"] == "models:/e2e-model/1"  # the study's own version
     exported = tmp_path / "exported" / "checkpoint.pt"
     assert report["exported"] == str(exported) and exported.is_file()
+    # A file path is the checkpoint's own name; an existing folder (no '/') gets checkpoint.pt.
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    for target, written in ((tmp_path / "champion.pt", tmp_path / "champion.pt"),
+                            (folder, folder / "checkpoint.pt")):
+        again = studies.cli("best", "e2e", "--json", "--export", str(target))
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["exported"] == str(written)
+        assert written.read_bytes() == exported.read_bytes()
 
     evaluated = studies.cli("evaluate", "--model-uri", "models:/e2e-model@champion", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
