@@ -195,9 +195,10 @@ def optuna_study(study: StudyRecord) -> Any:
     result = optuna.create_study(study_name=study.name,
                                  direction="maximize" if study.mode == "max" else "minimize")
     for t in trials:
-        params = {name: _optuna_value(t.params[param], d) for name, (param, d) in distributions.items()}
+        params = {name: _optuna_value(t.params[param], d) for name, (param, d) in distributions.items()
+                  if sampled(name, t)}
         result.add_trial(optuna.trial.create_trial(
-            params=params, distributions={n: d for n, (_, d) in distributions.items()},
+            params=params, distributions={n: d for n, (_, d) in distributions.items() if n in params},
             value=t.value, user_attrs={"model": t.label, "trial": t.number}))
     return result
 
@@ -212,7 +213,7 @@ def _distributions(study: StudyRecord, trials: list[TrialRecord]) -> dict[str, t
     for key, described in sorted(study.searched.items()):
         param = next((p + key for p in (tags.MODEL_PARAM, tags.TRAIN_PARAM)
                       if all(p + key in t.params for t in trials)), None)
-        values = [parse_param(t.params[param]) for t in trials] if param else []
+        values = [parse_param(t.params[param]) for t in trials if sampled(key, t)] if param else []
         if len(set(map(str, values))) < 2:
             continue
         log = " log" in described
@@ -224,6 +225,21 @@ def _distributions(study: StudyRecord, trials: list[TrialRecord]) -> dict[str, t
         else:
             out[key] = (param, CategoricalDistribution(sorted({str(v) for v in values})))
     return out
+
+
+def sampled(key: str, trial: TrialRecord) -> bool:
+    """Whether a trial sampled this [space] key. A conditional one (search.space.CONDITIONS:
+    momentum only for the optimizers that use it, width only for wrn, ...) holds its default
+    in the other trials' params, which is no choice of the search: charting it would show
+    adam trials at momentum 0.9 and give momentum an importance it never had."""
+    from search.space import CONDITIONS, sampled_when
+
+    if key not in CONDITIONS:
+        return True
+    deciding = CONDITIONS[key][0]
+    value = next((trial.params[p + deciding] for p in (tags.MODEL_PARAM, tags.TRAIN_PARAM)
+                  if p + deciding in trial.params), None)
+    return value is None or sampled_when(key, {deciding: value})
 
 
 def _optuna_value(text: str, distribution: Any) -> Any:
@@ -242,7 +258,7 @@ def optuna_figures(study: StudyRecord) -> tuple[dict[str, go.Figure], list[str]]
     figures: dict[str, go.Figure] = {}
     notes: list[str] = []
     in_memory = optuna_study(study)
-    if len(in_memory.trials) < 2 or not in_memory.trials[0].params:
+    if len(in_memory.trials) < 2 or not any(t.params for t in in_memory.trials):
         return figures, ["importance, parallel coordinates and slices need at least two scored "
                          "trials that differ in a searched hyperparameter"]
     target = study.value_name  # Optuna would say "Objective Value"
@@ -258,4 +274,15 @@ def optuna_figures(study: StudyRecord) -> tuple[dict[str, go.Figure], list[str]]
             figures[key] = make()
         except (ValueError, RuntimeError) as error:  # e.g. too few trials for fANOVA's forest
             notes.append(f"{key} chart not drawn ({error})")
+    # Optuna's importance compares trials on what all of them sampled (its intersection space).
+    partial = sorted(_partial_keys(in_memory))
+    if partial and "importance" in figures:
+        notes.append(f"importance leaves out {', '.join(partial)}: sampled by some trials only "
+                     f"(parallel coordinates and slices show them for those trials)")
     return figures, notes
+
+
+def _partial_keys(in_memory: Any) -> set[str]:
+    """Parameters that some trials of the study have and others do not."""
+    every = [set(t.params) for t in in_memory.trials]
+    return set().union(*every) - set.intersection(*every) if every else set()
