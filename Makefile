@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Each demo is a new study (quickstart-YYYYmmdd-HHMMSS); the champion alias moves to the newest.
+# `report` then draws its charts as PNGs (a headless Chromium, ~5 s) onto the study run,
+# where the dashboard previews them as images.
 demo: $(STAMP)
-	$(BIN)/resnet-search run configs/quickstart.toml --name quickstart-$$(date +%Y%m%d-%H%M%S)
+	name=quickstart-$$(date +%Y%m%d-%H%M%S) && \
+	$(BIN)/resnet-search run configs/quickstart.toml --name $$name && \
+	$(BIN)/resnet-search report $$name
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=900 --durations=25

@@ -28,15 +28,35 @@ def _print_outcome(outcome) -> None:
           f"test accuracy {outcome.test_accuracy:.4f}")
     print(f"registered model: {champion_uri(outcome.registered_model)} "
           f"(version {outcome.model_version})")
-    print(f"dashboard: {_dashboard_command(outcome.tracking_uri)}")
+    print(f"dashboard: {_dashboard_command(outcome.tracking_uri, _experiment_of(outcome))}")
     for line in outcome.phases:
         print(line)
 
 
-def _dashboard_command(uri: str) -> str:
+def _dashboard_command(uri: str, experiment_id: str) -> str:
     if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"resnet-search ui --tracking-uri {uri}   (then open http://127.0.0.1:5000)"
+        return f"open {experiment_runs_url(uri, experiment_id)}"
+    return (f"resnet-search ui --tracking-uri {uri}   (then open "
+            f"{experiment_runs_url(DASHBOARD, experiment_id)})")
+
+
+DASHBOARD = "http://127.0.0.1:5000"  # `ui`'s default address
+
+
+def experiment_runs_url(dashboard: str, experiment_id: str) -> str:
+    """The page of an experiment's runs in MLflow's dashboard, in its Model training mode.
+
+    MLflow 3 keeps a GenAI / Model training choice per browser, and a fresh browser starts
+    on GenAI (a welcome page, an experiment's trace overview); `workflowType` in the URL
+    opens the training runs whatever the browser chose before.
+    """
+    return f"{dashboard.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _experiment_of(outcome) -> str:
+    from search.tracking import client_for
+
+    return client_for(outcome.tracking_uri).get_run(outcome.study_run_id).info.experiment_id
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -193,13 +213,14 @@ def _print_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """An offline HTML report (and PNG charts) of a study, from the tracking store."""
+    """An offline HTML report (and PNG charts) of a study, from the tracking store; the same
+    files go to the study run, where MLflow's artifact view previews the PNGs as images."""
     from pathlib import Path
 
     from search.report import build_report
 
     out = args.out or Path("reports") / args.name
-    files = build_report(args.name, out, args.tracking_uri)
+    files = build_report(args.name, out, args.tracking_uri, log=True)
     page, charts = files[0], files[1:]
     print(f"report of {args.name}: {page}" + (f" and {len(charts)} PNG charts in {charts[0].parent}"
                                               if charts else " (no PNG charts: see the page's notes)"))
@@ -222,6 +243,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """Open the MLflow dashboard on the study store (localhost unless --host says otherwise)."""
     import subprocess
+    import threading
 
     from search.paths import resolve_tracking_uri
 
@@ -238,7 +260,62 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # machine, without them 11 s (benchmarks/RESULTS.md, "Dashboard start-up").
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     print(f"MLflow dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    return supervise(subprocess.Popen(command, start_new_session=True, env=env))
+    child = subprocess.Popen(command, start_new_session=True, env=env)
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    threading.Thread(target=_announce_study_runs, args=(f"http://{local}:{args.port}", child),
+                     daemon=True).start()
+    return supervise(child)
+
+
+def _announce_study_runs(dashboard: str, child, patience_s: float = 300.0) -> None:
+    """Once the dashboard answers, print the URL of the newest study's runs (Model training
+    mode; the server's REST API says which experiment, so nothing heavy is imported here)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + patience_s
+    while child.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{dashboard}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:  # the server stopped, or never answered: nothing to announce
+        return
+    try:
+        experiment = newest_study_experiment(dashboard)
+    except (OSError, ValueError, KeyError):  # an older or stricter server: the plain address
+        experiment = None
+    if experiment is None:
+        print(f"no study in this store yet: {dashboard}", file=sys.stderr, flush=True)
+    else:
+        print(f"the newest study's runs: {experiment_runs_url(dashboard, experiment)}",
+              file=sys.stderr, flush=True)
+
+
+def newest_study_experiment(dashboard: str) -> str | None:
+    """The experiment id of the newest study run a dashboard's server holds; None if none."""
+    from search import tags
+
+    experiments = _rest(dashboard, "experiments/search", {"max_results": 1000})
+    ids = [e["experiment_id"] for e in experiments.get("experiments", [])]
+    if not ids:
+        return None
+    runs = _rest(dashboard, "runs/search", {
+        "experiment_ids": ids, "filter": f"tags.`{tags.KIND}` = '{tags.KIND_STUDY}'",
+        "order_by": ["attributes.start_time DESC"], "max_results": 1})
+    found = runs.get("runs", [])
+    return found[0]["info"]["experiment_id"] if found else None
+
+
+def _rest(dashboard: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    import urllib.request
+
+    request = urllib.request.Request(f"{dashboard}/api/2.0/mlflow/{endpoint}",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -1,6 +1,7 @@
 """The study report: one offline HTML page and PNG charts, built from what MLflow holds.
 
     build_report(name, out_dir)        `resnet-search report NAME`: report.html + charts/*.png
+                                       (and, with log=True, the same files on the study run)
     log_report(client, study_run_id)   the same files as artifacts of the study run (report/)
 
 This module reads the store and writes the page; search.report_charts draws the charts.
@@ -8,7 +9,8 @@ This module reads the store and writes the page; search.report_charts draws the 
 Everything comes from the tracking store (the study run, its trial runs, their
 params, tags and per-epoch metric histories), so a report can be made for any
 study in any store, finished or still running. The page inlines plotly.js: it
-opens from a file, an MLflow artifact view or an e-mail, with no network.
+opens from a file, an MLflow artifact view or an e-mail, with no network. plotly.js
+(4.8 MB) is the page's last script, so the headings and tables show while it is parsed.
 """
 
 from __future__ import annotations
@@ -240,10 +242,11 @@ def write_report(study: StudyRecord, out_dir: Path, png: bool = True) -> list[Pa
     written: list[Path] = []
     if png and figures:
         written += _write_pngs(figures, out_dir / CHART_DIR, notes)
-    sections = [_section(key, fig) for key, fig in figures.items()]
+    sections = [_section(key) for key in figures]
     if rows:
         sections.append(_group_table(rows))
     page = PAGE.format(title=html.escape(f"Study {study.name}: report"), plotly=get_plotlyjs(),
+                       charts=_chart_data(figures),
                        summary=_summary(study), best=_best_table(study), body="\n".join(sections),
                        notes="".join(f"<li>{html.escape(n)}</li>" for n in notes + study.notes),
                        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
@@ -288,12 +291,18 @@ def _write_pngs(figures: dict[str, go.Figure], directory: Path, notes: list[str]
     return [p for p in paths if p.is_file()]
 
 
-def _section(key: str, fig: go.Figure) -> str:
+def _section(key: str) -> str:
+    """A chart's heading, how to read it, and the empty div the page's last script draws into."""
     title, how = SECTIONS[key]
-    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}",
-                      config={"displaylogo": False, "responsive": True})
     return (f'<section id="{key}"><h2>{html.escape(title)}</h2>'
-            f'<p class="how">{html.escape(how)}</p>{div}</section>')
+            f'<p class="how">{html.escape(how)}</p>'
+            f'<div id="chart-{key}" class="plotly-graph-div" style="height:440px"></div></section>')
+
+
+def _chart_data(figures: dict[str, go.Figure]) -> str:
+    """The figures as one JSON object (div id -> figure), safe inside a <script> element."""
+    body = ",".join(f'"chart-{key}":{fig.to_json()}' for key, fig in figures.items())
+    return "{" + body.replace("</", "<\\/") + "}"
 
 
 def _summary(study: StudyRecord) -> str:
@@ -365,7 +374,6 @@ table.facts th {{ background: #f0f0f0; width: 110px; }} table.grid th {{ backgro
 section {{ background: #fff; padding: 4px 16px 12px; margin-top: 16px; border-radius: 6px; }}
 footer {{ color: #777; font-size: 13px; margin-top: 32px; }}
 </style>
-<script type="text/javascript">{plotly}</script>
 </head><body><main>
 <h1>{title}</h1>
 <p>What the search tried, what won and which choices mattered. Charts are interactive: hover for
@@ -376,7 +384,16 @@ details, drag to zoom, double-click to reset; click a legend entry to hide it.</
 {body}
 <footer><ul>{notes}</ul>Made by <code>resnet-search report</code> from the MLflow tracking store
 on {generated}.</footer>
-</main></body></html>
+</main>
+<!-- plotly.js (megabytes) comes last: the headings and tables show while the browser parses it. -->
+<script type="text/javascript">{plotly}</script>
+<script type="text/javascript">
+const charts = {charts};
+for (const [id, figure] of Object.entries(charts)) {{
+  Plotly.newPlot(id, figure.data, figure.layout, {{displaylogo: false, responsive: true}});
+}}
+</script>
+</body></html>
 """
 
 
@@ -384,12 +401,40 @@ on {generated}.</footer>
 
 
 def build_report(name: str, out_dir: Path, tracking_uri: str | None = None,
-                 png: bool = True) -> list[Path]:
-    """`resnet-search report NAME`: the study's report.html and PNGs under out_dir."""
+                 png: bool = True, log: bool = False) -> list[Path]:
+    """`resnet-search report NAME`: the study's report.html and PNGs under out_dir.
+
+    `log=True` also attaches them to the study run (report/), where MLflow's artifact view
+    previews the PNGs as images; a store that refuses the write costs only that line.
+    """
+    import sys
+
     from search.tracking import open_study
 
     _, client, study_run = open_study(name, tracking_uri)
-    return write_report(collect_study(client, study_run), Path(out_dir), png=png)
+    files = write_report(collect_study(client, study_run), Path(out_dir), png=png)
+    if log:
+        try:
+            attach_to_study_run(client, study_run.info.run_id, files, Path(out_dir))
+        except Exception as error:  # noqa: BLE001 - the files on disk are the report's result
+            print(f"resnet-search: report not logged to the study run "
+                  f"({type(error).__name__}: {error})", file=sys.stderr)
+    return files
+
+
+def attach_to_study_run(client: Any, study_run_id: str, files: list[Path], root: Path) -> list[str]:
+    """Log report files written under root as artifacts of the study run, under report/.
+
+    File by file: a folder given to `report --out` may hold more than the report.
+    Returns the artifact paths (report/report.html, report/charts/NN-name.png).
+    """
+    logged = []
+    for file in files:
+        folder = file.parent.relative_to(root).as_posix()
+        artifact_dir = ARTIFACT_DIR if folder == "." else f"{ARTIFACT_DIR}/{folder}"
+        client.log_artifact(study_run_id, str(file), artifact_dir)
+        logged.append(f"{artifact_dir}/{file.name}")
+    return logged
 
 
 def log_report(client: Any, study_run_id: str, png: bool = True) -> list[str]:
@@ -400,6 +445,4 @@ def log_report(client: Any, study_run_id: str, png: bool = True) -> list[str]:
     study = collect_study(client, client.get_run(study_run_id))
     with tempfile.TemporaryDirectory(prefix="resnet-search-report-") as scratch:
         root = Path(scratch)
-        files = write_report(study, root, png=png)
-        client.log_artifacts(study_run_id, str(root), ARTIFACT_DIR)
-        return [f"{ARTIFACT_DIR}/{f.relative_to(root).as_posix()}" for f in files]
+        return attach_to_study_run(client, study_run_id, write_report(study, root, png=png), root)
