@@ -307,6 +307,12 @@ def test_a_later_study_warm_starts_from_an_earlier_one(server_study, monkeypatch
     numbers = {name: sorted(int(r.data.tags[tags.OPTUNA_NUMBER])
                             for r in studies.trial_runs(name)) for name in ("tracked", "warm")}
     assert numbers == {"tracked": [0, 1], "warm": [2, 3]}
+    # `studies` lists the later study first: newest first, by start time.
+    listing = json.loads(studies.cli("studies", "--json", *studies.uri_args).stdout)["studies"]
+    names = [row["study"] for row in listing]
+    assert names.index("warm") < names.index("tracked"), names
+    starts = [row["start_time"] for row in listing]
+    assert starts == sorted(starts, reverse=True), listing
     values = {t.number: t.value for t in study.trials}
     for name in ("tracked", "warm"):
         for run in studies.trial_runs(name):
