@@ -269,3 +269,20 @@ def test_a_read_only_folder_takes_a_cache_dir(tmp_path):
     assert len(load_data(config).test) == 6
     assert (tmp_path / "c" / "manifest.json").is_file()
     assert not (tmp_path / "images" / ".resnet-search-cache").exists()
+
+
+@pytest.mark.slow
+def test_a_wrn_trained_on_the_folder_classifies_its_test_split(tmp_path):
+    """resnet_core's own loop on the folder's cached splits, checkpointed with its config."""
+    from resnet_core.models import parse_model_name
+    from resnet_core.train import TrainConfig, TrainingRun, fit
+
+    write_digits(tmp_path, per_class=60)
+    config = DataConfig("folder", path=str(tmp_path), image_size=16, channels=1, augment=False)
+    run = TrainingRun.from_configs(parse_model_name("wrn-10-1"),
+                                   TrainConfig(epochs=4, batch_size=32), config, "cpu")
+    assert run.model_config.num_classes == 10 and run.model_config.in_channels == 1
+    fit(run)
+    _, accuracy = run.test()  # 120 test images; 0.95 measured (chance: 0.1)
+    assert accuracy >= 0.85, accuracy
+    assert run.state_dict()["data_config"]["path"] == str(tmp_path)
