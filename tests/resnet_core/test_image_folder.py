@@ -57,7 +57,9 @@ def write_digits(root: Path, per_class: int, splits: dict[str, float] | None = N
         if ext.lower() == ".png":
             lossless.setdefault(split or "all", []).append(image.tobytes())
     (root / "README.txt").write_text("digits")
-    (root / (next(iter(splits)) if splits else "") / "d0" / ".DS_Store").write_bytes(b"\0")
+    first = root / (next(iter(splits)) if splits else "") / "d0"
+    (first / ".DS_Store").write_bytes(b"\0")
+    (first / "._img0.png").write_bytes(b"\0\5\26\7")  # macOS metadata, not an image
     return lossless
 
 
@@ -105,6 +107,8 @@ def test_class_folders_split_stratified_and_disjoint_by_content(tmp_path):
     assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
     assert set(lossless["all"]) <= splits[0] | splits[1] | splits[2]  # PNGs pixel for pixel
     assert data.crop_padding == 4 and data.flip  # 32 / 8
+    # README.txt, .DS_Store and a hidden ._img0.png; not the cache folder.
+    assert "ignored: 3 hidden or non-image" in describe_dataset(DataConfig("folder", path=str(tmp_path)))
 
 
 def test_test_split_stays_put_while_split_seed_moves_validation(tmp_path):
@@ -123,7 +127,7 @@ def test_split_folders_are_the_splits(tmp_path):
     for split in ("train", "val", "test"):
         assert grey(getattr(data, split).images) == set(lossless[split])
     message = describe_dataset(DataConfig("folder", path=str(tmp_path)))
-    assert "split folders test, train, val" in message and "ignored: 2" in message
+    assert "split folders test, train, val" in message and "ignored: 3" in message
 
 
 def test_a_second_load_decodes_nothing_and_a_touched_file_rebuilds(tmp_path, decodes):
