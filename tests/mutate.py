@@ -171,12 +171,15 @@ def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> Outcome:
     if not junit.is_file():
         return Outcome("not tested", seconds, why=f"exit {process.returncode}, no report: {last}")
     cases = ElementTree.parse(junit).getroot().iter("testcase")
-    failed, errors, skipped, count = [], [], [], 0
+    failed, errors, skipped, count, first_failure = [], [], [], 0, ""
     for case in cases:
         count += 1
         name = f"{case.get('classname', '').split('.')[-1]}::{case.get('name', '')}"
         if case.find("failure") is not None:
             failed.append(name)
+            message = (case.find("failure").get("message") or "").strip()
+            if message and not first_failure:
+                first_failure = message.splitlines()[0][:200]
         if case.find("error") is not None:
             errors.append(name)
         if case.find("skipped") is not None:
@@ -190,7 +193,7 @@ def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> Outcome:
     if process.returncode == 0 and not failed:
         return Outcome("passed", seconds, why=last)
     if process.returncode == 1 and failed:
-        return Outcome("failed", seconds, failed, why=last)
+        return Outcome("failed", seconds, failed, why=f"{last}; {first_failure}")
     return Outcome("not tested", seconds, why=f"exit {process.returncode}: {last}")
 
 
@@ -219,7 +222,8 @@ def try_mutation(tree: Path, mutation: Mutation, baselines: dict, timeout: float
     baseline = baselines[mutation.tests]
     baseline_seconds = 0.0 if shared else baseline.seconds
     if baseline.result != "passed":
-        why = baseline.why if baseline.result == "not tested" else f"failed: {', '.join(baseline.failed)}"
+        why = (baseline.why if baseline.result == "not tested"
+               else f"failed: {', '.join(baseline.failed)} ({baseline.why})")
         return "not tested", f"baseline (unmutated) {why}", baseline_seconds
     try:
         path.write_text(original.replace(mutation.old, mutation.new))
@@ -228,7 +232,7 @@ def try_mutation(tree: Path, mutation: Mutation, baselines: dict, timeout: float
         path.write_text(original)
     seconds = baseline_seconds + mutated.seconds
     if mutated.result == "failed":
-        return "caught", f"{', '.join(mutated.failed)} ({mutated.why})", seconds
+        return "caught", f"{', '.join(mutated.failed)} ({mutated.why.split('; ')[0]})", seconds
     if mutated.result == "passed":
         return "MISSED", f"every test passed ({mutated.why})", seconds
     return "not tested", f"mutated run: {mutated.why}", seconds
