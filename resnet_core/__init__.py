@@ -32,8 +32,8 @@ _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("bf16_is_fast", "default_device", "trial_device", "GPU_FALLBACK_ENV"),
                     "hardware"),
     # checkpoints and serving
-    **dict.fromkeys(("CHECKPOINT_FILE", "data_config_from_dict", "load_checkpoint",
-                     "model_from_checkpoint", "save_checkpoint"), "checkpoint"),
+    **dict.fromkeys(("CHECKPOINT_FILE", "InputSpec", "data_config_from_dict", "input_spec",
+                     "load_checkpoint", "model_from_checkpoint", "save_checkpoint"), "checkpoint"),
     "PixelClassifier": "serving",
     # config fields: the one definition that study files, flags and params derive from
     **dict.fromkeys(("ConfigValueError", "accepts", "allowed_text", "check_fields", "field_types",

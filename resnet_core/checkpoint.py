@@ -8,12 +8,16 @@ execute anything on load. `TrainingRun.state_dict()` writes it, with these keys:
     model_config     ModelConfig as a dict (num_classes / in_channels of the data)
     train_config     TrainConfig as a dict
     data_config      DataConfig as a dict, or None (a run built from bare splits)
+    data_info        what the network takes and says: image_shape (C, H, W), the mean and
+                     std its input is standardised with, class_names (label i is
+                     class_names[i]); a user's folder may be gone where the model is used
     epoch            epochs completed
     model            weights of the unwrapped model
     optimizer, scheduler, rng, history
 
 Every writer (the `train` command, Tune trials, DDP rank 0) saves that dict
-unchanged; checkpoints of earlier versions had the same keys.
+unchanged; checkpoints of earlier versions had the same keys but data_info, which
+`input_spec` then derives from their data_config.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ import os
 import pickle
 import tempfile
 import zipfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnet_core.config import ModelConfig
-from resnet_core.data import DataConfig
+from resnet_core.data import DataConfig, DataSplits, normalisation
 from resnet_core.errors import CheckpointError
 
 # torch is imported by the functions that read and write files: a command that only names
@@ -121,3 +125,34 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str,
         raise CheckpointError(f"{path} holds weights that do not fit its model_config "
                               f"({_first_sentence(error)})") from None
     return model.eval(), state
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a checkpoint's network takes and says: the images it was trained on, the
+    standardisation of its input, and the name of each class it outputs."""
+
+    image_shape: tuple[int, int, int]  # channels, height, width
+    mean: tuple[float, ...]  # per channel, 0..1 scale: input = (pixels / 255 - mean) / std
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+
+
+def data_info(data: DataSplits) -> dict[str, Any]:
+    """The checkpoint's `data_info` of a run on `data` (plain values: weights_only loads it)."""
+    return {"image_shape": [data.in_channels, *data.image_size], "mean": list(data.mean),
+            "std": list(data.std), "class_names": list(data.class_names)}
+
+
+def input_spec(state: dict[str, Any]) -> InputSpec:
+    """A checkpoint's InputSpec: its `data_info`, else (older checkpoints, built-in datasets)
+    what its data_config says, with the classes named by their numbers."""
+    info = state.get("data_info")
+    if info:
+        return InputSpec(tuple(info["image_shape"]), tuple(info["mean"]), tuple(info["std"]),
+                         tuple(info["class_names"]))
+    config = data_config_from_dict(state.get("data_config"))
+    mean, std = normalisation(config)
+    classes = int(state["model_config"]["num_classes"])
+    return InputSpec(tuple(config.image_shape), tuple(mean), tuple(std),
+                     tuple(str(i) for i in range(classes)))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.checkpoint import data_config_from_dict, data_config_to_dict
+from resnet_core.checkpoint import data_config_from_dict, data_config_to_dict, data_info
 from resnet_core.config import ModelConfig, TrainConfig
 from resnet_core.data import DataConfig, DataSplits, load_data
 from resnet_core.errors import DivergedError
@@ -225,6 +225,7 @@ class TrainingRun:
             "model_config": self.model_config.to_dict(),
             "train_config": self.train_config.to_dict(),
             "data_config": data_config_to_dict(self.data_config) if self.data_config else None,
+            "data_info": data_info(self.data),
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

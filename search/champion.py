@@ -176,6 +176,7 @@ def _log_model(mlflow, study_run_id: str, model, state: dict[str, Any], checkpoi
             pip_requirements=serving_requirements(), validate_serving_input=False,
             extra_files=[str(checkpoint_file)],
             metadata={"model_config": state["model_config"], "test_accuracy": test_accuracy,
+                      "class_names": list(data.class_names),
                       "input": "float32 (N, C, H, W), pixel values 0..255",
                       "output": "class probabilities (N, classes)"},
         )

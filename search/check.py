@@ -1,18 +1,20 @@
 """`resnet-search check`: a study file resolved and explained, without starting anything.
 
-No Ray, no MLflow, no dataset: users run it in their own CI before a cluster job.
+No Ray, no MLflow, no training: users run it in their own CI before a cluster job.
 What it prints is what `run` would use: the fixed recipe, the space with each
 parameter's domain and the condition it is sampled under, the scheduler,
-resources, tracking URI (password redacted) and storage path.
+resources, tracking URI (password redacted), storage path, and the dataset (a
+folder of images is listed, not decoded: its classes, images per split, cache state).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from resnet_core import ModelConfig, searchable_fields
-from search.config import StudyConfig, redact_url
+from search.config import ConfigError, StudyConfig, redact_url
 from search.paths import tracking_uri_and_source
 from search.space import explain_space
 
@@ -45,7 +47,19 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
         "tracking": {**asdict(config.tracking), "uri": redact_url(uri), "uri_from": source,
                      "registered_model": config.registered_model},
         "storage": {"path": resolved.storage.path},
+        "dataset": _dataset(config, resolved),
     }
+
+
+def _dataset(config: StudyConfig, resolved: StudyConfig) -> str:
+    """What the data is (a user's folder: its classes, images per split, cache state): read
+    from the files without decoding them; a folder that cannot be used is refused here."""
+    from resnet_core import DataConfigError, describe_dataset
+
+    try:
+        return describe_dataset(resolved.data)
+    except DataConfigError as error:
+        raise ConfigError(f"{Path(config.path).name or 'study'}: [data] {error}") from None
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +84,8 @@ def format_study(resolved: dict[str, Any]) -> str:
     for section in ("constraints", "scheduler", "resources", "tracking", "storage"):
         lines.append(f"\n[{section}]")
         lines += [f"  {key:<20} {_value(value)}" for key, value in resolved[section].items()]
+    lines.append("\ndataset")
+    lines += [f"  {line}" for line in resolved["dataset"].splitlines()]
     return "\n".join(lines)
 
 

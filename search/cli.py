@@ -96,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--json", action="store_true")
+    predict = commands.add_parser(
+        "predict", help="classify image files with a study's champion, a model URI or a checkpoint")
+    predict.add_argument("source", help="a study's name (its champion), models:/NAME@champion, "
+                                        "models:/NAME/VERSION, runs:/..., or a checkpoint file")
+    predict.add_argument("files", nargs="+", help="image files or folders (every image in them)")
+    predict.add_argument("--top-k", type=_positive_int, default=3, help="classes per file (3)")
+    predict.add_argument("--batch-size", type=_positive_int, default=64)
+    predict.add_argument("--device", default="cpu")
+    predict.add_argument("--tracking-uri", default=None)
+    predict.add_argument("--json", action="store_true", help="one JSON list of every file")
 
     _add_search_commands(commands)
     debug = "show the full traceback of an unexpected error (also: RESNET_SEARCH_DEBUG=1)"
@@ -321,10 +331,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Each file's top classes; a file that cannot be read is said and the rest go on
+    (exit 1 when any could not be classified)."""
+    from search.predict import predict_files  # imports torch: not at the CLI's start
+
+    predictions = predict_files(args.source, args.files, top_k=args.top_k, device=args.device,
+                                batch_size=args.batch_size, tracking_uri=args.tracking_uri)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    for p in predictions:
+        if p.error is not None:
+            print(f"resnet-search: {p.file}: {p.error}", file=sys.stderr)
+        elif not args.json:
+            print(f"{p.file}: " + ", ".join(f"{name} {probability:.3f}"
+                                            for name, probability in p.top))
+    return 1 if any(p.error for p in predictions) else 0
+
+
 COMMANDS = {
     "models": cmd_models,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
 }
 
 

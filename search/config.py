@@ -392,7 +392,8 @@ def _check_constraints(check: _Checker, config: StudyConfig, raw: dict[str, Any]
     limits = {c: v for c, v in config.constraints.limits().items() if c != "latency_ms"}
     if not limits:
         return
-    cheapest = cheapest_architecture(config.space, config.data.image_shape, config.data.dataset)
+    cheapest = cheapest_architecture(config.space, config.data.image_shape,
+                                     config.data.num_classes)
     for cost, limit in limits.items():
         if cheapest[cost][0] > limit:
             value, model = cheapest[cost]

@@ -144,9 +144,10 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     (the resolved trial), `test_accuracy`, `model_uri`, and `mean` and `std`: the network
     takes images standardised as in training, `(pixels / 255 - mean) / std` per channel;
     `resnet_core.PixelClassifier(model, config["mean"], config["std"])` takes 0..255 pixels
-    and returns probabilities, as the served model does.
+    and returns probabilities, as the served model does; `class_names[i]` names output i
+    (a folder dataset's class folders).
     """
-    from resnet_core import data_config_from_dict, normalisation
+    from resnet_core import input_spec
 
     _, client, study_run = open_study(name, tracking_uri)
     champion = tracking.study_champion(client, study_run)
@@ -161,7 +162,9 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
         "test_accuracy": study_run.data.metrics.get("test_accuracy"),
         "model_uri": champion["uri"],
     }
-    config["mean"], config["std"] = normalisation(data_config_from_dict(config["data"] or {}))
+    # From the checkpoint: a user's image folder may not be on the machine that loads it.
+    spec = input_spec(state)
+    config["mean"], config["std"], config["class_names"] = spec.mean, spec.std, spec.class_names
     return model, config
 
 

@@ -100,6 +100,7 @@ class SearchSpace:
         self.data = _plain(asdict(config.data))
         self.seed = config.study.seed
         self.image_shape = tuple(config.data.image_shape)
+        self.num_classes = config.data.num_classes  # a user's folder: counted once, here
         self.limits = config.constraints.limits()
         # Latency costs ~17 forward passes per trial: measured only when the study asks for it.
         self.measure_latency = ("latency_ms" in self.limits
@@ -116,7 +117,7 @@ class SearchSpace:
     def __call__(self, trial: Any) -> dict[str, Any]:
         model = self._sample_model(trial)
         # Known before training: a network over a [constraints] limit is never trained.
-        cost = network_cost(model, self.image_shape, self.data["dataset"])
+        cost = network_cost(model, self.image_shape, self.num_classes)
         violations = constraint_violations(cost, self.limits)
         if any(v > 0 for v in violations):
             raise InfeasibleArchitecture(violations, cost)

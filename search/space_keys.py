@@ -190,19 +190,19 @@ def check_depths(check: Any, space: dict[str, SpaceParam]) -> None:
             check.fail("[space] bn_position: 'after_add' needs family 'resnet' in [space] family")
 
 
-def network_cost(model: dict[str, Any], image_shape: tuple[int, int, int], dataset: str
+def network_cost(model: dict[str, Any], image_shape: tuple[int, int, int], num_classes: int
                  ) -> dict[str, int]:
     """{"params", "flops"} (multiply-adds per image) of a sampled network, on the meta device."""
-    from resnet_core import NUM_CLASSES, architecture_cost
+    from resnet_core import architecture_cost
 
     channels, height, width = image_shape
-    config = {**model, "in_channels": channels, "num_classes": NUM_CLASSES[dataset]}
+    config = {**model, "in_channels": channels, "num_classes": num_classes}
     params, flops = architecture_cost(config, (height, width))
     return {"params": params, "flops": flops}
 
 
 def cheapest_architecture(space: dict[str, SpaceParam], image_shape: tuple[int, int, int],
-                          dataset: str = "digits") -> dict[str, tuple[int, str]]:
+                          num_classes: int = 10) -> dict[str, tuple[int, str]]:
     """The fewest parameters and FLOPs any network of the space has: {cost: (value, name)}."""
     families = space["family"].candidates() or FAMILIES
     widths = _smallest(space.get("width"))
@@ -217,7 +217,7 @@ def cheapest_architecture(space: dict[str, SpaceParam], image_shape: tuple[int, 
                     model = {"family": family, "depth": depth, "block": block,
                              "shortcut": shortcut, "width": widths if family == "wrn" else 1}
                     name = f"{family}-{depth}" + (f"-{widths}" if family == "wrn" else "")
-                    for cost, value in network_cost(model, image_shape, dataset).items():
+                    for cost, value in network_cost(model, image_shape, num_classes).items():
                         if cost not in best or value < best[cost][0]:
                             best[cost] = (value, name)
     return best

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 import time
@@ -79,14 +80,27 @@ class StudyOutcome:
 
 
 def absolute_paths(config: StudyConfig, base: Path | None = None) -> StudyConfig:
-    """Trials run in other directories (and on other nodes): make paths absolute now."""
+    """Trials run in other directories (and on other nodes): make paths absolute now.
+
+    A folder dataset's decoded cache goes under a `[storage] path` the study sets (every
+    node of a cluster reads it there), else beside the images."""
     base = base or Path.cwd()
-    root = str((base / Path(config.data.root).expanduser()).resolve())
+
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str((base / Path(path).expanduser()).resolve())
+
     storage = config.storage.path or default_storage_path()
     if "://" not in storage:
-        storage = str((base / Path(storage).expanduser()).resolve())
-    return replace(config, data=replace(config.data, root=root),
-                   storage=replace(config.storage, path=storage))
+        storage = absolute(storage)
+    cache_dir = config.data.cache_dir
+    if cache_dir is None and config.data.dataset == "folder" and config.storage.path \
+            and "://" not in storage:
+        images = absolute(config.data.path)
+        key = hashlib.sha1(images.encode()).hexdigest()[:8]  # two folders of one name differ
+        cache_dir = str(Path(storage) / "data-cache" / f"{Path(images).name}-{key}")
+    data = replace(config.data, root=absolute(config.data.root), path=absolute(config.data.path),
+                   cache_dir=absolute(cache_dir))
+    return replace(config, data=data, storage=replace(config.storage, path=storage))
 
 
 def prepare_data(config: StudyConfig) -> None:

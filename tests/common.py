@@ -37,3 +37,22 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def with_own_images(path: Path, folder_parent: Path) -> Path:
+    """A shipped study file itself, or for one on a folder of images (configs/own-images.toml)
+    a copy in `folder_parent` whose folder exists there: two classes of three PNGs."""
+    import tomllib
+    from PIL import Image
+
+    data = tomllib.loads(path.read_text()).get("data", {})
+    if data.get("dataset") != "folder":
+        return path
+    folder = folder_parent / "images"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), (90 * i, 40, 200)).save(folder / label / f"{i}.png")
+    copy = folder_parent / path.name
+    copy.write_text(path.read_text().replace(f'path = "{data["path"]}"', f'path = "{folder}"'))
+    return copy

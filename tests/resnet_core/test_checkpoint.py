@@ -113,3 +113,19 @@ def test_a_checkpoint_that_holds_code_is_refused_and_runs_no_code(tmp_path):
     with pytest.raises(CheckpointError, match="holds objects other than tensors"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_input_spec_is_the_checkpoints_own_and_older_ones_get_their_datasets():
+    """A checkpoint says what its network takes and outputs (a user's folder may be gone
+    where the model is used); one written before it said so gets its dataset's values."""
+    from resnet_core import input_spec
+    from resnet_core.data import DIGITS_STATS
+
+    recorded = {"data_info": {"image_shape": [3, 24, 20], "mean": [0.1, 0.2, 0.3],
+                              "std": [0.5, 0.5, 0.5], "class_names": ["cat", "dog"]}}
+    spec = input_spec(recorded)
+    assert (spec.image_shape, spec.class_names) == ((3, 24, 20), ("cat", "dog"))
+    assert (spec.mean, spec.std) == ((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
+    older = input_spec({"data_config": {"dataset": "digits"}, "model_config": {"num_classes": 10}})
+    assert older.image_shape == (1, 8, 8) and (older.mean, older.std) == DIGITS_STATS
+    assert older.class_names == tuple(str(i) for i in range(10))

@@ -10,10 +10,10 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
-from common import ROOT
+from common import ROOT, with_own_images
 
 from resnet_core.config import TrainConfig, field_types, scalar_type
-from resnet_core.data import DataConfig
+from resnet_core.data import OWN_DATA_FIELDS, DataConfig
 
 MINIMAL = '[study]\nname = "t"\n[space]\nfamily = "wrn"\ndepth = 10\n'
 
@@ -52,7 +52,8 @@ def example_value(cls: type, spec) -> object:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_study_file_checks_and_prints_its_space(path, tmp_path):
-    result = check(str(path.relative_to(ROOT)), home=tmp_path)
+    path = with_own_images(path, tmp_path)
+    result = check(str(path), home=tmp_path)
     assert result.returncode == 0, result.stderr
     space = result.stdout.split("[space]", 1)[1].split("\n[scheduler]", 1)[0]
     import tomllib
@@ -63,12 +64,15 @@ def test_every_shipped_study_file_checks_and_prints_its_space(path, tmp_path):
     assert [row["name"] for row in resolved["space"]] == list(
         tomllib.loads(path.read_text())["space"])
     assert set(resolved) == {"file", "study", "recipe", "space", "constraints", "scheduler",
-                             "resources", "tracking", "storage"}
+                             "resources", "tracking", "storage", "dataset"}
 
 
 def test_every_data_and_train_field_is_a_study_key(tmp_path):
+    # A built-in dataset, so its fields only: the fields of a user's own data (path,
+    # image_size, ...) apply to dataset folder or arrays alone (test_folder_study.py).
     chosen = {
-        "data": {f.name: example_value(DataConfig, f) for f in fields(DataConfig)},
+        "data": {f.name: example_value(DataConfig, f) for f in fields(DataConfig)
+                 if f.name not in OWN_DATA_FIELDS} | {"dataset": "synthetic"},
         "train": {f.name: example_value(TrainConfig, f) for f in fields(TrainConfig)},
     }
     assert chosen["train"]["epochs"] >= chosen["train"]["warmup_epochs"]
@@ -81,11 +85,12 @@ def test_every_data_and_train_field_is_a_study_key(tmp_path):
     assert result.returncode == 0, result.stderr
     recipe = json.loads(result.stdout)["recipe"]
     expected_root = str((ROOT / "elsewhere").resolve())  # made absolute as `run` does
-    assert recipe["data"] == {**chosen["data"], "root": expected_root}
+    assert recipe["data"] == {**chosen["data"], "root": expected_root,
+                              **dict.fromkeys(OWN_DATA_FIELDS, None), "skip_unreadable": False}
     assert recipe["train"] == chosen["train"]
     for cls, section in ((DataConfig, "data"), (TrainConfig, "train")):
         for spec in fields(cls):  # each value differs from the default: it was really read
-            if spec.default is not MISSING and spec.name != "root":
+            if spec.default is not MISSING and spec.name not in ("root", *OWN_DATA_FIELDS):
                 default = spec.default
                 assert chosen[section][spec.name] != (list(default) if isinstance(
                     default, tuple) else default), spec.name

@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import pytest
 import tomllib
-from common import ROOT, cli
+from common import ROOT, cli, with_own_images
 
 from resnet_core.config import ConfigValueError, ModelConfig, TrainConfig
 from resnet_core.data import DataConfig
@@ -311,7 +311,7 @@ class FixedTrial:
 
 
 @pytest.mark.slow
-def test_every_shipped_study_file_is_valid_and_samples_buildable_networks():
+def test_every_shipped_study_file_is_valid_and_samples_buildable_networks(tmp_path):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -319,7 +319,7 @@ def test_every_shipped_study_file_is_valid_and_samples_buildable_networks():
     assert {f.name for f in files} >= {"quickstart.toml", "cifar10-wrn.toml",
                                        "seed-ablations.toml"}
     for path in files:
-        config = load_study(path)
+        config = load_study(with_own_images(path, tmp_path))
         space = SearchSpace(config)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         for _ in range(60):

@@ -1,0 +1,132 @@
+"""A study on a user's own folder of images: `check` lists it, `run` trains on it, and its
+decoded cache is built once and reused by later studies.
+
+The folder is laid out as users' folders are: a folder per class, PNG and JPEG, greyscale
+and RGB, mixed-case extensions, a nested folder, a hidden file and a README, made from
+scikit-learn's digits (8x8, upscaled to 32x32)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from common import cli
+from PIL import Image
+from study_helpers import study_toml
+
+from resnet_core.data import _digits_rows
+from search.retrieve import load_best
+
+EXTENSIONS = (".png", ".PNG", ".Jpg", ".jpeg")
+
+
+def write_digit_folder(root: Path) -> None:
+    """ROOT/train/d<k>/... and ROOT/test/d<k>/... (every fifth digit) of the digits, 32x32."""
+    rows = _digits_rows()
+    labels = rows[:, 64].astype(int)
+    images = np.round(rows[:, :64].reshape(-1, 8, 8) * (255 / 16)).astype(np.uint8)
+    for i in range(len(labels)):
+        split = "test" if i % 5 == 0 else "train"
+        folder = root / split / f"d{labels[i]}" / ("nested" if i % 7 == 0 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(np.kron(images[i], np.ones((4, 4), np.uint8)), "L")
+        if i % 3 == 0:
+            picture = picture.convert("RGB")
+        picture.save(folder / f"img{i}{EXTENSIONS[i % len(EXTENSIONS)]}", quality=95)
+    (root / "README.txt").write_text("the digits, a folder per class")
+    (root / "train" / "d0" / ".hidden.png").write_bytes(b"not an image")
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("own-images") / "digits"
+    write_digit_folder(root)
+    return root
+
+
+def folder_study(name: str, folder: Path, samples: int = 2, epochs: int = 8) -> str:
+    return study_toml(
+        name, study={"num_samples": samples, "seed": 0},
+        data={"dataset": "folder", "path": str(folder), "image_size": 16},
+        train={"epochs": epochs, "batch_size": 64, "optimizer": "adam"},
+        space={"family": "wrn", "depth": 10, "width": 2, "lr": [0.002, 0.004]},
+        replace_space=True)
+
+
+def cache_files(folder: Path) -> dict[str, int]:
+    """The decoded cache's files and their modification times (ns)."""
+    return {p.name: p.stat().st_mtime_ns for p in (folder / ".resnet-search-cache").iterdir()}
+
+
+@pytest.mark.slow
+def test_a_study_on_a_folder_of_images_and_its_cache_reused(studies, digit_folder):
+    first = studies.write("folder-a", folder_study("folder-a", digit_folder))
+    checked = cli("check", str(first), env={"RESNET_SEARCH_HOME": str(studies.home)})
+    assert checked.returncode == 0, checked.stderr
+    dataset = checked.stdout.split("\ndataset\n", 1)[1]
+    assert "10 classes" in dataset and "d0" in dataset and "d9" in dataset, dataset
+
+    result = studies.cli("run", str(first))
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = json.loads(studies.cli("status", "folder-a", "--json").stdout)
+    assert status["test_accuracy"] >= 0.95, status["test_accuracy"]
+    built = cache_files(digit_folder)
+
+    # The champion classifies the test folder's files as it scored them, by class name; a
+    # file that is no image is said, and the others are classified all the same.
+    broken = digit_folder.parent / "broken.png"
+    broken.write_bytes(b"\x89PNG but cut short")
+    predicted = studies.cli("predict", "folder-a", str(digit_folder / "test"), str(broken),
+                            "--json")
+    assert predicted.returncode == 1, predicted.stderr[-3000:]
+    rows = {Path(row["file"]): row for row in json.loads(predicted.stdout)}
+    assert rows.pop(broken)["error"].startswith("cannot read it as an image")
+    assert f"{broken}: cannot read it as an image" in predicted.stderr
+    tested = list((digit_folder / "test").rglob("img*"))
+    assert set(rows) == set(tested)
+    right = sum(row["predictions"][0]["class"] == path.relative_to(digit_folder / "test").parts[0]
+                for path, row in rows.items())
+    assert abs(right / len(rows) - status["test_accuracy"]) <= 0.01, (right, len(rows))
+    # From Python and for a server, the classes come named by their folders too.
+    classes = tuple(f"d{k}" for k in range(10))
+    _, config = load_best("folder-a", studies.tracking_uri)
+    assert config["class_names"] == classes
+    import mlflow
+
+    served = mlflow.models.get_model_info(config["model_uri"])
+    assert tuple(served.metadata["class_names"]) == classes
+
+    # A second study on the same folder decodes nothing: the cache files stay as they were.
+    time.sleep(0.01)
+    second = studies.write("folder-b", folder_study("folder-b", digit_folder, 1, 1))
+    again = studies.cli("run", str(second))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert cache_files(digit_folder) == built
+
+    # A changed image makes the cache stale, and `check` says so before anything runs.
+    image = next(digit_folder.glob("train/d3/*.png"))
+    later = image.stat().st_mtime_ns + 10**9
+    os.utime(image, ns=(later, later))
+    stale = cli("check", str(second), env={"RESNET_SEARCH_HOME": str(studies.home)})
+    assert stale.returncode == 0, stale.stderr
+    assert "stale" in stale.stdout.split("\ndataset\n", 1)[1]
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda root: None, "not found"),
+    (lambda root: (root / "only").mkdir(parents=True), "class"),
+])
+def test_check_refuses_a_folder_it_cannot_use_in_one_line(tmp_path, damage, said):
+    root = tmp_path / "images"
+    damage(root)
+    study = tmp_path / "bad.toml"
+    study.write_text(folder_study("bad", root))
+    result = cli("check", str(study), env={"RESNET_SEARCH_HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resnet-search: error: "), lines
+    assert str(root) in lines[0] and said in lines[0].lower(), lines[0]
