@@ -294,10 +294,10 @@ def _save_atomic(path: Path, write: Any) -> None:
 
 
 def _remove_unused(folder: Path, keep: set[str]) -> None:
-    """Data files of earlier builds (temp files of a build in progress elsewhere are hidden
-    and stay)."""
+    """Data files of earlier builds, and temp files of builds that were killed (builders hold
+    the lock, so no other build is writing one now)."""
     for entry in folder.iterdir():
-        if entry.name not in keep and not entry.name.startswith(".") and entry.suffix == ".npy":
+        if entry.name not in keep and entry.suffix == ".npy":
             entry.unlink(missing_ok=True)
 
 

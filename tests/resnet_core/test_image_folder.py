@@ -145,9 +145,12 @@ def test_a_second_load_decodes_nothing_and_a_touched_file_rebuilds(tmp_path, dec
     assert "stale, will be rebuilt: 0 file(s) added, 0 removed, 1 modified" in describe_dataset(config)
     load_data(config)
     assert len(decodes) == 120
+    killed = manifest.parent / ".images-0123.npy.x1.tmp.npy"  # a build killed half-way
+    killed.write_bytes(b"\0" * 10)
     load_data(DataConfig("folder", path=str(tmp_path), image_size=[16, 20]))
     assert len(decodes) == 180
     assert len(list(manifest.parent.glob("images-*.npy"))) == 1  # older builds removed
+    assert not killed.exists()
 
 
 def test_shape_classes_and_statistics_come_without_decoding(tmp_path, decodes):
