@@ -19,6 +19,7 @@ from PIL import Image
 from study_helpers import study_toml
 
 from resnet_core.data import _digits_rows
+from search import tags
 from search.retrieve import load_best
 
 EXTENSIONS = (".png", ".PNG", ".Jpg", ".jpeg")
@@ -130,3 +131,22 @@ def test_check_refuses_a_folder_it_cannot_use_in_one_line(tmp_path, damage, said
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("resnet-search: error: "), lines
     assert str(root) in lines[0] and said in lines[0].lower(), lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_folder_study_on_a_cluster_caches_where_every_node_reads(studies, digit_folder, tmp_path):
+    """On a cluster the decoded cache goes under the study's [storage] path (storage every
+    node sees), not beside the images on the driver's machine."""
+    from local_cluster import LocalCluster
+
+    shared = tmp_path / "shared"
+    text = folder_study("folder-cluster", digit_folder, samples=2, epochs=1)
+    study = studies.write("folder-cluster", text + f'\n[storage]\npath = "{shared}"\n')
+    with LocalCluster(tmp_path / "cluster", workers=2) as address:
+        result = studies.cli("run", str(study), "--address", address)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = studies.trial_runs("folder-cluster")
+    assert len(runs) == 2 and {r.data.tags[tags.STATUS] for r in runs} == {tags.COMPLETED}
+    caches = list((shared / "data-cache").glob("digits-*/manifest.json"))
+    assert len(caches) == 1, list(shared.rglob("*"))[:20]
