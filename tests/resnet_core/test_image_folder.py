@@ -293,3 +293,30 @@ def test_a_wrn_trained_on_the_folder_classifies_its_test_split(tmp_path):
     _, accuracy = run.test()  # 120 test images; 0.95 measured (chance: 0.1)
     assert accuracy >= 0.85, accuracy
     assert run.state_dict()["data_config"]["path"] == str(tmp_path)
+
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what is written."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_goes_to_a_terminal_only(tmp_path, capsys, monkeypatch):
+    write_digits(tmp_path / "a", per_class=2)
+    load_data(DataConfig("folder", path=str(tmp_path / "a")))
+    assert capsys.readouterr().err == ""  # not a terminal: logs stay clean
+    write_digits(tmp_path / "b", per_class=2)
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    load_data(DataConfig("folder", path=str(tmp_path / "b")))
+    assert f"decoding 20 images of {tmp_path / 'b'}: 20/20 (100%)\n" in terminal.text
