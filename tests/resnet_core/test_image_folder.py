@@ -320,3 +320,29 @@ def test_progress_goes_to_a_terminal_only(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.stderr", terminal)
     load_data(DataConfig("folder", path=str(tmp_path / "b")))
     assert f"decoding 20 images of {tmp_path / 'b'}: 20/20 (100%)\n" in terminal.text
+
+
+def test_loads_during_rebuilds_see_whole_caches(tmp_path):
+    """One process switches image_size back and forth (each switch rebuilds) while another
+    loads: every load gets complete images of its own size, never a torn or foreign cache."""
+    write_digits(tmp_path, per_class=2)
+    problems: list[str] = []
+
+    def load_many(sizes: list[int]) -> None:
+        for size in sizes:
+            try:
+                data = load_data(DataConfig("folder", path=str(tmp_path), image_size=size,
+                                            val_size=2, test_size=2))
+            except Exception as error:  # noqa: BLE001 (any failure is the finding)
+                problems.append(repr(error))
+                continue
+            if data.train.images.shape[2:] != (size, size) or len(data.train) != 16:
+                problems.append(f"asked {size}, got {tuple(data.train.images.shape)}")
+
+    threads = [threading.Thread(target=load_many, args=([16, 20] * 6,)),
+               threading.Thread(target=load_many, args=([16] * 12,))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert problems == []
