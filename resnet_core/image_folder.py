@@ -76,11 +76,12 @@ def split_roots(root: Path) -> dict[str, Path]:
     return found if "train" in found else {"train": root}
 
 
-def class_names(root: Path) -> tuple[str, ...]:
-    """Sorted class folder names of the training split, from one directory listing."""
+def class_names(root: Path, skip: Path | None = None) -> tuple[str, ...]:
+    """Sorted class folder names of the training split, from one directory listing (`skip`:
+    a cache folder kept there)."""
     train = split_roots(root)["train"]
-    names = tuple(sorted(entry.name for entry in os.scandir(train)
-                         if entry.is_dir() and not entry.name.startswith(".")))
+    names = tuple(sorted(entry.name for entry in os.scandir(train) if entry.is_dir()
+                         and not entry.name.startswith(".") and Path(entry.path) != skip))
     if not names:
         raise DataConfigError(
             f"no class folders in {train}: expected {train}/<class>/<image> (one folder per "
@@ -96,14 +97,14 @@ def scan_folder(path: str | None, skip: Path | None = None) -> FolderListing:
     (a cache kept there)."""
     root = folder_root(path)
     roots = split_roots(root)
-    classes = class_names(root)
+    classes = class_names(root, skip)
     files: list[tuple[str, int, int]] = []
     labels: list[int] = []
     splits: list[str] = []
     ignored = _ignored_beside_splits(root, roots, skip)
     for split, split_root in roots.items():
-        present = [entry.name for entry in os.scandir(split_root)
-                   if entry.is_dir() and not entry.name.startswith(".")]
+        present = [entry.name for entry in os.scandir(split_root) if entry.is_dir()
+                   and not entry.name.startswith(".") and Path(entry.path) != skip]
         _check_classes_known(split_root, present, classes, roots["train"])
         ignored += sum(1 for entry in os.scandir(split_root) if Path(entry.path) != skip
                        and (not entry.is_dir() or entry.name.startswith(".")))

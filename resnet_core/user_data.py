@@ -132,7 +132,7 @@ def folder_normalisation(config: DataConfig) -> tuple[tuple[float, ...], tuple[f
 
 
 def folder_num_classes(config: DataConfig) -> int:
-    return len(class_names(folder_root(config.path)))
+    return len(class_names(folder_root(config.path), cache_folder(config)))
 
 
 def folder_image_shape(config: DataConfig) -> tuple[int, int, int]:

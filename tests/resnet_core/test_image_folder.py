@@ -276,6 +276,11 @@ def test_a_read_only_folder_takes_a_cache_dir(tmp_path):
     assert len(load_data(config).test) == 6
     assert (tmp_path / "c" / "manifest.json").is_file()
     assert not (tmp_path / "images" / ".resnet-search-cache").exists()
+    # A cache folder among the class folders is not a class.
+    inside = DataConfig("folder", path=str(tmp_path / "images"),
+                        cache_dir=str(tmp_path / "images" / "cache"))
+    assert load_data(inside).class_names == tuple(f"d{k}" for k in range(10))
+    assert inside.num_classes == 10 and "ignored: 3 " in describe_dataset(inside)
 
 
 @pytest.mark.slow

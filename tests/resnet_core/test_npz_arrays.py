@@ -92,6 +92,11 @@ def test_a_bad_npz_is_one_line_naming_it(tmp_path, case):
     assert fragment in message and path in message and "\n" not in message
 
 
+def test_built_in_datasets_are_described_too():
+    assert describe_dataset(DataConfig("digits")) == (
+        "digits (built in): 10 classes, 1x8x8 images (channels x height x width)")
+
+
 def test_a_missing_or_foreign_file(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="arrays file .*nothing.npz not found"):
         load_data(DataConfig("arrays", path=str(tmp_path / "nothing.npz")))
