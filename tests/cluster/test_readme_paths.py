@@ -289,7 +289,7 @@ def test_job_submit_carries_the_token_and_reaches_the_head():
     token from the Secret the cluster uses; the address is the port-forwarded job API."""
     (cluster,) = [d for d in _docs(KUBERAY / "raycluster.yaml") if d["kind"] == "RayCluster"]
     secret = cluster["spec"]["authOptions"]["secretName"]
-    words = shlex.split(_command(r"\bray job submit\b"))
+    words = shlex.split(_command(r"(^|\s)ray job submit --address http://localhost:"))
     env = _assignments(words)
     assert env.get("RAY_AUTH_MODE") == "token", "ray job submit without RAY_AUTH_MODE=token"
     assert re.fullmatch(rf"\$\(kubectl -n resnet-search get secret {secret} -o "
