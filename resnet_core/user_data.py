@@ -46,8 +46,11 @@ def carve(labels: np.ndarray, size: float, seed: int, what: str) -> tuple[np.nda
     classes, counts = np.unique(labels, return_counts=True)
     exact = counts * count / n
     take = np.floor(exact).astype(np.int64)
-    take[np.argsort(-(exact - take), kind="stable")[: count - int(take.sum())]] += 1
     rng = np.random.default_rng(seed)
+    # Largest remainders first; equal ones in a seeded order, not always the first classes.
+    order = rng.permutation(len(classes))
+    order = order[np.argsort(-(exact - take)[order], kind="stable")]
+    take[order[: count - int(take.sum())]] += 1
     held = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
     held_index = np.sort(np.concatenate(held))
     return held_index, np.setdiff1d(np.arange(n), held_index)
