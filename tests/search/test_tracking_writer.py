@@ -4,6 +4,7 @@ notices README promises ("at once when it falls behind, then once a minute")."""
 from __future__ import annotations
 
 import io
+import re
 import time
 
 from search import tracking_writer
@@ -41,9 +42,12 @@ def test_an_outage_loses_no_update_and_keeps_their_order():
     behind = [line for line in lines if "tracking is behind" in line]
     # Said at once; a 3 s outage is well inside the minute before the next notice.
     assert len(behind) == 1, lines
-    assert "http://tracking:5000 unreachable for 0 s, 5 updates queued" in behind[0]
-    assert [line for line in lines if "caught up" in line] == [
-        "resnet-search: tracking caught up with http://tracking:5000 after 3 s"]
+    # (How many updates were queued then depends on how far submit() had got.)
+    assert re.search(r"http://tracking:5000 unreachable for 0 s, \d updates? queued", behind[0])
+    caught_up = [line for line in lines if "caught up" in line]
+    assert len(caught_up) == 1, lines
+    assert re.fullmatch(r"resnet-search: tracking caught up with http://tracking:5000 after [34] s",
+                        caught_up[0])
 
 
 def test_the_notice_repeats_once_per_interval_while_the_store_is_away(monkeypatch):
