@@ -17,16 +17,14 @@ folder at once: the second waits, then finds the cache fresh.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,9 +49,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 CACHE_FOLDER = ".resnet-search-cache"
 MANIFEST = "manifest.json"
-CHUNK = 64  # images per task: few enough tasks to keep the pool's overhead small
-# From this many images on, decode in processes: starting them (~0.3 s) pays off.
-PROCESS_FROM = 1000
+CHUNK = 32  # images per thread task: few enough tasks to keep the pool's overhead small
 
 
 @dataclass(frozen=True)
@@ -219,13 +215,15 @@ def _build(listing: FolderListing, config: DataConfig, folder: Path) -> dict[str
     try:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                            shape=(len(listing.files), *shape))
-        del images  # the decoders write the rows through their own maps of the file
-        stats, failures = _decode_all(listing, shape, tmp)
+        stats = np.zeros((len(listing.files), shape[0], 2))
+        failures = _decode_all(listing, shape, images, stats)
         if failures and not config.skip_unreadable:
             raise unreadable_error(listing.root, failures, len(listing.files))
         if len(failures) == len(listing.files):
             raise DataConfigError(f"none of the {len(failures)} images in {listing.root} "
                                   f"can be decoded (e.g. {failures[0][0]}: {failures[0][1]})")
+        images.flush()
+        del images
         os.replace(tmp, folder / names["images"])
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -247,57 +245,37 @@ def _manifest(listing: FolderListing, config: DataConfig, shape: tuple[int, int,
             "ignored": listing.ignored, **names}
 
 
-def _decode_all(listing: FolderListing, shape: tuple[int, int, int],
-                images_file: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Decode every file into its row of `images_file`; returns the per-image statistics and
-    the (file, reason) of the files that failed.
+def _decode_all(listing: FolderListing, shape: tuple[int, int, int], images: np.ndarray,
+                stats: np.ndarray) -> list[tuple[str, str]]:
+    """Decode every file into its row, in threads (Pillow releases the GIL while it decodes
+    and resizes); returns the (file, reason) of those that failed."""
+    channels, height, width = shape
+    files = listing.files
+    errors = _decode_errors()
 
-    Pillow releases the GIL while it decodes and resizes, but parses headers in Python:
-    large photos scale on threads, a folder of many small images only on processes.
-    """
-    files = [name for name, _, _ in listing.files]
-    chunks = [(start, files[start:start + CHUNK]) for start in range(0, len(files), CHUNK)]
-    task = functools.partial(_decode_chunk, str(listing.root), shape, images_file)
-    stats = np.zeros((len(files), shape[0], 2))
+    def decode_chunk(start: int) -> list[tuple[str, str]]:
+        failed = []
+        for row in range(start, min(start + CHUNK, len(files))):
+            try:
+                array = prepare_image(listing.root / files[row][0], (height, width), channels)
+            except errors as error:
+                failed.append((files[row][0], decode_failure(error)))
+                continue
+            images[row] = array
+            flat = array.reshape(channels, -1).astype(np.float64)
+            stats[row, :, 0], stats[row, :, 1] = flat.sum(1), np.square(flat).sum(1)
+        return failed
+
     failures: list[tuple[str, str]] = []
     progress = _Progress(len(files), f"decoding {len(files)} images of {listing.root}")
-    with _executor(len(files)) as pool:
-        for (start, names), (chunk_stats, failed) in zip(chunks, pool.map(task, chunks),
-                                                         strict=True):
-            stats[start:start + len(names)] = chunk_stats
+    with ThreadPoolExecutor(_workers()) as pool:
+        for start, failed in zip(range(0, len(files), CHUNK),
+                                 pool.map(decode_chunk, range(0, len(files), CHUNK)),
+                                 strict=True):
             failures += failed
-            progress.update(start + len(names))
+            progress.update(min(start + CHUNK, len(files)))
     progress.close()
-    return stats, failures
-
-
-def _executor(count: int) -> Executor:
-    workers = _workers()
-    if count < PROCESS_FROM or workers == 1:
-        return ThreadPoolExecutor(workers)
-    # spawn: forking a process that runs torch or Ray threads can deadlock the child.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
-def _decode_chunk(root: str, shape: tuple[int, int, int], images_file: str,
-                  chunk: tuple[int, list[str]]) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Decode consecutive files into their rows; (their statistics, their failures)."""
-    channels, height, width = shape
-    start, names = chunk
-    images = np.load(images_file, mmap_mode="r+")
-    stats = np.zeros((len(names), channels, 2))
-    failed = []
-    for i, name in enumerate(names):
-        try:
-            array = prepare_image(os.path.join(root, name), (height, width), channels)
-        except _decode_errors() as error:
-            failed.append((name, decode_failure(error)))
-            continue
-        images[start + i] = array
-        flat = array.reshape(channels, -1).astype(np.float64)
-        stats[i, :, 0], stats[i, :, 1] = flat.sum(1), np.square(flat).sum(1)
-    images.flush()
-    return stats, failed
+    return failures
 
 
 def _temp_path(folder: Path, name: str) -> str:

@@ -8,7 +8,6 @@ and a README, the way users' folders look.
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -352,20 +351,3 @@ def test_loads_during_rebuilds_see_whole_caches(tmp_path):
     for thread in threads:
         thread.join()
     assert problems == []
-
-
-def test_large_folders_decode_in_processes_to_the_same_cache(tmp_path, monkeypatch, decodes):
-    write_digits(tmp_path, per_class=4)
-    (tmp_path / "d5" / "broken.png").write_bytes(b"not an image")
-    config = DataConfig("folder", path=str(tmp_path), skip_unreadable=True)
-    in_threads = load_data(config)
-    assert len(decodes) == 41
-    shutil.rmtree(tmp_path / ".resnet-search-cache")
-    monkeypatch.setattr(image_cache, "PROCESS_FROM", 0)
-    monkeypatch.setattr(image_cache, "_workers", lambda: 2)
-    in_processes = load_data(config)
-    assert len(decodes) == 41  # none more here: the worker processes decoded
-    for split in ("train", "val", "test"):
-        assert torch.equal(getattr(in_threads, split).images, getattr(in_processes, split).images)
-    assert (in_threads.mean, in_threads.std) == (in_processes.mean, in_processes.std)
-    assert "unreadable: 1 skipped" in describe_dataset(config)
