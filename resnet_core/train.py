@@ -249,8 +249,12 @@ class TrainingRun:
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader: DeviceLoader, amp: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of a model on every image of a loader."""
+def evaluate_model(model: nn.Module, loader: DeviceLoader, amp: bool = False,
+                   confusion: torch.Tensor | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of a model on every image of a loader.
+
+    `confusion`: a (classes, classes) int64 tensor that gets each image counted at
+    [true class, predicted class], in the same pass."""
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -259,8 +263,12 @@ def evaluate_model(model: nn.Module, loader: DeviceLoader, amp: bool = False) ->
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
             logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += int((logits.argmax(1) == labels).sum())
+        predicted = logits.argmax(1)
+        correct += int((predicted == labels).sum())
         seen += len(labels)
+        if confusion is not None:
+            pairs = (labels * confusion.shape[1] + predicted).cpu()
+            confusion += torch.bincount(pairs, minlength=confusion.numel()).view_as(confusion)
     model.train(was_training)
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 

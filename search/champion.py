@@ -92,6 +92,8 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
         scored = _score_on_test(model, state, str(winner.checkpoint.path))
         test_accuracy, test_loss = scored["accuracy"], scored["loss"]
         _log_scores(client, study_run_id, winner, test_accuracy, test_loss)
+        client.log_dict(study_run_id, {k: scored[k] for k in ("class_names", "confusion")},
+                        tags.CLASS_SCORES_ARTIFACT)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         with EXPORT_LOCK:  # not while the driver's warm-up exports (torch.export is not thread-safe)

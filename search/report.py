@@ -16,6 +16,7 @@ opens from a file, an MLflow artifact view or an e-mail, with no network. plotly
 from __future__ import annotations
 
 import html
+import json
 import math
 import tempfile
 import time
@@ -81,6 +82,8 @@ class StudyRecord:
     trials: list[TrialRecord]
     champion: dict[str, Any] | None = None  # tracking.study_champion: the study's own version
     test_accuracy: float | None = None
+    # The champion's test split by class (tags.CLASS_SCORES_ARTIFACT), where it was logged.
+    classes: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -124,7 +127,17 @@ def collect_study(client: Any, study_run: Any) -> StudyRecord:
         record.trials.append(_trial_record(client, run, score, place if score.ranked else None))
     record.trials.sort(key=lambda t: (t.number, t.start_ms))
     _fill_costs(record)
+    record.classes = _class_scores(client, study_run.info.run_id)
     return record
+
+
+def _class_scores(client: Any, run_id: str) -> dict[str, Any] | None:
+    """The champion's confusion matrix on the test split, if the study logged one."""
+    artifact = tags.CLASS_SCORES_ARTIFACT
+    if not any(f.path == artifact for f in client.list_artifacts(run_id, artifact.split("/")[0])):
+        return None
+    with tempfile.TemporaryDirectory(prefix="resnet-search-report-") as scratch:
+        return json.loads(Path(client.download_artifacts(run_id, artifact, scratch)).read_text())
 
 
 def _trial_record(client: Any, run: Any, score: Any, rank: int | None) -> TrialRecord:
@@ -245,6 +258,8 @@ def write_report(study: StudyRecord, out_dir: Path, png: bool = True) -> list[Pa
     sections = [_section(key) for key in figures]
     if rows:
         sections.append(_group_table(rows))
+    if study.classes:
+        sections.append(_class_table(study.classes))
     page = PAGE.format(title=html.escape(f"Study {study.name}: report"), plotly=get_plotlyjs(),
                        charts=_chart_data(figures),
                        summary=_summary(study), best=_best_table(study), body="\n".join(sections),
@@ -358,6 +373,31 @@ def _group_table(rows: list[dict[str, Any]]) -> str:
         f"<tr><td>{html.escape(r['factor'])}</td><td>{html.escape(r['value'])}</td><td>{r['n']}</td>"
         f"<td>{r['mean']:.4f}</td><td>{r['std']:.4f}</td><td>{r['best']:.4f}</td></tr>" for r in rows)
     return f'<section id="groups-table"><table class="grid">{head}{body}</table></section>'
+
+
+def _class_table(classes: dict[str, Any], confused_shown: int = 20) -> str:
+    """The champion on the test split by class: images, accuracy, and what each class is
+    mistaken for most; the whole confusion matrix for up to `confused_shown` classes."""
+    names, matrix = classes["class_names"], classes["confusion"]
+    rows = []
+    for i, name in enumerate(names):
+        total = sum(matrix[i])
+        errors = sorted(((count, j) for j, count in enumerate(matrix[i]) if j != i and count),
+                        reverse=True)
+        worst = f"{html.escape(names[errors[0][1]])} ({errors[0][0]})" if errors else "-"
+        accuracy = f"{matrix[i][i] / total:.4f}" if total else "-"
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{total}</td><td>{accuracy}</td>"
+                    f"<td>{worst}</td></tr>")
+    table = ('<table class="grid"><tr><th>class</th><th>test images</th><th>accuracy</th>'
+             f'<th>most often taken for</th></tr>{"".join(rows)}</table>')
+    if len(names) <= confused_shown:
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        body = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{c}</td>" for c in row)
+                       + "</tr>" for n, row in zip(names, matrix, strict=True))
+        table += ('<p class="how">Confusion matrix: a row is the true class, a column the '
+                  f'predicted one.</p><table class="grid"><tr><th></th>{head}</tr>{body}</table>')
+    return ('<section id="classes"><h2>The champion on the test split, by class</h2>'
+            f"{table}</section>")
 
 
 PAGE = """<!doctype html>

@@ -177,7 +177,8 @@ def evaluate_module(
     model = model.to(chosen).eval()
     # Plain batches (no shuffling, no augmentation), whichever split is scored.
     loader = DeviceLoader(getattr(data, split), batch_size, data.mean, data.std, chosen)
-    loss, accuracy = evaluate_model(model, loader, amp=bf16_is_fast(chosen))
+    confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
+    loss, accuracy = evaluate_model(model, loader, amp=bf16_is_fast(chosen), confusion=confusion)
     return {
         "source": source,
         "dataset": data_config.dataset,
@@ -185,6 +186,8 @@ def evaluate_module(
         "images": loader.num_images,
         "accuracy": accuracy,
         "loss": loss,
+        "class_names": list(data.class_names),
+        "confusion": confusion.tolist(),  # [true class][predicted class] image counts
     }
 
 

@@ -60,6 +60,10 @@ DATA_PARAM = "data."
 STUDY_PARAM = "study."
 SPACE_PARAM = "space."
 
+# The study run's artifact of the champion's test split by class:
+# {"class_names": [...], "confusion": [true class][predicted class] image counts}.
+CLASS_SCORES_ARTIFACT = "test/classes.json"
+
 # An Optuna user attribute naming the metric a trial was scored on (RDB storage).
 OPTUNA_METRIC_ATTR = PREFIX + "metric"
 

@@ -92,6 +92,16 @@ def test_a_study_on_a_folder_of_images_and_its_cache_reused(studies, digit_folde
     right = sum(row["predictions"][0]["class"] == path.relative_to(digit_folder / "test").parts[0]
                 for path, row in rows.items())
     assert abs(right / len(rows) - status["test_accuracy"]) <= 0.01, (right, len(rows))
+    # The report shows the champion's test split by class, named by the class folders.
+    report = studies.home.parent / "report"
+    reported = studies.cli("report", "folder-a", "--out", str(report))
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    page = (report / "report.html").read_text()
+    by_class = page.split("The champion on the test split, by class", 1)[1].split("</section>")[0]
+    tested_per_class = {f"d{k}": len(list((digit_folder / "test" / f"d{k}").rglob("img*")))
+                        for k in range(10)}
+    for name, images in tested_per_class.items():
+        assert f"<tr><td>{name}</td><td>{images}</td>" in by_class, (name, by_class[:2000])
     # From Python and for a server, the classes come named by their folders too.
     classes = tuple(f"d{k}" for k in range(10))
     _, config = load_best("folder-a", studies.tracking_uri)
