@@ -56,3 +56,17 @@ def with_own_images(path: Path, folder_parent: Path) -> Path:
     copy = folder_parent / path.name
     copy.write_text(path.read_text().replace(f'path = "{data["path"]}"', f'path = "{folder}"'))
     return copy
+
+
+def shipped_study_paths_under(mount: str) -> set[str]:
+    """The results and data paths of configs/*.toml that lie under `mount` (a cluster's
+    shared volume, which the deployment files must create and hand to the studies)."""
+    import tomllib
+
+    paths = set()
+    for config in (ROOT / "configs").glob("*.toml"):
+        study = tomllib.loads(config.read_text())
+        for value in (study.get("storage", {}).get("path"), study.get("data", {}).get("root")):
+            if isinstance(value, str) and value.startswith(mount + "/"):
+                paths.add(value)
+    return paths

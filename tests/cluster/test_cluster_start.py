@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
-from common import ROOT
+from common import ROOT, shipped_study_paths_under
 
 CLUSTER = ROOT / "cluster"
 KUBERAY = CLUSTER / "kuberay"
@@ -104,16 +104,6 @@ def test_image_finds_the_driver_gke_mounts(tmp_path):
 
 
 # ----------------------------------------------------------------- GKE: a writable share
-def _study_paths_under(mount: str) -> set[str]:
-    paths = set()
-    for config in (ROOT / "configs").glob("*.toml"):
-        study = tomllib.loads(config.read_text())
-        for value in (study.get("storage", {}).get("path"), study.get("data", {}).get("root")):
-            if isinstance(value, str) and value.startswith(mount + "/"):
-                paths.add(value)
-    return paths
-
-
 def _runs_as_root(container: dict, pod: dict) -> bool:
     uid = container.get("securityContext", {}).get("runAsUser",
                                                    pod.get("securityContext", {}).get("runAsUser"))
@@ -189,7 +179,7 @@ def test_share_step_makes_a_root_owned_share_writable_for_the_study(which, reque
     root = subprocess.run(["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--no-new-privs",
                            *step["command"], script], capture_output=True, text=True)
     assert root.returncode == 0, f"{name}: the step failed: {root.stderr}"
-    for path in sorted(_study_paths_under(SHARED_MOUNT)) + [SHARED_MOUNT]:
+    for path in sorted(shipped_study_paths_under(SHARED_MOUNT)) + [SHARED_MOUNT]:
         folder = Path(path.replace(SHARED_MOUNT, str(share)))
         write = subprocess.run(["setpriv", f"--reuid={STUDY_UID}", f"--regid={STUDY_UID}",
                                 "--clear-groups", "touch", str(folder / "written-by-the-study")],

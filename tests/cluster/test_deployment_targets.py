@@ -21,7 +21,7 @@ import pytest
 import referencing
 import tomllib
 import yaml
-from common import ROOT
+from common import ROOT, shipped_study_paths_under
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -504,19 +504,9 @@ def test_shared_claim_names_a_file_storage_class_shipped_here():
         assert cls["provisioner"] in RWX_PROVISIONERS, cls["provisioner"]
 
 
-def _study_paths_under(mount: str) -> set[str]:
-    paths = set()
-    for config in (ROOT / "configs").glob("*.toml"):
-        study = tomllib.loads(config.read_text())
-        for value in (study.get("storage", {}).get("path"), study.get("data", {}).get("root")):
-            if isinstance(value, str) and value.startswith(mount + "/"):
-                paths.add(value)
-    return paths
-
-
 @pytest.mark.parametrize("name", LAUNCHER_FILES)
 def test_launcher_creates_and_hands_over_every_shared_study_path(name):
-    paths = _study_paths_under("/mnt/shared")
+    paths = shipped_study_paths_under("/mnt/shared")
     assert "/mnt/shared/data" in paths, "configs/cifar10-wrn.toml downloads its data below /mnt/shared"
     (mount,) = [c for c in launcher(name)["setup_commands"] if re.search(r"\bmount\b", c)]
     made = set(re.findall(r"mkdir -p ((?:/\S+\s*)+)", mount)[-1].split())
