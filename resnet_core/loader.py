@@ -4,6 +4,10 @@ Shuffling, random crops (reflect padding), flips and normalisation happen on
 whole batches with tensor operations, so there is no per-image Python work and
 no worker processes. For DDP, every rank draws the same permutation and takes
 its own strided share, so ranks see disjoint images each epoch.
+
+A split too large for the GPU (over DEVICE_DATA_SHARE of its free memory when the
+loader is made: a user's folder of many large images) stays in pinned host memory
+and each batch is copied over; the augmentation still runs on the GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +18,21 @@ import torch
 import torch.nn.functional as F
 
 from resnet_core.data import DataSplits, Split
+
+# The most of a GPU's free memory a split may take; the network's weights, optimizer
+# state and activations need the rest.
+DEVICE_DATA_SHARE = 0.25
+
+
+def storage_device(images: torch.Tensor, device: torch.device,
+                   share: float | None = None) -> torch.device:
+    """Where a split's images are kept: on `device`, unless they would take more than
+    `share` (default DEVICE_DATA_SHARE) of a GPU's free memory (then in host memory)."""
+    if device.type != "cuda":
+        return device
+    share = DEVICE_DATA_SHARE if share is None else share
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if images.numel() * images.element_size() <= share * free else torch.device("cpu")
 
 
 class DeviceLoader:
@@ -53,7 +72,10 @@ class DeviceLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         self.device = torch.device(device)
-        self.images = split.images.to(self.device)
+        self.storage = storage_device(split.images, self.device)
+        self.images = split.images.to(self.storage)
+        if self.storage != self.device:  # pinned: batches copy to the GPU asynchronously
+            self.images = self.images.pin_memory()
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
         channels = self.images.shape[1]
@@ -102,7 +124,9 @@ class DeviceLoader:
             yield self._make_batch(index), self.labels[index]
 
     def _make_batch(self, index: torch.Tensor) -> torch.Tensor:
-        images = (self.images[index].float() - self.mean) * self.inv_std
+        raw = self.images[index] if self.storage == self.device else \
+            self.images[index.cpu()].pin_memory().to(self.device, non_blocking=True)
+        images = (raw.float() - self.mean) * self.inv_std
         if self.crop_padding:
             images = self._random_crop(images)
         if self.flip:

@@ -141,3 +141,27 @@ def test_channels_last_batches_and_eval_loaders_are_plain(fake_datasets):
     assert torch.equal(a, b)  # no augmentation or shuffling outside training
     assert len(train) == 90 // 16  # drop_last keeps full batches only
 
+
+
+@pytest.mark.gpu
+def test_a_split_too_large_for_the_gpu_stays_on_the_host_and_gives_the_same_batches(monkeypatch):
+    """Over DEVICE_DATA_SHARE of the GPU's free memory, a split stays in pinned host memory;
+    its batches are the ones an on-device split gives (same draws, same augmentation)."""
+    import resnet_core.loader as loader_module
+
+    def batches() -> tuple[DeviceLoader, list[torch.Tensor]]:
+        loader = DeviceLoader(_split(64, size=16), 16, (0.5,) * 3, (0.25,) * 3, device="cuda",
+                              shuffle=True, crop_padding=2, flip=True,
+                              generator=torch.Generator().manual_seed(3))
+        return loader, [images.cpu() for images, _ in loader]
+
+    on_device, expected = batches()
+    monkeypatch.setattr(loader_module, "DEVICE_DATA_SHARE", 0.0)
+    on_host, got = batches()
+    assert on_device.images.is_cuda and not on_host.images.is_cuda and on_host.images.is_pinned()
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_a_split_on_the_cpu_is_kept_where_it_trains():
+    loader = DeviceLoader(_split(10), 4, (0.0,) * 3, (1.0,) * 3)
+    assert loader.storage == loader.device == torch.device("cpu")
