@@ -61,8 +61,8 @@ def test_auto_gpu_share_holds_what_a_trial_really_allocates():
 
 
 def test_four_trials_share_one_gpu_at_once(tmp_path):
+    (tmp_path / "home").mkdir()
     studies = Studies(tmp_path / "home", private_ray=True)
-    studies.home.mkdir()
     path = studies.write("packed", study_toml(
         "packed", study={"num_samples": 4, "max_concurrent_trials": 4},
         train={"epochs": 10}, resources={"cpus_per_trial": 1, "gpus_per_trial": 0.25}))
@@ -70,7 +70,8 @@ def test_four_trials_share_one_gpu_at_once(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = studies.trial_runs("packed")
     assert len(runs) == 4
-    assert {r.data.tags[tags.DEVICE] for r in runs} == {"cuda:0"}
+    assert {r.data.tags[tags.DEVICE] for r in runs} == {"cuda"}
+    assert len({r.data.tags.get(tags.GPU_IDS) for r in runs}) == 1  # the same GPU
     # All four trained at the same time on the one GPU: every run started before any ended.
     assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)
 
