@@ -16,7 +16,6 @@ opens from a file, an MLflow artifact view or an e-mail, with no network. plotly
 from __future__ import annotations
 
 import html
-import json
 import math
 import tempfile
 import time
@@ -127,17 +126,8 @@ def collect_study(client: Any, study_run: Any) -> StudyRecord:
         record.trials.append(_trial_record(client, run, score, place if score.ranked else None))
     record.trials.sort(key=lambda t: (t.number, t.start_ms))
     _fill_costs(record)
-    record.classes = _class_scores(client, study_run.info.run_id)
+    record.classes = tracking.champion_class_scores(client, study_run.info.run_id)
     return record
-
-
-def _class_scores(client: Any, run_id: str) -> dict[str, Any] | None:
-    """The champion's confusion matrix on the test split, if the study logged one."""
-    artifact = tags.CLASS_SCORES_ARTIFACT
-    if not any(f.path == artifact for f in client.list_artifacts(run_id, artifact.split("/")[0])):
-        return None
-    with tempfile.TemporaryDirectory(prefix="resnet-search-report-") as scratch:
-        return json.loads(Path(client.download_artifacts(run_id, artifact, scratch)).read_text())
 
 
 def _trial_record(client: Any, run: Any, score: Any, rank: int | None) -> TrialRecord:

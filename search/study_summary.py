@@ -18,7 +18,12 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from search import ranking, tags
-from search.tracking import ranked_trial_runs, study_champion, study_objective
+from search.tracking import (
+    champion_class_scores,
+    ranked_trial_runs,
+    study_champion,
+    study_objective,
+)
 
 NOTE_TAG = "mlflow.note.content"
 OUTCOMES = (tags.COMPLETED, tags.PRUNED, tags.DIVERGED, tags.FAILED, tags.RUNNING)
@@ -58,13 +63,16 @@ def update_study_run(client: MlflowClient, study_run_id: str) -> None:
     # The registry is asked only once the champion is scored: this runs after every trial.
     champion = (study_champion(client, study_run)
                 if "test_accuracy" in study_run.data.metrics else None)
-    client.log_batch(study_run_id, metrics=metrics,
-                     tags=[RunTag(NOTE_TAG, describe(study_run, ranked, metric, champion))])
+    classes = champion_class_scores(client, study_run_id) if champion else None
+    client.log_batch(study_run_id, metrics=metrics, tags=[
+        RunTag(NOTE_TAG, describe(study_run, ranked, metric, champion, classes))])
 
 
 def describe(study_run, ranked: list[tuple[ranking.TrialScore, Any]], metric: str,
-             champion: dict[str, Any] | None = None) -> str:
-    """The study run's Markdown description (`champion`: tracking.study_champion's answer)."""
+             champion: dict[str, Any] | None = None, classes: dict[str, Any] | None = None
+             ) -> str:
+    """The study run's Markdown description (`champion`: tracking.study_champion's answer;
+    `classes`: the champion's test split by class, tracking.champion_class_scores)."""
     run_tags, params = study_run.data.tags, study_run.data.params
     name = run_tags.get(tags.STUDY, study_run.info.run_name)
     counts = outcome_counts(ranked)
@@ -76,6 +84,7 @@ def describe(study_run, ranked: list[tuple[ranking.TrialScore, Any]], metric: st
              f"then the earlier trial.", ""]
     lines += _best_table(ranked, metric)
     lines += _champion_lines(study_run, champion)
+    lines += _class_lines(classes)
     lines += _cost_lines(study_run, ranked)
     lines += ["", "Trials are the nested runs below; `resnet-search report "
               f"{name}` draws the whole study."]
@@ -104,6 +113,26 @@ def _champion_lines(study_run, champion: dict[str, Any] | None) -> list[str]:
                 "when the study ends).", ""]
     return [f"**Champion**: trial {study_run.data.tags.get(tags.BEST_TRIAL_ID, '?')}, "
             f"`{champion['uri']}`, test accuracy **{test_accuracy:.4f}**.", ""]
+
+
+def _class_lines(classes: dict[str, Any] | None, shown: int = 5) -> list[str]:
+    """The classes the champion gets wrong most on the test split, and what it takes them for."""
+    if not classes:
+        return []
+    names, matrix = classes["class_names"], classes["confusion"]
+    rows = []
+    for i, name in enumerate(names):
+        total = sum(matrix[i])
+        if total:
+            mistaken = max((c, j) for j, c in enumerate(matrix[i]) if j != i) if len(names) > 1 \
+                else (0, i)
+            rows.append((matrix[i][i] / total, name, total, mistaken))
+    out = [f"Test accuracy by class, lowest {min(shown, len(rows))} of {len(rows)}:", "",
+           "| class | test images | accuracy | most often taken for |", "|---|---|---|---|"]
+    for accuracy, name, total, (count, j) in sorted(rows)[:shown]:
+        out.append(f"| {name} | {total} | {accuracy:.4f} | "
+                   f"{f'{names[j]} ({count})' if count else '-'} |")
+    return out + [""]
 
 
 def _cost_lines(study_run, ranked: list[tuple[ranking.TrialScore, Any]]) -> list[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,17 @@ def study_champion(client: MlflowClient, study_run) -> dict[str, Any] | None:
     return {"model": registered, "version": int(version.version),
             "uri": f"models:/{registered}/{version.version}",
             "is_alias": str(current) == str(version.version)}
+
+
+def champion_class_scores(client: MlflowClient, study_run_id: str) -> dict[str, Any] | None:
+    """The champion's test split by class ({"class_names", "confusion"}), once it is scored."""
+    artifact = tags.CLASS_SCORES_ARTIFACT
+    listed = client.list_artifacts(study_run_id, artifact.split("/")[0])
+    if not any(f.path == artifact for f in listed):
+        return None
+    with tempfile.TemporaryDirectory(prefix="resnet-search-classes-") as scratch:
+        return json.loads(Path(client.download_artifacts(study_run_id, artifact, scratch))
+                          .read_text())
 
 
 def trial_runs(client: MlflowClient, study_run) -> list:
