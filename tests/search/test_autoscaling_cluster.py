@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from image_folders import folder_study, write_digit_folder
 from local_cluster import LocalCluster
 from study_helpers import study_toml
 
@@ -30,7 +31,11 @@ def test_a_study_on_a_cluster_that_starts_with_zero_workers(studies, tmp_path):
     shared = str(tmp_path / "shared-results")  # every node is on this machine: shared
     scaled = studies.write("scaled", study_toml(
         "scaled", study={"num_samples": 4}, storage={"path": shared}))
-    as_job = studies.write("as-job", study_toml("as-job", storage={"path": shared}))
+    # The job's study trains on a user's folder of images: its decoded cache goes under the
+    # shared [storage] path, where every node the autoscaler adds reads it.
+    write_digit_folder(tmp_path / "digits", every=3)
+    as_job = studies.write("as-job", folder_study("as-job", tmp_path / "digits", epochs=2)
+                           + f'[storage]\npath = "{shared}"\n')
     too_big = studies.write("too-big", study_toml(
         "too-big", resources={"cpus_per_trial": 2}, storage={"path": shared}))
     cluster = LocalCluster(tmp_path / "cluster", workers=AUTOSCALED_NODES, autoscale=True)
@@ -61,6 +66,7 @@ def test_a_study_on_a_cluster_that_starts_with_zero_workers(studies, tmp_path):
         # The head offers no CPU: every trial ran on a node the autoscaler added.
         nodes = {r.data.tags[tags.NODE_ID] for r in runs}
         assert FAKE_HEAD_NODE_ID not in nodes and nodes
+    assert len(list((tmp_path / "shared-results" / "data-cache").glob("digits-*/manifest.json"))) == 1
     # From outside the cluster (the laptop), the champion comes back by the study's name.
     best = studies.cli("best", "scaled")
     assert best.returncode == 0, best.stderr[-3000:]

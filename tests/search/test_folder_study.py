@@ -1,9 +1,9 @@
 """A study on a user's own folder of images: `check` lists it, `run` trains on it, and its
 decoded cache is built once and reused by later studies.
 
-The folder is laid out as users' folders are: a folder per class, PNG and JPEG, greyscale
-and RGB, mixed-case extensions, a nested folder, a hidden file and a README, made from
-scikit-learn's digits (8x8, upscaled to 32x32)."""
+The folder is laid out as users' folders are (tests/search/image_folders.py). A folder study
+on a cluster, its cache under the shared [storage] path, is the Ray job of
+test_autoscaling_cluster.py."""
 
 from __future__ import annotations
 
@@ -12,34 +12,11 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from common import cli
-from PIL import Image
-from study_helpers import study_toml
+from image_folders import folder_study, write_digit_folder
 
-from resnet_core.data import _digits_rows
-from search import tags
 from search.retrieve import load_best
-
-EXTENSIONS = (".png", ".PNG", ".Jpg", ".jpeg")
-
-
-def write_digit_folder(root: Path) -> None:
-    """ROOT/train/d<k>/... and ROOT/test/d<k>/... (every fifth digit) of the digits, 32x32."""
-    rows = _digits_rows()
-    labels = rows[:, 64].astype(int)
-    images = np.round(rows[:, :64].reshape(-1, 8, 8) * (255 / 16)).astype(np.uint8)
-    for i in range(len(labels)):
-        split = "test" if i % 5 == 0 else "train"
-        folder = root / split / f"d{labels[i]}" / ("nested" if i % 7 == 0 else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        picture = Image.fromarray(np.kron(images[i], np.ones((4, 4), np.uint8)), "L")
-        if i % 3 == 0:
-            picture = picture.convert("RGB")
-        picture.save(folder / f"img{i}{EXTENSIONS[i % len(EXTENSIONS)]}", quality=95)
-    (root / "README.txt").write_text("the digits, a folder per class")
-    (root / "train" / "d0" / ".hidden.png").write_bytes(b"not an image")
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +24,6 @@ def digit_folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("own-images") / "digits"
     write_digit_folder(root)
     return root
-
-
-def folder_study(name: str, folder: Path, samples: int = 2, epochs: int = 8) -> str:
-    return study_toml(
-        name, study={"num_samples": samples, "seed": 0},
-        data={"dataset": "folder", "path": str(folder), "image_size": 16},
-        train={"epochs": epochs, "batch_size": 64, "optimizer": "adam"},
-        space={"family": "wrn", "depth": 10, "width": 2, "lr": [0.002, 0.004]},
-        replace_space=True)
 
 
 def cache_files(folder: Path) -> dict[str, int]:
@@ -149,21 +117,3 @@ def test_check_refuses_a_folder_it_cannot_use_in_one_line(tmp_path, damage, said
     assert len(lines) == 1 and lines[0].startswith("resnet-search: error: "), lines
     assert str(root) in lines[0] and said in lines[0].lower(), lines[0]
 
-
-@pytest.mark.slow
-@pytest.mark.cluster
-def test_a_folder_study_on_a_cluster_caches_where_every_node_reads(studies, digit_folder, tmp_path):
-    """On a cluster the decoded cache goes under the study's [storage] path (storage every
-    node sees), not beside the images on the driver's machine."""
-    from local_cluster import LocalCluster
-
-    shared = tmp_path / "shared"
-    text = folder_study("folder-cluster", digit_folder, samples=2, epochs=1)
-    study = studies.write("folder-cluster", text + f'\n[storage]\npath = "{shared}"\n')
-    with LocalCluster(tmp_path / "cluster", workers=2) as address:
-        result = studies.cli("run", str(study), "--address", address)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = studies.trial_runs("folder-cluster")
-    assert len(runs) == 2 and {r.data.tags[tags.STATUS] for r in runs} == {tags.COMPLETED}
-    caches = list((shared / "data-cache").glob("digits-*/manifest.json"))
-    assert len(caches) == 1, list(shared.rglob("*"))[:20]
