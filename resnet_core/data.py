@@ -25,62 +25,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from resnet_core.config import POSITIVE, Bounds, ConfigValueError, at_least, check_fields, option
+from resnet_core.dataset_types import (  # noqa: F401 - re-exported: resnet_core.data's names
+    DataConfigError,
+    DatasetDownloadError,
+    DatasetNotFoundError,
+    DataSplits,
+    Split,
+    crop_padding_for,
+)
 
 if TYPE_CHECKING:  # torch is imported by load_data: configs and names here come without it
-    import torch
+    pass
 
 DATASETS = ("digits", "cifar10", "cifar100", "svhn", "synthetic", "folder", "arrays")
 OWN_DATASETS = ("folder", "arrays")  # the user's files, under `path`
 IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
                 "svhn": (3, 32, 32)}
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "synthetic": 10}
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are missing from the data root."""
-
-
-class DatasetDownloadError(DatasetNotFoundError):
-    """A dataset's files could not be fetched (no network, DNS, a proxy, a bad checksum)."""
-
-
-class DataConfigError(ValueError):
-    """The data settings do not fit the dataset (e.g. a validation split larger than it)."""
-
-
-@dataclass(frozen=True)
-class Split:
-    images: torch.Tensor  # uint8, (N, C, H, W)
-    labels: torch.Tensor  # int64, (N,)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-@dataclass(frozen=True)
-class DataSplits:
-    name: str
-    train: Split
-    val: Split
-    test: Split
-    num_classes: int
-    mean: tuple[float, ...]  # per channel, on the 0..1 scale
-    std: tuple[float, ...]
-    crop_padding: int  # 0 disables random crops
-    flip: bool
-    class_names: tuple[str, ...] = ()  # label i is class_names[i]; unset: "0", "1", ...
-
-    def __post_init__(self) -> None:
-        if not self.class_names:
-            object.__setattr__(self, "class_names", tuple(map(str, range(self.num_classes))))
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
 
 
 @dataclass(frozen=True)
@@ -280,11 +241,6 @@ def describe_dataset(config: DataConfig) -> str:
     channels, height, width = config.image_shape
     return (f"{config.dataset} (built in): {config.num_classes} classes, "
             f"{channels}x{height}x{width} images (channels x height x width)")
-
-
-def crop_padding_for(height: int) -> int:
-    """The CIFAR recipe pads 4 pixels of 32; smaller images get proportionally less."""
-    return max(1, round(4 * height / 32))
 
 
 # ---------------------------------------------------------------- digits

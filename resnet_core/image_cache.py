@@ -27,11 +27,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from resnet_core.data import DataConfigError
+from resnet_core.dataset_types import DataConfigError, OwnDataSettings
 from resnet_core.image_folder import (
     FolderListing,
     decode_failure,
@@ -42,9 +42,6 @@ from resnet_core.image_folder import (
     scan_folder,
     unreadable_error,
 )
-
-if TYPE_CHECKING:
-    from resnet_core.data import DataConfig
 
 FORMAT = 1
 CACHE_FOLDER = ".resnet-search-cache"
@@ -59,7 +56,7 @@ class FolderCache:
     stats: np.ndarray  # float64 (N, C, 2): per image and channel, sum and sum of squares
 
 
-def cache_folder(config: DataConfig) -> Path:
+def cache_folder(config: OwnDataSettings) -> Path:
     """Where the folder's cache lives: `cache_dir`, else DIR/.resnet-search-cache."""
     if config.cache_dir:
         return Path(config.cache_dir).expanduser().resolve()
@@ -73,7 +70,7 @@ def decoder_version() -> str:
     return f"pillow {PIL.__version__}; bilinear cover resize, centre crop; alpha over white"
 
 
-def requested(config: DataConfig) -> dict[str, Any]:
+def requested(config: OwnDataSettings) -> dict[str, Any]:
     size = list(config.image_size) if config.image_size else None
     return {"image_size": size, "channels": config.channels}
 
@@ -87,7 +84,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def staleness(manifest: dict[str, Any] | None, listing: FolderListing,
-              config: DataConfig) -> str | None:
+              config: OwnDataSettings) -> str | None:
     """None when the cache holds exactly this listing with these settings; else what changed."""
     if manifest is None:
         return "no cache yet"
@@ -108,7 +105,7 @@ def staleness(manifest: dict[str, Any] | None, listing: FolderListing,
     return None
 
 
-def load_cache(config: DataConfig) -> FolderCache:
+def load_cache(config: OwnDataSettings) -> FolderCache:
     """The folder's decoded images: read from a fresh cache, else decoded into a new one."""
     folder = cache_folder(config)
     listing = scan_folder(config.path, skip=folder)
@@ -125,7 +122,7 @@ def load_cache(config: DataConfig) -> FolderCache:
         return _open(folder, manifest, config)
 
 
-def _open(folder: Path, manifest: dict[str, Any], config: DataConfig) -> FolderCache:
+def _open(folder: Path, manifest: dict[str, Any], config: OwnDataSettings) -> FolderCache:
     if manifest["unreadable"] and not config.skip_unreadable:
         raise unreadable_error(Path(manifest["root"]), manifest["unreadable"],
                                len(manifest["files"]))
@@ -158,7 +155,7 @@ def _build_lock(folder: Path) -> Iterator[None]:
 _SHAPES: dict[tuple, tuple[int, int, int]] = {}
 
 
-def resolve_shape(listing: FolderListing, config: DataConfig) -> tuple[int, int, int]:
+def resolve_shape(listing: FolderListing, config: OwnDataSettings) -> tuple[int, int, int]:
     """(channels, height, width) the images become; unset settings come from the headers
     (no decode), remembered per listing for the rest of the process."""
     if config.image_size and config.channels:
@@ -170,7 +167,7 @@ def resolve_shape(listing: FolderListing, config: DataConfig) -> tuple[int, int,
     return _SHAPES[key]
 
 
-def _probe_shape(listing: FolderListing, config: DataConfig) -> tuple[int, int, int]:
+def _probe_shape(listing: FolderListing, config: OwnDataSettings) -> tuple[int, int, int]:
     paths = [listing.root / name for name, _, _ in listing.files]
     with ThreadPoolExecutor(_workers()) as pool:
         probes = list(pool.map(_probe_or_failure, paths))
@@ -206,7 +203,7 @@ def _workers() -> int:
 # ---------------------------------------------------------------- build
 
 
-def _build(listing: FolderListing, config: DataConfig, folder: Path) -> dict[str, Any]:
+def _build(listing: FolderListing, config: OwnDataSettings, folder: Path) -> dict[str, Any]:
     shape = resolve_shape(listing, config)
     digest = hashlib.sha256(json.dumps([listing.files, shape, decoder_version()]).encode())
     names = {"images": f"images-{digest.hexdigest()[:16]}.npy",
@@ -234,7 +231,7 @@ def _build(listing: FolderListing, config: DataConfig, folder: Path) -> dict[str
     return manifest
 
 
-def _manifest(listing: FolderListing, config: DataConfig, shape: tuple[int, int, int],
+def _manifest(listing: FolderListing, config: OwnDataSettings, shape: tuple[int, int, int],
               names: dict[str, str], failures: list[tuple[str, str]]) -> dict[str, Any]:
     return {"format": FORMAT, "decoder": decoder_version(), "root": str(listing.root),
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

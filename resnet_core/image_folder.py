@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_core.data import DataConfigError, DatasetNotFoundError
+from resnet_core.dataset_types import DataConfigError, DatasetNotFoundError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
                               ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"})

@@ -11,27 +11,24 @@ from __future__ import annotations
 import functools
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from resnet_core.data import (
+from resnet_core.dataset_types import (
     DataConfigError,
     DatasetNotFoundError,
     DataSplits,
+    OwnDataSettings,
     Split,
     crop_padding_for,
 )
-
-if TYPE_CHECKING:
-    from resnet_core.data import DataConfig
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 EXPECTED = ("x_train, y_train, x_test, y_test (uint8 images N x H x W [x C], integer labels), "
             "optionally x_val, y_val and class_names")
 
 
-def read_arrays(config: DataConfig) -> dict[str, np.ndarray]:
+def read_arrays(config: OwnDataSettings) -> dict[str, np.ndarray]:
     """The file's arrays, checked; images as (N, C, H, W). Read once per process and version
     of the file."""
     path = Path(config.path or "").expanduser()
@@ -119,7 +116,7 @@ def _check_classes(path: str, arrays: dict[str, np.ndarray]) -> None:
         raise DataConfigError(f"{path}: the labels hold one class; a classifier needs at least 2")
 
 
-def arrays_class_names(config: DataConfig) -> tuple[str, ...]:
+def arrays_class_names(config: OwnDataSettings) -> tuple[str, ...]:
     arrays = read_arrays(config)
     if "class_names" in arrays:
         return tuple(str(name) for name in arrays["class_names"])
@@ -127,11 +124,11 @@ def arrays_class_names(config: DataConfig) -> tuple[str, ...]:
     return tuple(str(i) for i in range(highest + 1))
 
 
-def arrays_image_shape(config: DataConfig) -> tuple[int, int, int]:
+def arrays_image_shape(config: OwnDataSettings) -> tuple[int, int, int]:
     return tuple(int(n) for n in read_arrays(config)["x_train"].shape[1:])
 
 
-def _train_val(config: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
+def _train_val(config: OwnDataSettings) -> tuple[np.ndarray, np.ndarray | None]:
     """Row indices of training and of carved validation images (None: the file has x_val)."""
     from resnet_core.user_data import carve
 
@@ -147,7 +144,7 @@ def _train_val(config: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
     return train, val
 
 
-def arrays_normalisation(config: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def arrays_normalisation(config: OwnDataSettings) -> tuple[tuple[float, ...], tuple[float, ...]]:
     train, _ = _train_val(config)
     images = read_arrays(config)["x_train"][train]
     mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
@@ -155,7 +152,7 @@ def arrays_normalisation(config: DataConfig) -> tuple[tuple[float, ...], tuple[f
     return tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std)
 
 
-def load_arrays(config: DataConfig) -> DataSplits:
+def load_arrays(config: OwnDataSettings) -> DataSplits:
     import torch
 
     arrays = read_arrays(config)
@@ -177,7 +174,7 @@ def load_arrays(config: DataConfig) -> DataSplits:
         flip=config.augment, class_names=names)
 
 
-def describe_arrays(config: DataConfig) -> str:
+def describe_arrays(config: OwnDataSettings) -> str:
     arrays = read_arrays(config)
     train, val = _train_val(config)
     names = arrays_class_names(config)

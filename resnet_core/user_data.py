@@ -10,11 +10,11 @@ is carved from the training images, stratified by class: test first, with a fixe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from resnet_core.data import DataConfigError, DataSplits, Split, crop_padding_for
+from resnet_core.dataset_types import DataConfigError, DataSplits, OwnDataSettings, Split, crop_padding_for
 from resnet_core.image_cache import (
     cache_folder,
     load_cache,
@@ -23,9 +23,6 @@ from resnet_core.image_cache import (
     staleness,
 )
 from resnet_core.image_folder import class_names, folder_root, scan_folder
-
-if TYPE_CHECKING:
-    from resnet_core.data import DataConfig
 
 TEST_SPLIT_SEED = 20260101  # the same fixed seed as digits' test split
 DEFAULT_HOLDOUT = {"val": 0.1, "test": 0.2}
@@ -56,7 +53,7 @@ def carve(labels: np.ndarray, size: float, seed: int, what: str) -> tuple[np.nda
     return held_index, np.setdiff1d(np.arange(n), held_index)
 
 
-def split_rows(labels: np.ndarray, splits: np.ndarray, usable: np.ndarray, config: DataConfig,
+def split_rows(labels: np.ndarray, splits: np.ndarray, usable: np.ndarray, config: OwnDataSettings,
                root: Path, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Row indices of train / val / test: the folders' own splits, or carved from train."""
     pool = np.flatnonzero((splits == "train") & usable)
@@ -83,7 +80,7 @@ def split_rows(labels: np.ndarray, splits: np.ndarray, usable: np.ndarray, confi
     return rows
 
 
-def _rows_of(manifest: dict[str, Any], config: DataConfig) -> dict[str, np.ndarray]:
+def _rows_of(manifest: dict[str, Any], config: OwnDataSettings) -> dict[str, np.ndarray]:
     unreadable = {name for name, _ in manifest["unreadable"]}
     usable = np.array([name not in unreadable for name, _, _ in manifest["files"]], dtype=bool)
     return split_rows(np.asarray(manifest["labels"]), np.asarray(manifest["splits"]), usable,
@@ -102,7 +99,7 @@ def train_statistics(stats: np.ndarray, rows: np.ndarray,
     return tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std)
 
 
-def load_folder(config: DataConfig) -> DataSplits:
+def load_folder(config: OwnDataSettings) -> DataSplits:
     """The folder's splits as uint8 tensors (decoded once, then read from the cache)."""
     import torch
 
@@ -127,18 +124,18 @@ def load_folder(config: DataConfig) -> DataSplits:
         class_names=tuple(manifest["classes"]))
 
 
-def folder_normalisation(config: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def folder_normalisation(config: OwnDataSettings) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The training split's (mean, std), from the cache's per-image sums (no pixel is read)."""
     cache = load_cache(config)
     _, height, width = cache.manifest["image_shape"]
     return train_statistics(cache.stats, _rows_of(cache.manifest, config)["train"], height * width)
 
 
-def folder_num_classes(config: DataConfig) -> int:
+def folder_num_classes(config: OwnDataSettings) -> int:
     return len(class_names(folder_root(config.path), cache_folder(config)))
 
 
-def folder_image_shape(config: DataConfig) -> tuple[int, int, int]:
+def folder_image_shape(config: OwnDataSettings) -> tuple[int, int, int]:
     """(channels, height, width), without decoding: the settings, a fresh manifest, or the
     image headers."""
     if config.image_size and config.channels:
@@ -154,7 +151,7 @@ def folder_image_shape(config: DataConfig) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- check
 
 
-def describe_folder(config: DataConfig) -> str:
+def describe_folder(config: OwnDataSettings) -> str:
     """What `check` prints about a folder: classes, images per class and split, image shape,
     cache state, ignored and unreadable files. Decodes nothing."""
     folder = cache_folder(config)
@@ -198,7 +195,7 @@ def _class_table(classes: tuple[str, ...], labels: np.ndarray,
     return lines
 
 
-def _shape_origin(config: DataConfig) -> str:
+def _shape_origin(config: OwnDataSettings) -> str:
     notes = []
     if config.image_size is None:
         notes.append("size: the most common, scaled to a shorter side of at most 64")
