@@ -433,15 +433,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     import subprocess
 
-    from search.config import ConfigError
-    from search.tracking import open_study, study_champion
+    from search.tracking import open_study, registered_champion
 
     check_port_free(args.host, args.port)
     uri, client, study_run = open_study(args.name, args.tracking_uri)
-    champion = study_champion(client, study_run)
-    if champion is None:
-        raise ConfigError(f"study {args.name!r} has no registered champion yet (it is chosen "
-                          f"when the study ends; see `resnet-search status {args.name}`)")
+    champion = registered_champion(client, study_run, args.name)
     model_uri = champion["uri"]  # the study's own version: the alias may be a newer study's
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
                "--env-manager", "local", "--host", args.host, "--port", str(args.port)]

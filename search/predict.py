@@ -26,7 +26,6 @@ from resnet_core import (
     prepare_image,
 )
 from search import tracking
-from search.config import ConfigError
 from search.retrieve import download_model_checkpoint
 
 
@@ -71,10 +70,7 @@ def _checkpoint(source: str, tracking_uri: str | None, scratch: Path) -> Path:
     if "://" in source or source.startswith("models:/"):
         return download_model_checkpoint(source, tracking_uri, scratch)
     _, client, study_run = tracking.open_study(source, tracking_uri)
-    champion = tracking.study_champion(client, study_run)
-    if champion is None:
-        raise ConfigError(f"study {source!r} has no registered champion yet (it is chosen when "
-                          f"the study ends; see `resnet-search status {source}`)")
+    champion = tracking.registered_champion(client, study_run, source)
     return download_model_checkpoint(champion["uri"], tracking_uri, scratch)
 
 

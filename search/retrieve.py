@@ -150,10 +150,7 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     from resnet_core import input_spec
 
     _, client, study_run = open_study(name, tracking_uri)
-    champion = tracking.study_champion(client, study_run)
-    if champion is None:
-        raise ConfigError(f"study {name!r} has no registered champion yet (it is chosen when "
-                          f"the study ends; see `resnet-search status {name}`)")
+    champion = tracking.registered_champion(client, study_run, name)
     model, state = load_model_uri(champion["uri"], tracking_uri)
     config = {
         "model": state["model_config"],

@@ -224,6 +224,16 @@ def study_champion(client: MlflowClient, study_run) -> dict[str, Any] | None:
             "is_alias": str(current) == str(version.version)}
 
 
+def registered_champion(client: MlflowClient, study_run, name: str) -> dict[str, Any]:
+    """study_champion's answer for a study that must have one (load_best, predict, serve);
+    ConfigError while its champion is not chosen yet."""
+    champion = study_champion(client, study_run)
+    if champion is None:
+        raise ConfigError(f"study {name!r} has no registered champion yet (it is chosen when "
+                          f"the study ends; see `resnet-search status {name}`)")
+    return champion
+
+
 def champion_class_scores(client: MlflowClient, study_run_id: str) -> dict[str, Any] | None:
     """The champion's test split by class ({"class_names", "confusion"}), once it is scored."""
     artifact = tags.CLASS_SCORES_ARTIFACT
