@@ -10,11 +10,10 @@ folder of images is listed, not decoded: its classes, images per split, cache st
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from resnet_core import ModelConfig, searchable_fields
-from search.config import ConfigError, StudyConfig, redact_url
+from search.config import StudyConfig, redact_url
 from search.paths import tracking_uri_and_source
 from search.space import explain_space
 
@@ -54,12 +53,11 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
 def _dataset(config: StudyConfig, resolved: StudyConfig) -> str:
     """What the data is (a user's folder: its classes, images per split, cache state): read
     from the files without decoding them; a folder that cannot be used is refused here."""
-    from resnet_core import DataConfigError, describe_dataset
+    from resnet_core import describe_dataset
+    from search.study import data_errors_of
 
-    try:
+    with data_errors_of(config):
         return describe_dataset(resolved.data)
-    except DataConfigError as error:
-        raise ConfigError(f"{Path(config.path).name or 'study'}: [data] {error}") from None
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,19 @@ def absolute_paths(config: StudyConfig, base: Path | None = None) -> StudyConfig
 
 def prepare_data(config: StudyConfig) -> None:
     """Check (or download) the dataset once in the driver, before any trial starts."""
-    from resnet_core import DataConfigError, load_data
+    from resnet_core import load_data
+
+    with data_errors_of(config):
+        load_data(config.data)
+
+
+@contextlib.contextmanager
+def data_errors_of(config: StudyConfig) -> Iterator[None]:
+    """A dataset that does not fit its settings, said as the study file's [data] error."""
+    from resnet_core import DataConfigError
 
     try:
-        load_data(config.data)
+        yield
     except DataConfigError as error:
         raise ConfigError(f"{Path(config.path).name or 'study'}: [data] {error}") from None
 
