@@ -15,7 +15,10 @@ from typing import Any
 # Public name -> the module that defines it, grouped as the API is.
 _MODULE_OF: dict[str, str] = {
     # models
-    **dict.fromkeys(("FAMILIES", "ModelConfig", "default_block", "is_valid_depth"), "config"),
+    **dict.fromkeys(("ModelConfig", "default_block", "is_valid_depth"), "config"),
+    **dict.fromkeys(("FAMILIES", "DepthRule", "NetworkFamily", "family",
+                     "family_names", "register_family", "registered_families", "unregister_family"),
+                    "families"),
     **dict.fromkeys(("architecture_cost", "build_model", "count_flops", "count_parameters",
                      "list_models", "parse_model_name"), "models"),
     # data

@@ -8,9 +8,9 @@ MLflow params are derived from that metadata, and `check_fields` validates every
 instance with it, so adding a field with its metadata is the one edit it needs.
 
 Defaults that differ between papers (block type, shortcut option) are filled in
-from the family, so `ModelConfig(family="resnet", depth=20)` is exactly the
-CIFAR ResNet-20 of He et al. 2015 and `ModelConfig(family="wrn", depth=28,
-width=10)` is WRN-28-10.
+from the family (`resnet_core.families`), so `ModelConfig(family="resnet",
+depth=20)` is exactly the CIFAR ResNet-20 of He et al. 2015 and
+`ModelConfig(family="wrn", depth=28, width=10)` is WRN-28-10.
 """
 
 from __future__ import annotations
@@ -23,38 +23,16 @@ from collections.abc import Sequence
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from resnet_core.errors import ConfigValueError
+from resnet_core.families import BLOCKS, FAMILIES, registered_families
+from resnet_core.families import family as network_family
 from resnet_core.optim import OPTIMIZERS, SCHEDULES, WRN_STEP_FRACTIONS, WRN_STEP_GAMMA
 
-FAMILIES = ("plain", "resnet", "preact-resnet", "wrn")
-BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B")  # A: identity + zero padding; B: 1x1 projection where shapes change
 BN_POSITIONS = ("before_add", "after_add")
 
-# Depth = (convolutions in the blocks) + stem conv + classifier (+ 2 for WRN,
-# which counts the projection convolutions of the stage transitions).
-DEPTH_RULES = {
-    ("basic", False): (6, 2),
-    ("bottleneck", False): (9, 2),
-    ("basic", True): (6, 4),  # WRN
-}
-
 
 # ---------------------------------------------------------------- field metadata
-
-
-class ConfigValueError(ValueError):
-    """A field holds a value it does not allow; reads `field=value problem`.
-
-    The parts stay apart so that callers can put them in their own format
-    (the study file says `[train] lr: -1 must be > 0`).
-    """
-
-    def __init__(self, name: str, value: Any, problem: str, choices: Sequence[Any] = ()) -> None:
-        super().__init__(f"{name}={value!r} {problem}")
-        self.field = name
-        self.value = value
-        self.problem = problem
-        self.choices = tuple(choices)
 
 
 @dataclass(frozen=True)
@@ -112,7 +90,9 @@ def option(
         integral_ranges: a [space] range of whole numbers samples integers (whole epochs).
         secret: never logged as an MLflow param (it may hold a password).
     """
-    metadata = {"help": help, "choices": tuple(choices), "bounds": bounds,
+    # A live sequence (the registered families) stays live; a list becomes a tuple.
+    kept = choices if isinstance(choices, Sequence) and not isinstance(choices, list) else tuple(choices)
+    metadata = {"help": help, "choices": kept, "bounds": bounds,
                 "searchable": searchable, "model_option": model_option,
                 "integral_ranges": integral_ranges, "secret": secret}
     return field(default=default, metadata=metadata)
@@ -241,41 +221,35 @@ def help_text(spec: Field) -> str:
 
 def depth_rule(family: str, block: str) -> tuple[int, int]:
     """Return (a, b) such that valid depths are a*n + b for n >= 1."""
-    if family == "wrn":
-        return DEPTH_RULES[("basic", True)]
-    return DEPTH_RULES[(block, False)]
+    rule = network_family(family).depth_rule(block)
+    return rule.step, rule.offset
 
 
 def is_valid_depth(family: str, block: str, depth: int) -> bool:
-    a, b = depth_rule(family, block)
-    return depth > b and (depth - b) % a == 0
+    return network_family(family).accepts_depth(depth, block)
 
 
 def default_block(family: str, depth: int) -> str:
-    """The block of the papers' named networks.
+    """The block of the papers' named networks (`NetworkFamily.default_block`).
 
     ResNet-164 and ResNet-1001 (He et al. 2016) use bottlenecks; ResNet-20..110
     and ResNet-1202 (He et al. 2015) use basic blocks. Depths that only one block
     type accepts get that block; the deep ones that both accept (164, 326, ...)
     get the bottleneck, as in the papers.
     """
-    if family == "wrn":
-        return "basic"
-    basic_ok = is_valid_depth(family, "basic", depth)
-    bottleneck_ok = is_valid_depth(family, "bottleneck", depth)
-    if bottleneck_ok and (not basic_ok or depth >= 164):
-        return "bottleneck"
-    return "basic"
+    return network_family(family).default_block(depth)
+
+
+def _family_help() -> str:
+    described = [f"{f.name} ({f.description})" for f in registered_families()]
+    return ", ".join(described[:-1]) + " or " + described[-1]
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A network of the zoo; each field's meaning is its `help` below."""
 
-    family: str = option(
-        help="plain (no shortcuts), resnet (post-activation), preact-resnet "
-             "(pre-activation, Identity Mappings) or wrn (Wide ResNet)",
-        choices=FAMILIES, searchable=True)
+    family: str = option(help=_family_help(), choices=FAMILIES, searchable=True)
     depth: int = option(
         help="total depth as the papers count it: 6n+2 (basic), 9n+2 (bottleneck), 6n+4 (wrn)",
         bounds=at_least(1), searchable=True)
@@ -301,43 +275,38 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        entry = network_family(self.family)
         if self.block is None:
-            object.__setattr__(self, "block", default_block(self.family, self.depth))
-        if self.family == "wrn" and self.block != "basic":
-            raise ConfigValueError("block", self.block, "is not allowed: wrn uses basic blocks only")
+            object.__setattr__(self, "block", entry.default_block(self.depth))
+        rule = entry.depth_rule(self.block)  # a block the family does not take raises here
         if self.shortcut is None:
-            post_activation_basic = self.family in ("resnet", "plain") and self.block == "basic"
-            object.__setattr__(self, "shortcut", "A" if post_activation_basic else "B")
-        if self.bn_position == "after_add" and self.family != "resnet":
+            object.__setattr__(self, "shortcut", entry.default_shortcut(self.block))
+        if self.bn_position == "after_add" and not entry.has_bn_position:
+            needed = " or ".join(repr(f.name) for f in registered_families() if f.has_bn_position)
             raise ConfigValueError("bn_position", self.bn_position,
-                                   f"needs family 'resnet' (an addition followed by BN-ReLU), "
+                                   f"needs family {needed} (an addition followed by BN-ReLU), "
                                    f"not {self.family!r}")
-        if not is_valid_depth(self.family, self.block, self.depth):
-            a, b = depth_rule(self.family, self.block)
-            kind = "" if self.family == "wrn" else f" with {self.block} blocks"
+        if not rule.accepts(self.depth):
+            a, b = rule.step, rule.offset
+            kind = f" with {self.block} blocks" if entry.has_block_choice else ""
             raise ConfigValueError(
                 "depth", self.depth, f"is invalid for {self.family}{kind}: depth must be "
                 f"{a}n+{b} with n >= 1 (e.g. {a + b}, {2 * a + b}, {3 * a + b})")
 
     @property
     def blocks_per_stage(self) -> int:
-        a, b = depth_rule(self.family, self.block)
-        return (self.depth - b) // a
+        return network_family(self.family).depth_rule(self.block).blocks_per_stage(self.depth)
 
     @property
     def name(self) -> str:
         """The canonical registry name, with suffixes for non-default options."""
-        base = (
-            f"wrn-{self.depth}-{self.width}"
-            if self.family == "wrn"
-            else f"{self.family}-{self.depth}"
-        )
-        defaults = ModelConfig(family=self.family, depth=self.depth)
-        if self.family != "wrn" and self.width != 1:
+        entry = network_family(self.family)
+        base = entry.model_name(self.depth, self.width)
+        if not entry.has_width and self.width != 1:
             base += f"-x{self.width}"
-        if self.block != defaults.block:
+        if self.block != entry.default_block(self.depth):
             base += f"-{self.block}"
-        if self.shortcut != ModelConfig(self.family, self.depth, block=self.block).shortcut:
+        if self.shortcut != entry.default_shortcut(self.block):
             base += f"-shortcut{self.shortcut}"
         if self.bn_position != "before_add":
             base += "-bn-after-add"

@@ -6,6 +6,24 @@ pay torch's import (2-3 s) to name the errors it catches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+
+class ConfigValueError(ValueError):
+    """A field holds a value it does not allow; reads `field=value problem`.
+
+    The parts stay apart so that callers can put them in their own format
+    (the study file says `[train] lr: -1 must be > 0`).
+    """
+
+    def __init__(self, name: str, value: Any, problem: str, choices: Sequence[Any] = ()) -> None:
+        super().__init__(f"{name}={value!r} {problem}")
+        self.field = name
+        self.value = value
+        self.problem = problem
+        self.choices = tuple(choices)
+
 
 class CheckpointError(ValueError):
     """A file that is not a loadable resnet-search checkpoint."""

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.config import FAMILIES, ModelConfig
+from resnet_core.config import ModelConfig
+from resnet_core.families import family, family_names, registered_families, split_model_name
 
 BOTTLENECK_EXPANSION = 4
 STEM_CHANNELS = 16
@@ -179,7 +179,8 @@ class ResidualNetwork(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        preact = config.family in ("preact-resnet", "wrn")
+        entry = family(config.family)
+        preact = entry.preactivation
         bottleneck = config.block == "bottleneck"
         self.stem = conv3x3(config.in_channels, STEM_CHANNELS)
         # Post-activation nets normalise the stem; pre-activation nets leave that
@@ -200,7 +201,7 @@ class ResidualNetwork(nn.Module):
                 else:
                     block = PostActivationBlock(
                         channels, width, stride, bottleneck=bottleneck,
-                        residual=config.family != "plain", shortcut=config.shortcut,
+                        residual=entry.shortcuts, shortcut=config.shortcut,
                         bn_after_add=config.bn_position == "after_add",
                         dropout=config.dropout,
                     )
@@ -243,40 +244,22 @@ def init_weights(model: nn.Module) -> None:
 
 # ---------------------------------------------------------------- registry
 
-# The papers' networks, with the figure they report (parameters for CIFAR-10).
-PAPER_MODELS: dict[str, float] = {
-    "resnet-20": 0.27e6,
-    "resnet-32": 0.46e6,
-    "resnet-44": 0.66e6,
-    "resnet-56": 0.85e6,
-    "resnet-110": 1.7e6,
-    "resnet-1202": 19.4e6,
-    "resnet-164": 1.7e6,
-    "preact-resnet-110": 1.7e6,
-    "preact-resnet-164": 1.7e6,
-    "preact-resnet-1001": 10.2e6,
-    "wrn-16-4": 2.7e6,
-    "wrn-16-8": 11.0e6,
-    "wrn-28-10": 36.5e6,
-    "wrn-40-4": 8.9e6,
-}
-# Small and baseline networks that the quickstart and the degradation study use.
-EXTRA_MODELS = ("plain-20", "plain-56", "wrn-16-1", "wrn-16-2", "wrn-22-2", "wrn-28-2")
-
-_NAME = re.compile(
-    r"^(?P<family>plain|resnet|preact-resnet|wrn)-(?P<depth>\d+)"
-    r"(?:-(?P<k>\d+))?$"
-)
+# The zoo's named networks: the papers' with the figure they report (parameters for
+# CIFAR-10), and the small baselines that the quickstart and the degradation study use.
+PAPER_MODELS: dict[str, float] = {name: params for entry in registered_families()
+                                  for name, params in entry.paper_params.items()}
+EXTRA_MODELS = tuple(name for entry in registered_families() for name in entry.extra_models)
 
 
 def list_models() -> list[str]:
-    """Names of the registered networks (any valid depth also parses)."""
-    return sorted(set(PAPER_MODELS) | set(EXTRA_MODELS), key=_sort_key)
+    """Names of the registered families' named networks (any valid depth also parses)."""
+    names = {name for entry in registered_families() for name in entry.named_models()}
+    return sorted(names, key=_sort_key)
 
 
 def _sort_key(name: str) -> tuple[int, int, int]:
     config = parse_model_name(name)
-    return (FAMILIES.index(config.family), config.depth, config.width)
+    return (family_names().index(config.family), config.depth, config.width)
 
 
 def parse_model_name(name: str, **overrides: Any) -> ModelConfig:
@@ -285,20 +268,26 @@ def parse_model_name(name: str, **overrides: Any) -> ModelConfig:
     Any depth that the family's rule accepts parses; keyword overrides change
     options (`block`, `shortcut`, `dropout`, `num_classes`, ...).
     """
-    match = _NAME.match(name.strip().lower())
-    if not match:
+    cleaned = name.strip().lower()
+    split = split_model_name(cleaned)
+    size = split[0].parse_size(split[1]) if split else None
+    if split is None or size is None:
+        formats = [entry.name_format for entry in registered_families()]
         raise ValueError(
-            f"unknown model {name!r}: expected plain-D, resnet-D, preact-resnet-D or wrn-D-K "
+            f"unknown model {name!r}: expected {', '.join(formats[:-1])} or {formats[-1]} "
             f"(registered: {', '.join(list_models())})"
         )
-    family, depth, k = match["family"], int(match["depth"]), match["k"]
-    if (family == "wrn") != (k is not None):
+    entry, (depth, k) = split[0], size
+    if entry.has_width != (k is not None):
+        wide = [f for f in registered_families() if f.has_width]
+        examples = ", ".join(f"{f.name_format}, e.g. {f.example_name}" for f in wide)
         raise ValueError(
-            f"unknown model {name!r}: only wrn names carry a width (wrn-D-K, e.g. wrn-28-10)"
+            f"unknown model {name!r}: only {' and '.join(f.name for f in wide)} names carry a "
+            f"width ({examples})" if wide else f"unknown model {name!r}: no family has a width"
         )
-    fields: dict[str, Any] = {"family": family, "depth": depth}
+    fields: dict[str, Any] = {"family": entry.name, "depth": depth}
     if k is not None:
-        fields["width"] = int(k)
+        fields["width"] = k
     fields.update(overrides)
     return ModelConfig(**fields)
 
@@ -308,7 +297,8 @@ def build_model(name_or_config: str | ModelConfig | dict[str, Any], **overrides:
 
     Example: `build_model("wrn-16-2", num_classes=10, in_channels=1, dropout=0.3)`.
     """
-    return ResidualNetwork(resolve_model_config(name_or_config, **overrides))
+    config = resolve_model_config(name_or_config, **overrides)
+    return family(config.family).build(config)
 
 
 def resolve_model_config(name_or_config: str | ModelConfig | dict[str, Any], **overrides: Any
