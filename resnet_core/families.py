@@ -95,6 +95,13 @@ class NetworkFamily:
             if rule.block not in BLOCKS or rule.step < 1 or rule.offset < 0:
                 raise ValueError(f"family {self.name!r}: depth rule {rule} for {rule.block!r} "
                                  f"needs a block in {', '.join(BLOCKS)}, step >= 1, offset >= 0")
+        # A named network that does not parse would break every listing of the zoo.
+        for model in self.named_models():
+            size = self.parse_size(model.removeprefix(f"{self.name}-"))
+            if (not model.startswith(f"{self.name}-") or size is None
+                    or (size[1] is not None) != self.has_width or not self.accepts_depth(size[0])):
+                raise ValueError(f"family {self.name!r}: its network {model!r} is not named "
+                                 f"{self.name_format} with a depth its rules accept")
 
     # ------------------------------------------------------------ blocks and depths
 
