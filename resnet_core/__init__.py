@@ -32,6 +32,7 @@ _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("DivergedError", "CheckpointError"), "errors"),
     "TrainConfig": "config",
     **dict.fromkeys(("TrainingRun", "evaluate_model", "fit"), "train"),
+    "configs_from_options": "run_configs",
     **dict.fromkeys(("bf16_is_fast", "default_device", "trial_device", "GPU_FALLBACK_ENV"),
                     "hardware"),
     # checkpoints and serving

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from resnet_core.data import DataConfig, load_data
 from resnet_core.models import parse_model_name
+from resnet_core.run_configs import configs_from_options
 from resnet_core.train import TrainConfig, TrainingRun, fit
-from search.cli import _train_configs, build_parser
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +86,18 @@ def test_exempt_bn_and_bias_keeps_weight_decay_off_bn_and_biases(digits):
     assert one_d_norm(exempt) > 1.05 * one_d_norm(decayed)
 
 
-def test_the_old_no_decay_bn_bias_flag_trains_like_exempt_bn_and_bias(digits):
-    _, via_alias, _ = _train_configs(build_parser().parse_args(
-        ["train", "--no-decay-bn-bias", "--weight-decay", "1.0", "--lr", "0.2"]))
-    _, via_flag, _ = _train_configs(build_parser().parse_args(
-        ["train", "--exempt-bn-and-bias", "--weight-decay", "1.0", "--lr", "0.2"]))
-    _, default, _ = _train_configs(build_parser().parse_args(
-        ["train", "--weight-decay", "1.0", "--lr", "0.2"]))
-    recipe = {"epochs": 1, "batch_size": 64, "amp": False, "seed": 0}
-    _, alias_weights = _train(digits, **{**_as_kwargs(via_alias), **recipe})
-    _, flag_weights = _train(digits, **{**_as_kwargs(via_flag), **recipe})
-    _, default_weights = _train(digits, **{**_as_kwargs(default), **recipe})
-    assert _same_weights(alias_weights, flag_weights)
-    assert not _same_weights(alias_weights, default_weights)
+def test_options_of_a_run_train_like_the_configs_they_name(digits):
+    recipe = {"weight_decay": 1.0, "lr": 0.2, "epochs": 1, "batch_size": 64, "amp": False,
+              "seed": 0}
+    model, exempt, data = configs_from_options("resnet-8", {**recipe, "exempt_bn_and_bias": True,
+                                                            "dropout": 0.1, "subset": 64})
+    assert (model.name, model.dropout, data.subset) == ("resnet-8", 0.1, 64)
+    _, default = configs_from_options("resnet-8", recipe)[:2]
+    _, exempt_weights = _train(digits, **_as_kwargs(exempt))
+    _, default_weights = _train(digits, **_as_kwargs(default))
+    _, direct_weights = _train(digits, **recipe, exempt_bn_and_bias=True)
+    assert _same_weights(exempt_weights, direct_weights)
+    assert not _same_weights(exempt_weights, default_weights)
 
 
 def _as_kwargs(config: TrainConfig) -> dict:
@@ -108,8 +107,7 @@ def _as_kwargs(config: TrainConfig) -> dict:
 
 
 def test_no_augment_trains_on_the_images_as_they_are(digits):
-    flags = build_parser().parse_args(["train", "--no-augment", "--subset", "128"])
-    data_config = _train_configs(flags)[2]
+    data_config = configs_from_options("resnet-8", {"augment": False, "subset": 128})[2]
     plain = load_data(data_config)
     assert (plain.crop_padding, plain.flip) == (0, False)
     # The batches training draws: the normalised images themselves, or shifted copies of them
@@ -126,10 +124,10 @@ def test_no_augment_trains_on_the_images_as_they_are(digits):
         assert unchanged == 1.0 if as_they_are else unchanged < 0.5, (as_they_are, unchanged)
 
 
-def test_amp_flags_reach_the_run_and_the_network_computes_in_bf16(digits):
-    for flag, on in (("--amp", True), ("--no-amp", False)):
-        train = _train_configs(build_parser().parse_args(["train", flag]))[1]
-        assert TrainingRun(parse_model_name("resnet-8"), train, digits, "cpu").amp is on, flag
+def test_amp_options_reach_the_run_and_the_network_computes_in_bf16(digits):
+    for on in (True, False):
+        train = configs_from_options("resnet-8", {"amp": on})[1]
+        assert TrainingRun(parse_model_name("resnet-8"), train, digits, "cpu").amp is on, on
     # What the network computes in: the first convolution's outputs during training.
     for amp, dtype in ((True, torch.bfloat16), (False, torch.float32)):
         config = TrainConfig(epochs=1, batch_size=64, seed=0, amp=amp)
