@@ -49,7 +49,7 @@ def time_to_answer(store: Path, flags: list[str], extra_env: dict[str, str],
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **extra_env}
     start = time.perf_counter()
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
+    ui = subprocess.Popen([sys.executable, "-m", "search.cli.main", "ui", "--port", str(port),
                            "--tracking-uri", f"sqlite:///{store}", *flags], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -40,7 +40,7 @@ from typing import Any
 from machine import machine, spread, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "search.cli"]
+CLI = [sys.executable, "-m", "search.cli.main"]
 
 
 def study_text(name: str, *, samples: int, epochs: int, concurrent: int, space: str,

@@ -6,11 +6,11 @@ trial and the same total budget of trial-epochs (`trials * epochs`). Methods
 without early stopping run exactly `trials` trials; methods with a scheduler
 run as many trials as the budget allows (a `tune.Stopper` ends the study when
 the budget is spent). Trials run through the platform's own pieces: the study
-file format (`search.config.parse_study`), the trainable with its resources
-(`search.resources.wrap_trainable`), the Optuna searcher (`search.searcher.
+file format (`search.studyfile.config.parse_study`), the trainable with its resources
+(`search.study.resources.wrap_trainable`), the Optuna searcher (`search.space.searcher.
 build_searcher`: the platform's TPE / random sampler with its defaults), the
-ASHA scheduler as `search.study.build_tuner` makes it, and MLflow tracking
-(`search.study.trial_callback`) into a throwaway store.
+ASHA scheduler as `search.study.run.build_tuner` makes it, and MLflow tracking
+(`search.study.run.trial_callback`) into a throwaway store.
 
 Anytime curves, one point per reported epoch (= one trial-epoch):
     best_val       best validation accuracy reported so far (any trial, any epoch)
@@ -149,7 +149,7 @@ def anytime_recorder(started: float):
     """A Tune callback that records the anytime curve and scores each new pick on test."""
     from ray.tune import Callback
 
-    from search.single_run import evaluate_checkpoint
+    from search.trial.single_run import evaluate_checkpoint
 
     class Recorder(Callback):
         def __init__(self) -> None:
@@ -202,7 +202,7 @@ def anytime_recorder(started: float):
 def score_from_disk(trial_dir: Path, epoch: int) -> float | None:
     """Test accuracy of a trial's checkpoint of `epoch`, found among its checkpoint folders."""
     from resnet_core.checkpoint import load_checkpoint
-    from search.single_run import evaluate_checkpoint
+    from search.trial.single_run import evaluate_checkpoint
 
     for folder in sorted(trial_dir.glob("checkpoint_*")):
         try:
@@ -225,19 +225,19 @@ def _trial_summary(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_tuner(config, method: Method, budget: int, callbacks: list):
-    """The Tuner as `search.study.build_tuner` assembles it, plus the budget stopper."""
+    """The Tuner as `search.study.run.build_tuner` assembles it, plus the budget stopper."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from search.resources import wrap_trainable
-    from search.searcher import build_searcher
-    from search.study import trial_name
+    from search.space.searcher import build_searcher
+    from search.study.resources import wrap_trainable
+    from search.study.run import trial_name
 
     if method.sampler == "gp":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        from search.space import SearchSpace
+        from search.space.sampler import SearchSpace
 
         # GP models the parameters every trial has (family, lr, optimizer, ...);
         # conditional ones (depth per family, width, momentum) are sampled at random.
@@ -272,10 +272,10 @@ def build_tuner(config, method: Method, budget: int, callbacks: list):
 
 def run_method(method: Method, seed: int, settings: Settings, root: Path, uri: str
                ) -> dict[str, Any]:
-    from search import tracking
-    from search.config import parse_study
-    from search.space import describe_space
-    from search.study import absolute_paths, trial_callback
+    from search.space.sampler import describe_space
+    from search.study.run import absolute_paths, trial_callback
+    from search.studyfile.config import parse_study
+    from search.tracking import store as tracking
 
     raw = study_file(method, seed, settings, root)
     config = absolute_paths(parse_study(raw, label=f"{method.name} seed {seed}"))
@@ -431,7 +431,7 @@ def later_trials(runs: list[dict[str, Any]], epochs: int) -> dict[str, dict[str,
                  "share_best_val_at_least_0.95": round(
                      sum(t["best_val"] >= 0.95 for t in later) / len(later), 3)}
         if asha:
-            from search.config import DEFAULT_GRACE_PERIOD
+            from search.studyfile.config import DEFAULT_GRACE_PERIOD
 
             first_rung = next((m.grace_period for m in METHODS if m.name == name), None) \
                 or DEFAULT_GRACE_PERIOD

@@ -1,4 +1,9 @@
-"""The package boundaries DESIGN.md draws, checked on the source (no imports run)."""
+"""The package boundaries, checked on the source (no imports run).
+
+resnet_core is plain PyTorch and search uses only its public names; inside search, each folder
+imports only from the folders below it (the order of `FLOORS`, a study's data flow) and no
+module imports itself back through others.
+"""
 
 from __future__ import annotations
 
@@ -50,11 +55,79 @@ def test_commands_that_read_a_store_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import search.cli as cli; cli.build_parser(); "
+    code = ("import sys; import search.cli.main as cli; cli.build_parser(); "
             "from resnet_core import CheckpointError, DataConfigError, DivergedError; "
-            "import search.commands, search.retrieve, search.studies, search.report; "
+            "import search.cli.commands, search.results.retrieve, search.results.studies; "
+            "import search.results.report; "
             "print(sorted(m for m in ('torch', 'sklearn', 'ray') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]", result.stdout
+
+
+# search's folders from the bottom floor up: a module may import from its own floor and below.
+FLOORS = ("studyfile", "trial", "tracking", "space", "results", "study", "cli")
+
+
+def search_modules() -> dict[str, Path]:
+    """Dotted name -> file of every module of search (packages by their __init__)."""
+    modules = {}
+    for path in sorted((ROOT / "search").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def search_import_graph() -> dict[str, set[str]]:
+    """Module -> the search modules it imports (anywhere in the file, functions included).
+
+    `from search.tracking import tags` names the module `search.tracking.tags`; a name a
+    package re-exports counts as an import of the package."""
+    modules = search_modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("search"):
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                           else node.module for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("search")]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def floor_of(module: str) -> int:
+    parts = module.split(".")
+    return FLOORS.index(parts[1]) if len(parts) > 1 and parts[1] in FLOORS else -1
+
+
+def test_every_search_folder_has_a_floor():
+    folders = {p.name for p in (ROOT / "search").iterdir() if (p / "__init__.py").exists()}
+    assert folders == set(FLOORS)
+
+
+def test_search_folders_import_only_downward():
+    upward = [f"{module} -> {target}" for module, targets in search_import_graph().items()
+              for target in targets if floor_of(target) > floor_of(module)]
+    assert not upward, "imports from a higher floor (FLOORS):\n" + "\n".join(sorted(upward))
+
+
+def test_search_has_no_import_circle():
+    graph = search_import_graph()
+    circles = []
+    for start in graph:
+        # a path back to `start`, by depth-first search over the modules it imports
+        stack = [(start, [start])]
+        seen = set()
+        while stack:
+            module, path = stack.pop()
+            for target in graph[module]:
+                if target == start and not target.endswith("__init__"):
+                    circles.append(" -> ".join(path + [start]))
+                elif target not in seen:
+                    seen.add(target)
+                    stack.append((target, path + [target]))
+    assert not circles, "import circles:\n" + "\n".join(sorted(set(circles)))

@@ -10,8 +10,8 @@ from typing import Any
 import tomllib
 from study_helpers import ROOT, Studies, study_toml
 
-from search import tags
-from search.pareto import dominates
+from search.results.pareto import dominates
+from search.tracking import tags
 
 QUICKSTART = tomllib.loads((ROOT / "configs" / "quickstart.toml").read_text())
 LIMIT = 100_000  # the quickstart's best, ResNet-14, has 172,218 parameters
@@ -34,7 +34,7 @@ def pareto_study(name: str, **sections: Any) -> str:
 
 def assert_champion_within_max_params(studies: Studies, name: str, trials: int) -> None:
     from resnet_core.models import count_parameters
-    from search.retrieve import load_best
+    from search.results.retrieve import load_best
 
     runs = studies.trial_runs(name)
     assert len(runs) == trials

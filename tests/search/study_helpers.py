@@ -156,14 +156,14 @@ class Studies:
                                 start_new_session=True)
 
     def client(self):
-        from search.tracking import client_for
+        from search.tracking.store import client_for
 
         # client_for, not a bare MlflowClient: a test polling a store that its driver is
         # creating at the same moment must not race it on the schema (issue 11).
         return client_for(self.tracking_uri)
 
     def trial_runs(self, study: str) -> list:
-        from search import tracking
+        from search.tracking import store as tracking
 
         client = self.client()
         parent = tracking.find_study_run(client, study)
@@ -174,7 +174,7 @@ def trained_checkpoint(run) -> dict:
     """The checkpoint a trial run's tag points at, with its network rebuilt from it: what the
     trial really trained (its configs, weights and optimizer), to hold the run's params to."""
     from resnet_core.checkpoint import model_from_checkpoint
-    from search import tags
+    from search.tracking import tags
 
     _, state = model_from_checkpoint(run.data.tags[tags.CHECKPOINT])
     return state

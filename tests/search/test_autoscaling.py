@@ -7,7 +7,7 @@ from dataclasses import replace
 import yaml
 from common import ROOT
 
-from search.autoscaling import autoscaler_from_config
+from search.study.autoscaling import autoscaler_from_config
 
 
 def _launcher(name: str) -> dict:

@@ -18,7 +18,7 @@ from image_folders import folder_study, write_digit_folder
 from local_cluster import LocalCluster
 from study_helpers import study_toml
 
-from search import tags
+from search.tracking import tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

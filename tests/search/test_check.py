@@ -21,7 +21,7 @@ MINIMAL = '[study]\nname = "t"\n[space]\nfamily = "wrn"\ndepth = 10\n'
 def check(*args: str, home: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "RESNET_SEARCH_HOME": str(home or ROOT / ".no-home")}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "search.cli", "check", *args],
+    return subprocess.run([sys.executable, "-m", "search.cli.main", "check", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
 
 
@@ -140,7 +140,7 @@ def test_check_starts_nothing_loads_no_data_and_redacts_passwords(tmp_path):
     path = tmp_path / "cluster.toml"
     path.write_text(MINIMAL + '[data]\ndataset = "cifar10"\nroot = "/nonexistent"\n'
                     '[tracking]\nuri = "postgresql://user:hunter2@db.invalid/mlflow"\n')
-    code = ("import sys\nfrom search.cli import main\nassert main(['check', sys.argv[1]]) == 0\n"
+    code = ("import sys\nfrom search.cli.main import main\nassert main(['check', sys.argv[1]]) == 0\n"
             "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna'})\n"
             "print('LOADED', loaded)\n")
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
@@ -166,7 +166,7 @@ def test_check_names_the_tracking_uri_run_would_use_and_where_it_came_from(
     env.pop("MLFLOW_TRACKING_URI", None)
     if environment:
         env["MLFLOW_TRACKING_URI"] = environment
-    result = subprocess.run([sys.executable, "-m", "search.cli", "check", "--json", str(path)],
+    result = subprocess.run([sys.executable, "-m", "search.cli.main", "check", "--json", str(path)],
                             capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     tracking = json.loads(result.stdout)["tracking"]

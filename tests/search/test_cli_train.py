@@ -18,7 +18,7 @@ from common import ROOT, cli, free_port
 from resnet_core.checkpoint import model_from_checkpoint
 from resnet_core.config import ModelConfig, TrainConfig, field_types, scalar_type
 from resnet_core.data import DataConfig
-from search.cli import _train_configs, build_parser
+from search.cli.main import _train_configs, build_parser
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from common import cli, free_port
 from study_helpers import ROOT, wait_for
 from test_report import STUDY_NAME, report_dir, report_study  # noqa: F401 - the shared real study
 
-from search import tracking
+from search.tracking import store as tracking
 
 # ---------------------------------------------------------------- studies
 
@@ -119,7 +119,7 @@ def _cmdline(pid: int) -> str:
 def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop, workers):
     port, marker = free_port(), f"RESNET_SEARCH_UI_TEST={uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), marker.split("=")[0]: marker.split("=")[1]}
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
+    ui = subprocess.Popen([sys.executable, "-m", "search.cli.main", "ui", "--port", str(port),
                            "--workers", str(workers),
                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
@@ -176,11 +176,11 @@ class Dashboard:
 @pytest.fixture(scope="module")
 def dashboard(report_study, report_dir, tmp_path_factory):  # noqa: F811
     """`resnet-search ui` on the shared study's store, after `report` logged its files there."""
-    from search.tracking import find_study_run
+    from search.tracking.store import find_study_run
 
     logs = tmp_path_factory.mktemp("ui")
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
+    ui = subprocess.Popen([sys.executable, "-m", "search.cli.main", "ui", "--port", str(port),
                            "--tracking-uri", report_study.tracking_uri],
                           cwd=logs, env=report_study.env, stdout=subprocess.DEVNULL,
                           stderr=open(logs / "ui.log", "w"))  # noqa: SIM115

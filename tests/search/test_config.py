@@ -12,9 +12,9 @@ from common import ROOT, cli, with_own_images
 
 from resnet_core.config import ConfigValueError, ModelConfig, TrainConfig
 from resnet_core.data import DataConfig
-from search.config import ConfigError, config_params, load_study, parse_study, study_params
-from search.space import InfeasibleArchitecture, SearchSpace
-from search.space_keys import SPACE_KEYS
+from search.space.sampler import InfeasibleArchitecture, SearchSpace
+from search.studyfile.config import ConfigError, config_params, load_study, parse_study, study_params
+from search.studyfile.space_rules import SPACE_KEYS
 
 GOOD = """
 [study]
@@ -262,7 +262,7 @@ def test_asha_decides_first_after_two_epochs_unless_told_or_the_study_is_shorter
 
 
 def test_tpe_starts_with_a_third_of_the_study_at_random():
-    from search.searcher import build_sampler
+    from search.space.searcher import build_sampler
 
     def startup(samples: int) -> int:
         return build_sampler(parse_study(study(f"[study]\nnum_samples = {samples}")))._n_startup_trials

@@ -13,15 +13,15 @@ from cost_aware import (
 )
 from study_helpers import Studies, study_toml
 
-from search.config import parse_study
-from search.pareto import dominates, non_dominated
+from search.results.pareto import dominates, non_dominated
+from search.studyfile.config import parse_study
 
 
 @pytest.mark.slow
 def test_networks_over_the_limit_are_rejected_at_sampling_and_told_to_optuna():
     from optuna.trial import TrialState
 
-    from search.searcher import build_searcher
+    from search.space.searcher import build_searcher
 
     config = parse_study(tomllib.loads(constrained_quickstart("sampling", 12)))
     searcher = build_searcher(config)
@@ -38,8 +38,8 @@ def test_latency_is_measured_and_judged_against_max_latency_ms():
     from resnet_core.config import ModelConfig
     from resnet_core.data import DataConfig
     from resnet_core.train import TrainConfig, TrainingRun
-    from search.space import SearchSpace
-    from search.trainable import latency_result
+    from search.space.sampler import SearchSpace
+    from search.trial.trainable import latency_result
 
     def limits(max_latency_ms: float) -> dict[str, float]:  # as the study file gives them
         config = parse_study(tomllib.loads(study_toml("latency", constraints={

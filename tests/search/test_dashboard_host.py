@@ -15,7 +15,7 @@ from common import ROOT
 # reach: the dashboard's port on this node's own address, and on loopback.
 PROBE = """
 import json, socket, ray
-from search.ray_session import start_ray
+from search.study.ray_session import start_ray
 start_ray(None)
 url = ray._private.worker.get_dashboard_url()
 port = int(url.rsplit(":", 1)[1])

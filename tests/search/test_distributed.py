@@ -10,7 +10,7 @@ import pytest
 import torch
 from study_helpers import study_toml
 
-from search import tags
+from search.tracking import tags
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,8 @@ def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
     import optuna
     import tomllib
 
-    from search.config import parse_study
-    from search.space import SearchSpace
+    from search.space.sampler import SearchSpace
+    from search.studyfile.config import parse_study
 
     text = study_toml("unit", study={"seed": 0},
                       data={"root": str(tmp_path / "data"), "subset": TRAIN_IMAGES},
@@ -64,7 +64,7 @@ def fit_and_collect(config: dict, storage: Path, name: str, **kwargs) -> list[tu
     """Run a DDP trainer; return what the trial process would forward to Tune, in order."""
     from ray.util.queue import Queue
 
-    from search.distributed import ForwardToTrial, build_trainer
+    from search.trial.distributed import ForwardToTrial, build_trainer
 
     queue = Queue(actor_options={"num_cpus": 0})
     result = build_trainer(config, storage_path=str(storage), name=name,
@@ -83,7 +83,7 @@ def dump_each_rank_loop(loop_config: dict) -> None:
     and the indices of the samples it trained and validated on."""
     import ray
 
-    from search.ddp_worker import run_worker
+    from search.trial.ddp_worker import run_worker
 
     run = run_worker(loop_config, before_training=record_samples)
     out = Path(loop_config["out"]) / f"rank{run.rank}"
@@ -222,7 +222,7 @@ def announce_then_wait_loop(loop_config: dict) -> None:
     """Workers that start like the real ones, then never report (a trial stopped mid-epoch)."""
     import time
 
-    from search.ddp_worker import announce_workers
+    from search.trial.ddp_worker import announce_workers
 
     announce_workers(loop_config)
     time.sleep(3600)
@@ -238,7 +238,7 @@ class TestAStoppedTrialFreesItsWorkers:
         import pyarrow.fs
         from ray.util.queue import Queue
 
-        from search.distributed import start_launcher
+        from search.trial.distributed import start_launcher
 
         ray = local_ray
         total = ray.cluster_resources()["CPU"]

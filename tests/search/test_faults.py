@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from study_helpers import KILL_TIMED_NET, ROOT, Studies, free_port, kill_session, study_toml, wait_for
 
-from search import tags
+from search.tracking import tags
 
 # ---------------------------------------------------------------- torn checkpoints (no Ray)
 
@@ -34,7 +34,7 @@ def trial_checkpoints(tmp_path: Path) -> list[Path]:
     """A trial folder as Ray leaves it: checkpoint_000000..2, one per epoch, on local storage."""
     from resnet_core.checkpoint import CHECKPOINT_FILE, save_checkpoint
     from resnet_core.train import fit
-    from search.trainable import build_run
+    from search.trial.trainable import build_run
 
     run = build_run(_trial(), "cpu", None)
     folders: list[Path] = []
@@ -60,7 +60,7 @@ def _tear(folder: Path, zeros: bool = False) -> None:
 def test_a_torn_newest_checkpoint_restores_the_newest_readable_one(trial_checkpoints):
     from ray.tune import Checkpoint
 
-    from search.trainable import build_run
+    from search.trial.trainable import build_run
 
     _tear(trial_checkpoints[2])
     notes: list[str] = []
@@ -74,7 +74,7 @@ def test_a_torn_newest_checkpoint_restores_the_newest_readable_one(trial_checkpo
 def test_no_readable_checkpoint_left_restarts_from_scratch(trial_checkpoints):
     from ray.tune import Checkpoint
 
-    from search.trainable import build_run
+    from search.trial.trainable import build_run
 
     for folder in trial_checkpoints[1:]:
         _tear(folder)
@@ -89,7 +89,7 @@ def test_no_readable_checkpoint_left_restarts_from_scratch(trial_checkpoints):
 def test_a_whole_checkpoint_restores_without_a_note(trial_checkpoints):
     from ray.tune import Checkpoint
 
-    from search.trainable import build_run
+    from search.trial.trainable import build_run
 
     _tear(trial_checkpoints[0])  # an older torn one is never read
     notes: list[str] = []
@@ -104,7 +104,7 @@ def test_a_whole_checkpoint_restores_without_a_note(trial_checkpoints):
 FIRST_CLIENT = """
 import sys, time
 from pathlib import Path
-from search.tracking import client_for
+from search.tracking.store import client_for
 Path(sys.argv[2] + sys.argv[3]).touch()
 go = Path(sys.argv[2])
 while not go.exists():
@@ -133,7 +133,7 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
 def test_a_new_store_copied_from_the_template_is_empty_and_its_own(tmp_path, monkeypatch):
     """The first new store leaves an empty copy in the cache; later new stores start from it
     (no migrations), yet each is empty and its Default experiment is its own."""
-    from search.tracking import client_for
+    from search.tracking.store import client_for
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
@@ -157,7 +157,7 @@ def test_status_calls_and_a_run_on_a_fresh_home_give_no_traceback(studies: Studi
     path = studies.write("fresh", study_toml("fresh", study={"num_samples": 1},
                                              train={"epochs": 1}, space={"width": 1}))
     commands = [("status", "x")] * 5 + [("studies",)] * 2 + [("run", str(path))]
-    started = [subprocess.Popen([sys.executable, "-m", "search.cli", *c], cwd=studies.home.parent,
+    started = [subprocess.Popen([sys.executable, "-m", "search.cli.main", *c], cwd=studies.home.parent,
                                 env=studies.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for c in commands]
     outcomes = [(c, p.communicate(timeout=600)[1], p.returncode)
@@ -374,7 +374,7 @@ def test_a_full_storage_disk_interrupts_the_study_and_resume_completes_it(studie
         assert code == 1, log[-3000:]
         assert len(lines) == 1 and f"storage path {storage} is full" in lines[0], log[-3000:]
         client = studies.client()
-        from search import tracking
+        from search.tracking import store as tracking
 
         assert tracking.find_study_run(client, "full").data.tags[tags.STATUS] == "interrupted"
         (storage / "filler").unlink()

@@ -16,7 +16,7 @@ import pytest
 from common import cli
 from image_folders import folder_study, write_digit_folder
 
-from search.retrieve import load_best
+from search.results.retrieve import load_best
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_study_on_a_folder_of_images_and_its_cache_reused(studies, digit_folde
     for name, images in tested_per_class.items():
         assert f"<tr><td>{name}</td><td>{images}</td>" in by_class, (name, by_class[:2000])
     # So does the study run's description in the dashboard.
-    from search import tracking
+    from search.tracking import store as tracking
 
     client = studies.client()
     description = tracking.find_study_run(client, "folder-a").data.tags["mlflow.note.content"]

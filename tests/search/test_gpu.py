@@ -12,7 +12,7 @@ from study_helpers import Studies, study_toml
 from resnet_core.data import DataConfig, load_data
 from resnet_core.models import parse_model_name
 from resnet_core.train import TrainConfig, TrainingRun, fit
-from search import tags
+from search.tracking import tags
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -39,7 +39,7 @@ def test_training_on_cuda_runs_under_bf16_autocast_by_default():
 def test_auto_gpu_share_holds_what_a_trial_really_allocates():
     """The estimate behind `gpus_per_trial = "auto"` bounds the memory a real epoch allocates
     (allocator bytes: no CUDA context), and is not so loose that packing wastes the GPU."""
-    from search.gpu_packing import AutoGpuResources, estimate_training_memory
+    from search.study.gpu_packing import AutoGpuResources, estimate_training_memory
 
     model, batch = parse_model_name("wrn-16-4"), 128
     data_config = DataConfig("synthetic", synthetic_size=2048)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from resnet_core.models import parse_model_name
-from search.gpu_packing import (
+from search.study.gpu_packing import (
     MAX_TRIALS_PER_GPU,
     AutoGpuResources,
     estimate_training_memory,
@@ -22,7 +22,7 @@ MEASURE_PEAK = """
 import json, sys, torch
 torch.set_num_threads(1)
 from resnet_core.models import build_model, parse_model_name
-from search.gpu_packing import estimate_training_memory
+from search.study.gpu_packing import estimate_training_memory
 name, batch = sys.argv[1], int(sys.argv[2])
 config = parse_model_name(name)
 model = build_model(config)

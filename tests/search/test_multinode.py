@@ -8,7 +8,7 @@ import pytest
 from cost_aware import assert_pareto_front_recorded_and_shown, pareto_study
 from local_cluster import LocalCluster, multinode_study
 
-from search import tags
+from search.tracking import tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

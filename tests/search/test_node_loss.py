@@ -10,7 +10,7 @@ import pytest
 from local_cluster import LOCAL_SH, LocalCluster, multinode_study
 from study_helpers import wait_for
 
-from search import tags
+from search.tracking import tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

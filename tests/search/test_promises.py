@@ -55,8 +55,8 @@ def test_the_random_sampler_is_optunas_random_sampler_with_the_study_seed():
     import optuna
     import tomllib
 
-    from search.config import parse_study
-    from search.searcher import build_sampler
+    from search.space.searcher import build_sampler
+    from search.studyfile.config import parse_study
 
     toml = study_toml("rnd", study={"sampler": "random", "seed": 7})
     sampler = build_sampler(parse_study(tomllib.loads(toml)))
@@ -121,7 +121,7 @@ def two_studies(tmp_path_factory) -> tuple[Studies, dict[str, str]]:
 
 
 def _study_run(studies: Studies, name: str):
-    from search import tracking
+    from search.tracking import store as tracking
 
     return tracking.find_study_run(studies.client(), name)
 
@@ -146,7 +146,7 @@ def test_quiet_leaves_out_the_live_trial_table(two_studies):
 
 @pytest.mark.slow
 def test_a_val_loss_study_crowns_the_trial_with_the_lowest_val_loss(two_studies):
-    from search import tags
+    from search.tracking import tags
 
     studies, _ = two_studies
     client, study_run = studies.client(), _study_run(studies, "promises-a")
@@ -158,7 +158,7 @@ def test_a_val_loss_study_crowns_the_trial_with_the_lowest_val_loss(two_studies)
 
 @pytest.mark.slow
 def test_a_diverged_trial_ends_diverged_and_the_study_goes_on(two_studies):
-    from search import tags
+    from search.tracking import tags
 
     studies, output = two_studies
     runs = sorted(studies.trial_runs("promises-a"), key=lambda r: r.info.start_time)
@@ -176,7 +176,7 @@ def test_a_diverged_trial_ends_diverged_and_the_study_goes_on(two_studies):
 def test_gpus_per_trial_auto_trains_on_the_cpu_where_there_is_no_gpu(two_studies):
     import torch
 
-    from search import tags
+    from search.tracking import tags
 
     studies, _ = two_studies
     if torch.cuda.is_available():
@@ -187,7 +187,7 @@ def test_gpus_per_trial_auto_trains_on_the_cpu_where_there_is_no_gpu(two_studies
 
 @pytest.mark.slow
 def test_trial_i_trains_with_seed_plus_i(two_studies):
-    from search import tags
+    from search.tracking import tags
 
     studies, _ = two_studies
     runs = studies.trial_runs("promises-a")
@@ -219,7 +219,7 @@ def test_log_checkpoints_false_logs_no_checkpoint_artifact(two_studies):
 
 @pytest.mark.slow
 def test_the_champion_alias_moves_to_the_newest_studys_version(two_studies):
-    from search import tags
+    from search.tracking import tags
 
     studies, _ = two_studies
     version = studies.client().get_model_version_by_alias(REGISTERED, tags.CHAMPION_ALIAS)
@@ -230,7 +230,7 @@ def test_the_champion_alias_moves_to_the_newest_studys_version(two_studies):
 
 @pytest.mark.slow
 def test_best_prints_the_best_trial_and_its_champion(two_studies):
-    from search import tags
+    from search.tracking import tags
 
     studies, _ = two_studies
     study_run = _study_run(studies, "promises-a")
@@ -261,7 +261,7 @@ def test_load_model_uri_returns_the_champion_network(two_studies):
     from resnet_core import DataConfig, load_data
     from resnet_core.loader import make_loaders
     from resnet_core.train import evaluate_model
-    from search.retrieve import load_model_uri
+    from search.results.retrieve import load_model_uri
 
     studies, _ = two_studies
     model, state = load_model_uri(f"models:/{REGISTERED}@champion", studies.tracking_uri)
@@ -279,8 +279,8 @@ def test_an_older_studys_champion_is_its_own_version_not_the_moved_alias(two_stu
     everything that fetches promises-a's champion must still get promises-a's network."""
     import json
 
-    from search import tags
-    from search.retrieve import load_best
+    from search.results.retrieve import load_best
+    from search.tracking import tags
 
     studies, _ = two_studies
     study_run = _study_run(studies, "promises-a")

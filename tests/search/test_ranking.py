@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from search.ranking import EpochScore, TrialScore, best_epoch, best_trial, rank
+from search.tracking.ranking import EpochScore, TrialScore, best_epoch, best_trial, rank
 
 
 def trial(trial_id: str, number: int, value: float | None, loss: float = 0.1, epoch: int = 3,

@@ -18,7 +18,7 @@ COUNT_WORKERS = """
 import os, time
 from pathlib import Path
 import ray
-from search.ray_session import start_ray
+from search.study.ray_session import start_ray
 
 start_ray(None)
 time.sleep(5)

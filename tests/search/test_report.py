@@ -13,8 +13,10 @@ import pytest
 from common import cli
 from study_helpers import Studies
 
-from search import report, report_charts, tags
-from search.report import StudyRecord, TrialRecord
+from search.results import charts as report_charts
+from search.results import report
+from search.tracking import records, tags
+from search.tracking.records import StudyRecord, TrialRecord
 
 STUDY_NAME = "reported"
 # Every family, both blocks, both BN positions, two optimizers: the grouped comparison has rows.
@@ -121,7 +123,7 @@ def test_every_chart_is_also_a_png(report_dir):
 
 @pytest.mark.slow
 def test_log_report_attaches_page_and_charts_to_the_study_run(report_study):
-    from search.tracking import find_study_run
+    from search.tracking.store import find_study_run
 
     client = report_study.client()
     study_run = find_study_run(client, STUDY_NAME)
@@ -140,10 +142,10 @@ def test_log_report_attaches_page_and_charts_to_the_study_run(report_study):
 @pytest.mark.slow
 def test_record_matches_the_store_and_costs_match_resnet_core(report_study):
     from resnet_core.models import architecture_cost
-    from search.tracking import find_study_run
+    from search.tracking.store import find_study_run
 
     client = report_study.client()
-    study = report.collect_study(client, find_study_run(client, STUDY_NAME))
+    study = records.collect_study(client, find_study_run(client, STUDY_NAME))
     status = json.loads(report_study.cli("status", STUDY_NAME, "--tracking-uri",
                                          report_study.tracking_uri, "--json").stdout)
     assert len(study.trials) == 4 and study.best().value == pytest.approx(status["best"]["value"])
@@ -157,7 +159,7 @@ def test_record_matches_the_store_and_costs_match_resnet_core(report_study):
         expected.append(architecture_cost({**model, "in_channels": 1}, (8, 8)))  # digits: 1x8x8
     # Without a cost on the trial runs the report computes it from the model params ...
     bare = [replace(t, parameters=None, flops=None) for t in study.trials]
-    report._fill_costs(replace(study, trials=bare))
+    records._fill_costs(replace(study, trials=bare))
     assert [(t.parameters, t.flops) for t in bare] == expected
     # ... and the cost the trial runs carry is the same network's.
     assert [(t.parameters, t.flops) for t in study.trials] == expected
@@ -169,10 +171,10 @@ def test_record_matches_the_store_and_costs_match_resnet_core(report_study):
 
 @pytest.mark.slow
 def test_grouped_comparison_answers_the_seed_questions(report_study):
-    from search.tracking import find_study_run
+    from search.tracking.store import find_study_run
 
     client = report_study.client()
-    study = report.collect_study(client, find_study_run(client, STUDY_NAME))
+    study = records.collect_study(client, find_study_run(client, STUDY_NAME))
     rows = report_charts.group_rows(study)
     families = {t.params["model.family"] for t in study.trials}
     assert {r["value"] for r in rows if r["factor"] == "family"} == families
@@ -210,7 +212,7 @@ def test_pruned_and_diverged_curves_are_marked():
     assert list(by_status[tags.DIVERGED].marker.symbol)[-1] == "x"
     assert list(by_status[tags.COMPLETED].marker.symbol)[-1] == "circle"
     # Costs come from resnet_core when the trial runs do not carry them.
-    report._fill_costs(study)
+    records._fill_costs(study)
     assert all(t.parameters and t.flops for t in study.trials)
 
 

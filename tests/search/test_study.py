@@ -20,7 +20,8 @@ from study_helpers import (
     wait_for,
 )
 
-from search import tags, tracking
+from search.tracking import store as tracking
+from search.tracking import tags
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +75,7 @@ def test_the_dashboard_opens_on_runs_and_the_study_run_explains_itself(finished_
     """MLflow's UI opens a model-training experiment on its runs; the study run's description
     names the winner and the champion; study-level metrics chart the search; trial runs carry
     their cost, so MLflow's own table and compare views work without set-up."""
-    from search.study_summary import NOTE_TAG
+    from search.tracking.summary import NOTE_TAG
 
     studies, _ = finished_study
     client = studies.client()
@@ -145,8 +146,8 @@ def test_champion_is_registered_with_its_test_accuracy(finished_study):
 
 LOAD_BEST = """
 import json, os, sys
-from search.retrieve import load_best
-from search.single_run import data_config_from_dict, evaluate_module
+from search.results.retrieve import load_best
+from search.trial.single_run import data_config_from_dict, evaluate_module
 model, config = load_best("e2e")
 scored = evaluate_module(model, data_config_from_dict(config["data"]), split="test", device="cpu")
 print(json.dumps({"accuracy": scored["accuracy"], "logged": config["test_accuracy"],
@@ -271,7 +272,7 @@ def test_the_champion_answers_batched_http_requests_like_load_best(finished_stud
 
     from resnet_core import PixelClassifier
     from resnet_core.data import DataConfig, load_data
-    from search.retrieve import load_best
+    from search.results.retrieve import load_best
 
     studies, _ = finished_study
     port = free_port()
@@ -442,7 +443,7 @@ def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies):
 
 def test_the_tracking_uri_of_the_study_file_is_where_the_study_is_tracked(studies, tmp_path):
     """[tracking] uri is used when neither --tracking-uri nor $MLFLOW_TRACKING_URI is given."""
-    from search.tracking import client_for
+    from search.tracking.store import client_for
 
     other = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
     text = study_toml("placed", study={"num_samples": 1}, train={"epochs": 1},

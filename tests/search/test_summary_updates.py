@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from search.callback import STUDY_UPDATE_COST_FACTOR, STUDY_UPDATE_INTERVAL_S, SummaryUpdate
+from search.tracking.callback import STUDY_UPDATE_COST_FACTOR, STUDY_UPDATE_INTERVAL_S, SummaryUpdate
 
 
 def test_the_first_rewrite_is_immediate_and_the_next_waits_for_the_interval():

@@ -18,7 +18,8 @@ from postgres import database_uri, fresh_database, require_postgres
 from study_helpers import KILL_TIMED_NET, kill_session, study_toml, trained_checkpoint, wait_for
 from tracking_server import TrackedStudies, tracking_server
 
-from search import tags, tracking
+from search.tracking import store as tracking
+from search.tracking import tags
 
 pytestmark = pytest.mark.postgres
 slow = pytest.mark.slow
@@ -144,8 +145,8 @@ def test_the_champion_is_registered_with_its_test_accuracy(tracked_study):
 
 LOAD_BEST = """
 import json, sys
-from search.retrieve import load_best
-from search.single_run import data_config_from_dict, evaluate_module
+from search.results.retrieve import load_best
+from search.trial.single_run import data_config_from_dict, evaluate_module
 model, config = load_best("tracked", tracking_uri=sys.argv[1])
 scored = evaluate_module(model, data_config_from_dict(config["data"]), split="test", device="cpu")
 print(json.dumps({"accuracy": scored["accuracy"], "logged": config["test_accuracy"],
@@ -219,7 +220,7 @@ def optuna_database(postgres):
 def _config(name: str, storage: str, **study):
     import tomllib
 
-    from search.config import parse_study
+    from search.studyfile.config import parse_study
 
     text = study_text(name, study={"optuna_storage": storage, **study})
     return parse_study(tomllib.loads(text), label=f"{name}.toml")
@@ -229,7 +230,7 @@ def test_the_searcher_with_rdb_storage_survives_rays_save_and_restore(
         optuna_database, tmp_path, monkeypatch):
     import optuna
 
-    from search.searcher import build_searcher
+    from search.space.searcher import build_searcher
 
     # The URL names its user through the environment; the pickled state keeps it unexpanded.
     monkeypatch.setenv("RS_TEST_PG_USER", "postgres")
@@ -254,8 +255,8 @@ def test_the_searcher_with_rdb_storage_survives_rays_save_and_restore(
 
 
 def test_a_storage_study_of_another_direction_or_metric_is_refused(optuna_database):
-    from search.config import ConfigError
-    from search.searcher import build_searcher
+    from search.space.searcher import build_searcher
+    from search.studyfile.config import ConfigError
 
     build_searcher(_config("first", optuna_database))
     with pytest.raises(ConfigError, match="is a maximize study; this study wants to minimize"):
@@ -267,8 +268,8 @@ def test_a_storage_study_of_another_direction_or_metric_is_refused(optuna_databa
 
 
 def test_an_unreachable_optuna_storage_is_one_line(postgres):
-    from search.config import ConfigError
-    from search.searcher import build_searcher
+    from search.space.searcher import build_searcher
+    from search.studyfile.config import ConfigError
 
     config = _config("x", "postgresql://postgres:secret@127.0.0.1:5432/does_not_exist_db")
     with pytest.raises(ConfigError) as error:
@@ -286,8 +287,8 @@ def test_an_unreachable_optuna_storage_is_one_line(postgres):
 def test_a_later_study_warm_starts_from_an_earlier_one(server_study, monkeypatch):
     import optuna
 
-    from search.config import load_study
-    from search.searcher import build_searcher
+    from search.space.searcher import build_searcher
+    from search.studyfile.config import load_study
 
     studies, _, server = server_study
     # The URL names its user through the environment: neither the study file, nor MLflow,

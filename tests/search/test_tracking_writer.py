@@ -7,8 +7,8 @@ import io
 import re
 import time
 
-from search import tracking_writer
-from search.tracking_writer import TrackingWriter
+from search.tracking import writer as tracking_writer
+from search.tracking.writer import TrackingWriter
 
 
 class Store:

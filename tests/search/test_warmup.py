@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.warmup import WARM_UP_STEPS
+from search.study.warmup import WARM_UP_STEPS
 
 
 @pytest.mark.slow

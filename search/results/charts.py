@@ -1,0 +1,274 @@
+"""The charts of the study report (search.results.report): plotly figures and Optuna's views.
+
+Each function takes the StudyRecord that search.results.report reads from MLflow and
+returns a plotly figure; colours mean the same outcome on every chart.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from search.studyfile.space_rules import CONDITIONS, sampled_when
+from search.tracking import tags
+from search.tracking.records import StudyRecord, TrialRecord, parse_param
+
+# Colours by outcome, the same on every chart, so a pruned trial looks pruned everywhere.
+STATUS_COLOURS = {tags.COMPLETED: "#1f77b4", tags.PRUNED: "#9e9e9e", tags.DIVERGED: "#d62728",
+                  tags.FAILED: "#ff7f0e", tags.RUNNING: "#2ca02c", tags.INTERRUPTED: "#8c564b"}
+# The seed's questions: which factor, over which trials it is a real choice.
+GROUPS = (("family", "model.family", None), ("block", "model.block", ("resnet", "preact-resnet", "plain")),
+          ("BN position", "model.bn_position", ("resnet",)), ("optimizer", "train.optimizer", None))
+
+# ---------------------------------------------------------------- charts
+
+
+def _minutes(study: StudyRecord, trial: TrialRecord) -> float | None:
+    return None if trial.end_ms is None else (trial.end_ms - study.start_ms) / 60000
+
+
+def _status_markers(fig: go.Figure, trials: list[TrialRecord], xs: list[float], ys: list[float],
+                    col: int, shown: set[str], text: list[str] | None = None) -> None:
+    """One marker trace per outcome, so the legend names each outcome once."""
+    for status in sorted({t.status for t in trials}):
+        pick = [i for i, t in enumerate(trials) if t.status == status]
+        fig.add_trace(go.Scatter(
+            x=[xs[i] for i in pick], y=[ys[i] for i in pick], mode="markers", name=status,
+            legendgroup=status, showlegend=status not in shown,
+            marker={"color": STATUS_COLOURS.get(status, "#555"), "size": 9},
+            text=[(text or [t.label for t in trials])[i] for i in pick],
+            hovertemplate="%{text}<br>x=%{x}<br>y=%{y:.4f}<extra>" + status + "</extra>",
+        ), row=1, col=col)
+        shown.add(status)
+
+
+def history_figure(study: StudyRecord) -> go.Figure:
+    """Each trial's score and the best so far, by trial number and by wall time."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "by trial number", "by wall time (minutes since the study started)"))
+    better = max if study.mode == "max" else min
+    shown: set[str] = set()
+    for col, key in ((1, lambda t: t.number), (2, lambda t: _minutes(study, t))):
+        trials = sorted((t for t in study.scored() if key(t) is not None), key=key)
+        xs, ys = [key(t) for t in trials], [t.value for t in trials]
+        best = [better(ys[: i + 1]) for i in range(len(ys))]
+        fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv", "color": "black"},
+                                 name="best so far", legendgroup="best", showlegend=col == 1),
+                      row=1, col=col)
+        _status_markers(fig, trials, xs, ys, col, shown)
+    fig.update_xaxes(title_text="trial number", row=1, col=1)
+    fig.update_xaxes(title_text="minutes", row=1, col=2)
+    fig.update_yaxes(title_text=study.value_name)
+    return fig
+
+
+def curves_figure(study: StudyRecord) -> go.Figure:
+    """Per-epoch validation metric and training loss of every trial, coloured by outcome."""
+    val_key = "val_loss" if study.metric.endswith("loss") else "val_accuracy"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(val_key, "train_loss"))
+    shown: set[str] = set()
+    for trial in study.trials:
+        colour = STATUS_COLOURS.get(trial.status, "#555")
+        for col, key in ((1, val_key), (2, "train_loss")):
+            points = trial.history.get(key, [])
+            if not points:
+                continue
+            # A pruned trial's curve is dotted; a diverged one ends in a cross where it blew up.
+            symbols = ["circle"] * (len(points) - 1) + [
+                "x" if trial.status == tags.DIVERGED else "circle"]
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                name=trial.status, legendgroup=trial.status,
+                showlegend=trial.status not in shown,
+                line={"color": colour, "dash": "dot" if trial.status == tags.PRUNED else "solid"},
+                marker={"symbol": symbols, "size": [5] * (len(points) - 1) + [10]},
+                hovertemplate=f"trial {trial.number}: {html.escape(trial.label)}<br>"
+                              "epoch %{x}<br>%{y:.4f}<extra></extra>",
+            ), row=1, col=col)
+            shown.add(trial.status)
+    fig.update_xaxes(title_text="epoch")
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]], mode: str) -> list[tuple[float, float]]:
+    """The (cost, score) points no other point beats on both: cheaper and at least as good."""
+    sign = 1 if mode == "max" else -1
+    front: list[tuple[float, float]] = []
+    for cost, score in sorted(points, key=lambda p: (p[0], -sign * p[1])):
+        if not front or sign * score > sign * front[-1][1]:
+            front.append((cost, score))
+    return front
+
+
+def cost_figure(study: StudyRecord) -> go.Figure:
+    """Score against multiply-adds and against parameters, with the Pareto front."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "score vs multiply-adds per image (millions)", "score vs parameters (millions)"))
+    shown: set[str] = set()
+    for col, attribute in ((1, "flops"), (2, "parameters")):
+        trials = [t for t in study.scored() if getattr(t, attribute) is not None]
+        xs = [getattr(t, attribute) / 1e6 for t in trials]
+        ys = [t.value for t in trials]
+        _status_markers(fig, trials, xs, ys, col, shown,
+                        text=[f"trial {t.number}: {t.label}" for t in trials])
+        front = pareto_front(list(zip(xs, ys, strict=True)), study.mode)
+        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front],
+                                 mode="lines", line={"shape": "hv", "color": "black", "dash": "dash"},
+                                 name="Pareto front", legendgroup="front", showlegend=col == 1),
+                      row=1, col=col)
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(title_text=study.value_name)
+    return fig
+
+
+def comparable_trials(study: StudyRecord) -> list[TrialRecord]:
+    """The trials whose scores compare: those that ran to the end (early-stopped scores are
+    biased low), or every scored trial when fewer than two did (the page says so)."""
+    finished = [t for t in study.scored() if t.status == tags.COMPLETED]
+    return finished if len(finished) >= 2 else study.scored()
+
+
+def group_rows(study: StudyRecord) -> list[dict[str, Any]]:
+    """Mean, spread and best score per value of each seed question's factor."""
+    trials = comparable_trials(study)
+    better = max if study.mode == "max" else min
+    rows = []
+    for factor, param, families in GROUPS:
+        values: dict[str, list[float]] = {}
+        for t in trials:
+            if param in t.params and (families is None or t.params.get("model.family") in families):
+                values.setdefault(t.params[param], []).append(t.value)
+        for value, scores in sorted(values.items()):
+            rows.append({"factor": factor, "value": value, "n": len(scores),
+                         "mean": statistics.fmean(scores),
+                         "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                         "best": better(scores)})
+    return rows
+
+
+def groups_figure(study: StudyRecord, rows: list[dict[str, Any]]) -> go.Figure:
+    """The seed's questions as bars: mean +- std per choice, and the best trial as a diamond."""
+    factors = list(dict.fromkeys(r["factor"] for r in rows))
+    fig = make_subplots(rows=1, cols=max(1, len(factors)), subplot_titles=factors, shared_yaxes=True)
+    for col, factor in enumerate(factors, start=1):
+        picked = [r for r in rows if r["factor"] == factor]
+        labels = [f"{r['value']} (n={r['n']})" for r in picked]
+        fig.add_trace(go.Bar(x=labels, y=[r["mean"] for r in picked], name="mean ± std",
+                             legendgroup="mean", showlegend=col == 1, marker={"color": "#9ecae1"},
+                             error_y={"type": "data", "array": [r["std"] for r in picked]}),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=labels, y=[r["best"] for r in picked], mode="markers",
+                                 name="best", legendgroup="best", showlegend=col == 1,
+                                 marker={"symbol": "diamond", "size": 11, "color": "#08306b"}),
+                      row=1, col=col)
+    fig.update_yaxes(title_text=study.value_name, row=1, col=1)
+    return fig
+
+
+# ---------------------------------------------------------------- Optuna's views
+
+
+def optuna_study(study: StudyRecord) -> Any:
+    """An in-memory Optuna study of the scored trials, for Optuna's importance and plots."""
+    import optuna
+
+    trials = comparable_trials(study)
+    distributions = _distributions(study, trials)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result = optuna.create_study(study_name=study.name,
+                                 direction="maximize" if study.mode == "max" else "minimize")
+    for t in trials:
+        params = {name: _optuna_value(t.params[param], d) for name, (param, d) in distributions.items()
+                  if sampled(name, t)}
+        result.add_trial(optuna.trial.create_trial(
+            params=params, distributions={n: d for n, (_, d) in distributions.items() if n in params},
+            value=t.value, user_attrs={"model": t.label, "trial": t.number}))
+    return result
+
+
+def _distributions(study: StudyRecord, trials: list[TrialRecord]) -> dict[str, tuple[str, Any]]:
+    """Searched keys that vary among the trials, with the distribution their values span."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, tuple[str, Any]] = {}
+    # Every [space] key, a per-optimizer one ("sgd: [0.01, 0.3] log; adam: ...") included; a
+    # fixed value is left out below, as its trials do not vary.
+    for key, described in sorted(study.searched.items()):
+        param = next((p + key for p in (tags.MODEL_PARAM, tags.TRAIN_PARAM)
+                      if all(p + key in t.params for t in trials)), None)
+        values = [parse_param(t.params[param]) for t in trials if sampled(key, t)] if param else []
+        if len(set(map(str, values))) < 2:
+            continue
+        log = " log" in described
+        if all(isinstance(v, int) for v in values):
+            out[key] = (param, IntDistribution(min(values), max(values), log=log and min(values) > 0))
+        elif all(isinstance(v, (int, float)) for v in values):
+            low, high = float(min(values)), float(max(values))
+            out[key] = (param, FloatDistribution(low, high, log=log and low > 0))
+        else:
+            out[key] = (param, CategoricalDistribution(sorted({str(v) for v in values})))
+    return out
+
+
+def sampled(key: str, trial: TrialRecord) -> bool:
+    """Whether a trial sampled this [space] key. A conditional one (search.studyfile.space_rules.CONDITIONS:
+    momentum only for the optimizers that use it, width only for wrn, ...) holds its default
+    in the other trials' params, which is no choice of the search: charting it would show
+    adam trials at momentum 0.9 and give momentum an importance it never had."""
+
+    if key not in CONDITIONS:
+        return True
+    deciding = CONDITIONS[key][0]
+    value = next((trial.params[p + deciding] for p in (tags.MODEL_PARAM, tags.TRAIN_PARAM)
+                  if p + deciding in trial.params), None)
+    return value is None or sampled_when(key, {deciding: value})
+
+
+def _optuna_value(text: str, distribution: Any) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return str(parse_param(text))
+    return int(parse_param(text)) if isinstance(distribution, IntDistribution) else float(parse_param(text))
+
+
+def optuna_figures(study: StudyRecord) -> tuple[dict[str, go.Figure], list[str]]:
+    """Importance (fANOVA), parallel coordinates and slices; a note for each that cannot be drawn."""
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+
+    figures: dict[str, go.Figure] = {}
+    notes: list[str] = []
+    in_memory = optuna_study(study)
+    if len(in_memory.trials) < 2 or not any(t.params for t in in_memory.trials):
+        return figures, ["importance, parallel coordinates and slices need at least two scored "
+                         "trials that differ in a searched hyperparameter"]
+    target = study.value_name  # Optuna would say "Objective Value"
+    makers = {
+        "importance": lambda: optuna.visualization.plot_param_importances(
+            in_memory, evaluator=FanovaImportanceEvaluator(seed=0), target_name=target),
+        "parallel": lambda: optuna.visualization.plot_parallel_coordinate(in_memory,
+                                                                          target_name=target),
+        "slices": lambda: optuna.visualization.plot_slice(in_memory, target_name=target),
+    }
+    for key, make in makers.items():
+        try:
+            figures[key] = make()
+        except (ValueError, RuntimeError) as error:  # e.g. too few trials for fANOVA's forest
+            notes.append(f"{key} chart not drawn ({error})")
+    # Optuna's importance compares trials on what all of them sampled (its intersection space).
+    partial = sorted(_partial_keys(in_memory))
+    if partial and "importance" in figures:
+        notes.append(f"importance leaves out {', '.join(partial)}: sampled by some trials only "
+                     f"(parallel coordinates and slices show them for those trials)")
+    return figures, notes
+
+
+def _partial_keys(in_memory: Any) -> set[str]:
+    """Parameters that some trials of the study have and others do not."""
+    every = [set(t.params) for t in in_memory.trials]
+    return set().union(*every) - set.intersection(*every) if every else set()
