@@ -57,7 +57,7 @@ def test_commands_that_read_a_store_do_not_import_torch():
 
     code = ("import sys; import search.cli.main as cli; cli.build_parser(); "
             "from resnet_core import CheckpointError, DataConfigError, DivergedError; "
-            "import search.cli.commands, search.results.retrieve, search.results.studies; "
+            "import search.cli.status, search.cli.report, search.results.retrieve, search.results.studies; "
             "import search.results.report; "
             "print(sorted(m for m in ('torch', 'sklearn', 'ray') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

@@ -9,18 +9,29 @@ folder of images is listed, not decoded: its classes, images per split, cache st
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import asdict
 from typing import Any
 
-from resnet_core import ModelConfig, searchable_fields
+from resnet_core import ModelConfig, describe_dataset, searchable_fields
 from search.space.sampler import explain_space
-from search.studyfile.config import StudyConfig, redact_url
+from search.studyfile.config import StudyConfig, load_study, redact_url
 from search.studyfile.paths import tracking_uri_and_source
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a study file and print the resolved study; starts nothing (no Ray, no MLflow)."""
+    resolved = resolve_study(load_study(args.study))
+    print(json.dumps(resolved, indent=2) if args.json else format_study(resolved))
+    return 0
 
 
 def resolve_study(config: StudyConfig) -> dict[str, Any]:
     """The study as plain data (the `--json` output)."""
-    from search.study.run import absolute_paths  # paths as the run resolves them
+    # Paths as the run resolves them; search.study.run imports torch (seconds), which the
+    # other commands must not pay at start.
+    from search.study.run import absolute_paths
 
     resolved = absolute_paths(config)
     fixed_model = {spec.name: spec.default for spec in searchable_fields(ModelConfig)
@@ -53,8 +64,7 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
 def _dataset(config: StudyConfig, resolved: StudyConfig) -> str:
     """What the data is (a user's folder: its classes, images per split, cache state): read
     from the files without decoding them; a folder that cannot be used is refused here."""
-    from resnet_core import describe_dataset
-    from search.study.run import data_errors_of
+    from search.study.run import data_errors_of  # torch: see resolve_study
 
     with data_errors_of(config):
         return describe_dataset(resolved.data)

@@ -1,27 +1,51 @@
-"""The `resnet-search` command line.
+"""The `resnet-search` command line: the parser, and `main`, which runs one command.
 
-Every command validates its input before starting anything: bad input prints
-one line (`resnet-search: error: ...`) and exits with code 2. Heavy imports
-(Ray, MLflow) happen inside the commands that need them.
+Each command lives in the module of this folder named after it (run.py: run and resume,
+status.py: status, best and studies, train.py: models, train and evaluate, ...). Every
+command validates its input before starting anything: bad input prints one line
+(`resnet-search: error: ...`) and exits with code 2. Heavy imports (Ray, MLflow, torch)
+happen inside the commands that need them.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import atexit
 import os
 import sys
+import tempfile
+import time
+import traceback
 import typing
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line with exit code 2."""
+from resnet_core import (
+    DATASETS,
+    CheckpointError,
+    DataConfig,
+    DataConfigError,
+    DivergedError,
+    ModelConfig,
+    TrainConfig,
+    field_types,
+    help_text,
+    scalar_type,
+)
+from search.cli.check import cmd_check
+from search.cli.errors import EXIT_USAGE, UsageError
+from search.cli.predict import cmd_predict
+from search.cli.report import cmd_report
+from search.cli.run import cmd_resume, cmd_run
+from search.cli.serve import cmd_serve
+from search.cli.status import cmd_best, cmd_status, cmd_studies
+from search.cli.train import cmd_evaluate, cmd_models, cmd_train
+from search.cli.ui import cmd_ui
+from search.study.interrupt import StudyFailed, StudyInterrupted
+from search.studyfile.config import ConfigError
+from search.studyfile.paths import home
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,8 +90,6 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from resnet_core import DATASETS
-
     parser = _Parser(prog="resnet-search", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -122,21 +144,17 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     added there is a flag here. Defaults stay the dataclasses': a flag not given is
     not passed on.
     """
-    from resnet_core import DataConfig, ModelConfig, TrainConfig
-
     for cls in (DataConfig, TrainConfig, ModelConfig):
         for spec in fields(cls):
             if cls is ModelConfig and not spec.metadata.get("model_option"):
                 continue  # the rest of the network is the --model name
             _add_field_flag(parser, cls, spec)
-    # The flag's name before it was named after its field.
+    # Its older name, still accepted so that existing scripts keep working.
     parser.add_argument("--no-decay-bn-bias", dest="exempt_bn_and_bias", action="store_const",
                         const=True, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _add_field_flag(parser: argparse.ArgumentParser, cls: type, spec: Any) -> None:
-    from resnet_core import field_types, help_text, scalar_type
-
     annotation = scalar_type(field_types(cls)[spec.name])
     shown = " ".join(map(str, spec.default)) if isinstance(spec.default, tuple) else spec.default
     default = "" if spec.default is None else f" (default: {shown})"
@@ -173,11 +191,6 @@ def _field_value(cls: type, name: str, kind: type, check_bounds: bool = True) ->
         return value
 
     return parse
-
-
-def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of `cls` given as flags (the rest keep the dataclass defaults)."""
-    return {spec.name: getattr(args, spec.name) for spec in fields(cls) if hasattr(args, spec.name)}
 
 
 def _add_search_commands(commands: Any) -> None:
@@ -248,119 +261,22 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- commands
 
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from resnet_core import architecture_cost, list_models, parse_model_name
-
-    rows = []
-    for name in list_models():
-        config = parse_model_name(name)
-        parameters, flops = architecture_cost(config, (args.input_size, args.input_size))
-        rows.append({
-            "name": name, "family": config.family, "depth": config.depth, "width": config.width,
-            "block": config.block, "shortcut": config.shortcut,
-            "parameters": parameters, "flops": flops,
-        })
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'name':<20} {'family':<14} {'depth':>5} {'width':>5} {'block':<10} "
-          f"{'params':>9} {'MFLOPs':>9}")
-    for r in rows:
-        print(f"{r['name']:<20} {r['family']:<14} {r['depth']:>5} {r['width']:>5} "
-              f"{r['block']:<10} {r['parameters'] / 1e6:>8.2f}M {r['flops'] / 1e6:>9.1f}")
-    print(f"\nAny valid depth parses too (plain-D, resnet-D, preact-resnet-D, wrn-D-K); "
-          f"FLOPs are multiply-adds per {args.input_size}x{args.input_size} image.")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from resnet_core import TrainConfig
-    from search.trial.single_run import train_to_directory
-
-    schedule = getattr(args, "schedule", TrainConfig.__dataclass_fields__["schedule"].default)
-    if hasattr(args, "milestones") and schedule != "milestones":
-        raise UsageError(f"--milestones needs --schedule milestones (got --schedule {schedule})")
-    with user_input():
-        model_config, train_config, data_config = _train_configs(args)
-    out = args.out or Path("runs") / f"{model_config.name}-{data_config.dataset}"
-    try:
-        summary = train_to_directory(model_config, train_config, data_config, out,
-                                     device=args.device, resume=args.resume,
-                                     progress=not args.quiet)
-    except KeyboardInterrupt:
-        if not (out / "checkpoint.pt").is_file():
-            raise  # nothing to continue from: main's plain "interrupted"
-        print(f"{'' if args.quiet else chr(10)}resnet-search: interrupted; "  # off the bar's line
-              f"{out / 'checkpoint.pt'} holds the last finished epoch: the same command with "
-              f"--resume continues", file=sys.stderr)
-        return 130
-    print(f"{summary['model']} on {data_config.dataset}: "
-          f"val accuracy {summary['val_accuracy']:.4f}, "
-          f"test accuracy {summary['test_accuracy']:.4f} "
-          f"({summary['parameters'] / 1e6:.2f}M parameters)")
-    print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
-    return 0
-
-
-def _train_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from resnet_core import DataConfig, ModelConfig, TrainConfig, parse_model_name
-
-    model_config = parse_model_name(args.model, **_given(args, ModelConfig))
-    return model_config, TrainConfig(**_given(args, TrainConfig)), DataConfig(**_given(args, DataConfig))
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from search.trial.single_run import evaluate_checkpoint
-
-    if args.checkpoint is not None:
-        result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, root=args.root,
-                                     split=args.split, device=args.device)
-    else:
-        from search.results.retrieve import evaluate_model_uri
-
-        result = evaluate_model_uri(args.model_uri, tracking_uri=args.tracking_uri,
-                                    dataset=args.dataset, root=args.root, split=args.split,
-                                    device=args.device)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{result['source']}: {result['dataset']} {result['split']} "
-              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
-              f"({result['images']} images)")
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    """Each file's top classes; a file that cannot be read is said and the rest go on
-    (exit 1 when any could not be classified)."""
-    from search.results.predict import predict_files  # imports torch: not at the CLI's start
-
-    predictions = predict_files(args.source, args.files, top_k=args.top_k, device=args.device,
-                                batch_size=args.batch_size, tracking_uri=args.tracking_uri)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    for p in predictions:
-        if p.error is not None:
-            print(f"resnet-search: {p.file}: {p.error}", file=sys.stderr)
-        elif not args.json:
-            print(f"{p.file}: " + ", ".join(f"{name} {probability:.3f}"
-                                            for name, probability in p.top))
-    return 1 if any(p.error for p in predictions) else 0
-
-
-COMMANDS = {
+# Each command's function, from the module of this folder named after it.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "check": cmd_check,
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "status": cmd_status,
+    "best": cmd_best,
+    "report": cmd_report,
+    "studies": cmd_studies,
+    "serve": cmd_serve,
+    "ui": cmd_ui,
 }
-
-
-def _search_command(name: str):
-    from search.cli import commands
-
-    return getattr(commands, f"cmd_{name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,11 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = COMMANDS.get(args.command) or _search_command(args.command)
-    from resnet_core import CheckpointError, DataConfigError, DivergedError
-    from search.study.interrupt import StudyFailed, StudyInterrupted
-    from search.studyfile.config import ConfigError
-
+    handler = COMMANDS[args.command]
     try:
         _check_device(getattr(args, "device", None))
         return handler(args)
@@ -403,8 +315,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _unexpected(error: Exception, debug: bool) -> int:
     """Print one line naming the file that holds the traceback (`--debug`: the traceback)."""
-    import traceback
-
     if debug:
         traceback.print_exc()
         return 1
@@ -418,11 +328,6 @@ def _unexpected(error: Exception, debug: bool) -> int:
 
 def _write_traceback(text: str) -> str:
     """RESNET_SEARCH_HOME/logs/error-TIME-PID.log, else the temp folder when home is unwritable."""
-    import tempfile
-    import time
-
-    from search.studyfile.paths import home
-
     name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     for folder in (home() / "logs", Path(tempfile.gettempdir())):
         try:
@@ -438,7 +343,7 @@ def _check_device(device: str | None) -> None:
     """--device must name a device this machine has, before anything starts."""
     if device is None:
         return
-    import torch
+    import torch  # 2-3 s: only commands given --device pay it
 
     try:
         chosen = torch.device(device)
@@ -452,27 +357,14 @@ def _check_device(device: str | None) -> None:
         raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N")
 
 
-@contextlib.contextmanager
-def user_input():
-    """Validation errors of configs built from arguments are the user's: exit code 2."""
-    from search.studyfile.config import ConfigError
-
-    try:
-        yield
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-
-
 def entry_point() -> None:
     """The `resnet-search` command: `main()`, then a quick exit.
 
     The exit handlers run as usual (Ray's shutdown, log flushing); what is skipped is the
     interpreter's own teardown, which after a study spent ~3 s finalising torch's and
-    Ray's native objects (measured for issue 12), work with no effect once the process
-    ends. In-process callers of `main()` (tests) are unaffected.
+    Ray's native objects, work with no effect once the process ends. In-process callers
+    of `main()` (tests) are unaffected.
     """
-    import atexit
-
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -18,7 +18,8 @@ from common import ROOT, cli, free_port
 from resnet_core.checkpoint import model_from_checkpoint
 from resnet_core.config import ModelConfig, TrainConfig, field_types, scalar_type
 from resnet_core.data import DataConfig
-from search.cli.main import _train_configs, build_parser
+from search.cli.main import build_parser
+from search.cli.train import _train_configs
 
 
 @pytest.mark.slow
