@@ -1,13 +1,16 @@
 """[space] -> an Optuna define-by-run function that only proposes buildable networks.
 
-The space is conditional:
+The space is conditional (`search.studyfile.space_rules.CONDITIONS`, from the family
+entries):
 - `block` is sampled only for families that have a choice (WRN is basic only),
-- `bn_position` only for the post-activation `resnet` family,
-- `width` (the WRN k) only for `wrn`,
+- `bn_position` only for families where BN may follow the addition,
+- `width` only for families with a width factor (the WRN k),
 - `momentum` only for optimizers that use it (sgd, nesterov, rmsprop),
 - `depth` only among the values that the sampled family and block accept.
 - a per-optimizer entry (`lr.sgd = {...}`, `lr.adam = {...}`) from the sampled
   optimizer's entry, under its own Optuna name (`lr.sgd`).
+Every other searchable field of the model, recipe and data configs is sampled when it is
+in [space]: the keys come from the configs, not from this module.
 
 The cost of the sampled network (parameters, multiply-adds) is computed on the
 meta device before the recipe is sampled; a network over a [constraints] limit
@@ -15,29 +18,38 @@ raises `InfeasibleArchitecture`, which the searcher (`search.space.searcher`) te
 Optuna and answers by sampling again, so it is never trained.
 
 Optuna needs one distribution per parameter name, so a parameter whose
-choices depend on earlier ones gets a context suffix (`depth.wrn`,
-`depth.resnet.bottleneck`). The function returns the resolved trial as
-`{"model": {...}, "train": {...}, "data": {...}}`, which is what trials receive.
+choices depend on earlier ones gets a context suffix (`depth.wrn.basic`,
+`depth.resnet.bottleneck`). A trial is a `search.trial.spec.TrialSpec`; Tune
+receives it as `TrialSpec.to_tune()`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
-from resnet_core import FAMILIES, ModelConfig, TrainConfig, searchable_fields
+from resnet_core import FAMILIES, DataConfig, ModelConfig, TrainConfig, family
 from search.studyfile.config import COSTS, StudyConfig
 from search.studyfile.space_rules import (
     CONDITIONS,
+    DATA_KEYS,
+    MODEL_KEYS,
+    STRUCTURE_KEYS,
+    TRAIN_KEYS,
     SpaceParam,
+    family_blocks,
     network_cost,
     sampled_under,
     sampled_when,
     valid_depths,
 )
+from search.trial.spec import TrialResources, TrialSpec
 
-MODEL_KEYS = tuple(spec.name for spec in searchable_fields(ModelConfig))
-TRAIN_KEYS = tuple(spec.name for spec in searchable_fields(TrainConfig))
+# After the structure, the keys a family decides, then the others: the order a seeded
+# study has always sampled in, so it samples the trials it sampled before.
+MODEL_ORDER = tuple(sorted((k for k in MODEL_KEYS if k not in STRUCTURE_KEYS),
+                           key=lambda k: k not in CONDITIONS))
+
 
 class InfeasibleArchitecture(Exception):
     """A sampled network over a [constraints] limit; the searcher resamples without training it."""
@@ -62,9 +74,8 @@ class SearchSpace:
 
     def __init__(self, config: StudyConfig) -> None:
         self.params = dict(config.space)
-        # Lists, not tuples: the trial config is plain data (JSON, MLflow params, Ray).
-        self.train = _plain(asdict(config.train))
-        self.data = _plain(asdict(config.data))
+        self.train = config.train
+        self.data = config.data
         self.seed = config.study.seed
         self.image_shape = tuple(config.data.image_shape)
         self.num_classes = config.data.num_classes  # a user's folder: counted once, here
@@ -75,70 +86,88 @@ class SearchSpace:
         self.workers = config.resources.workers_per_trial
         gpus = config.resources.gpus_per_trial
         # What a DDP trial (search.trial.distributed) splits among its workers: the trial totals / workers.
-        self.resources = {
-            "workers": self.workers,
-            "cpus_per_worker": config.resources.cpus_per_trial / self.workers,
-            "gpus_per_worker": 0.0 if gpus == "auto" else float(gpus) / self.workers,
-        }
+        self.resources = TrialResources(
+            workers=self.workers, cpus_per_worker=config.resources.cpus_per_trial / self.workers,
+            gpus_per_worker=0.0 if gpus == "auto" else float(gpus) / self.workers)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A searcher a resumed study saved before the typed spec held the recipe as dicts.
+        if isinstance(state.get("train"), dict):
+            state["train"] = TrainConfig(**state["train"])
+            state["data"] = DataConfig(**state["data"])
+            state["resources"] = TrialResources(**state["resources"])
+        self.__dict__.update(state)
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        model = self._sample_model(trial)
+        """The define-by-run function: the trial Tune carries (see `sample`)."""
+        return self.sample(trial).to_tune()
+
+    def sample(self, trial: Any) -> TrialSpec:
+        """One trial of the space: its network, then (if the network is within the
+        [constraints]) its recipe and data."""
+        model = ModelConfig(**self._sample_model(trial))  # resolves the family's defaults
         # Known before training: a network over a [constraints] limit is never trained.
-        cost = network_cost(model, self.image_shape, self.num_classes)
+        cost = network_cost(_searched(model), self.image_shape, self.num_classes)
         violations = constraint_violations(cost, self.limits)
         if any(v > 0 for v in violations):
             raise InfeasibleArchitecture(violations, cost)
-        train = self._sample_train(trial)
+        number = int(getattr(trial, "number", -1))
+        recipe = self._sample_keys(trial, self._recipe_order(),
+                                   {**asdict(self.train), **asdict(self.data)})
         # Every trial starts from a different initialisation; splits stay fixed.
-        train["seed"] = self.seed + self.train["seed"] + int(getattr(trial, "number", 0))
-        data = {**self.data, "split_seed": self.seed + self.data["split_seed"]}
-        return {"model": model, "network": ModelConfig(**model).name,  # as `models` names it
-                "train": train, "data": data, "cost": cost,
-                "constraints": dict(self.limits), "measure_latency": self.measure_latency,
-                "optuna_trial_number": int(getattr(trial, "number", -1)),
-                "resources": dict(self.resources)}
+        train = replace(self.train, **{k: recipe[k] for k in TRAIN_KEYS},
+                        seed=self.seed + self.train.seed + max(number, 0))
+        data = replace(self.data, **{k: recipe[k] for k in DATA_KEYS},
+                       split_seed=self.seed + self.data.split_seed)
+        return TrialSpec(model=model, train=train, data=data, resources=self.resources,
+                         number=number, cost=cost, constraints=dict(self.limits),
+                         measure_latency=self.measure_latency)
 
     def _sample_model(self, trial: Any) -> dict[str, Any]:
-        family = self._suggest(trial, "family")
-        model: dict[str, Any] = {"family": family}
-        if not sampled_when("block", model):
-            model["block"] = "basic"
+        name = self._suggest(trial, "family")
+        chosen: dict[str, Any] = {"family": name}
+        if not sampled_when("block", chosen):
+            chosen["block"] = family_blocks(family(name), None)[0]
         elif "block" in self.params:
-            model["block"] = self._suggest(trial, "block", context=family)
-        depth = self.params["depth"]
-        allowed = valid_depths(family, model.get("block"), depth)
-        context = family + (f".{model['block']}" if "block" in model else "")
-        if len(allowed) == 1:
-            model["depth"] = allowed[0]
-        elif depth.kind == "int" and _evenly_spaced(allowed):
-            # An ordered range lets TPE model depth as a number, not a label.
-            model["depth"] = trial.suggest_int(f"depth.{context}", allowed[0], allowed[-1],
-                                               step=allowed[1] - allowed[0])
-        else:
-            model["depth"] = trial.suggest_categorical(f"depth.{context}", allowed)
-        for key in ("width", "bn_position"):
-            if key in self.params and sampled_when(key, model):
-                model[key] = self._suggest(trial, key)
-        for key in ("shortcut", "dropout"):
-            if key in self.params:
-                model[key] = self._suggest(trial, key)
-        # Resolve the family's defaults (block, shortcut, ...) so every trial lists every key.
-        resolved = ModelConfig(**model).to_dict()
-        return {k: resolved[k] for k in MODEL_KEYS}
+            chosen["block"] = self._suggest(trial, "block", context=name)
+        chosen["depth"] = self._sample_depth(trial, name, chosen.get("block"))
+        return self._sample_keys(trial, MODEL_ORDER, chosen)
 
-    def _sample_train(self, trial: Any) -> dict[str, Any]:
-        train = dict(self.train)
-        for key in TRAIN_KEYS:  # the optimizer first: per-optimizer entries depend on it
-            if key in self.params and key != "momentum" and self.params[key].kind != "conditional":
-                train[key] = self._suggest(trial, key)
-        for key in TRAIN_KEYS:
+    def _sample_depth(self, trial: Any, name: str, block: str | None) -> int:
+        depth = self.params["depth"]
+        allowed = valid_depths(name, block, depth)
+        context = name + (f".{block}" if block else "")
+        if len(allowed) == 1:
+            return allowed[0]
+        if depth.kind == "int" and _evenly_spaced(allowed):
+            # An ordered range lets TPE model depth as a number, not a label.
+            return trial.suggest_int(f"depth.{context}", allowed[0], allowed[-1],
+                                     step=allowed[1] - allowed[0])
+        return trial.suggest_categorical(f"depth.{context}", allowed)
+
+    def _recipe_order(self) -> list[str]:
+        """The recipe's keys of this space: plain ones first (the optimizer among them), then
+        the per-optimizer entries and the conditional keys, which depend on the optimizer."""
+        keys = [k for k in (*TRAIN_KEYS, *DATA_KEYS) if k in self.params]
+        plain = [k for k in keys if k not in CONDITIONS and self.params[k].kind != "conditional"]
+        per_value = [k for k in keys if self.params[k].kind == "conditional"]
+        return plain + per_value + [k for k in keys if k not in plain + per_value]
+
+    def _sample_keys(self, trial: Any, keys: Any, chosen: dict[str, Any]) -> dict[str, Any]:
+        """`chosen`, with each key of the space in `keys` that applies to it sampled, in order."""
+        chosen = dict(chosen)
+        for key in keys:
             param = self.params.get(key)
-            if param is not None and param.kind == "conditional" and sampled_when(key, train):
-                train[key] = self._suggest(trial, key, context=train[param.by])
-        if "momentum" in self.params and self.params["momentum"].kind != "conditional" \
-                and sampled_when("momentum", train):
-            train["momentum"] = self._suggest(trial, "momentum", context=train["optimizer"])
-        return train
+            if param is None or not sampled_when(key, chosen):
+                continue
+            if param.kind == "conditional":
+                context = chosen[param.by]
+            elif key in CONDITIONS and CONDITIONS[key].per_value:
+                context = chosen[CONDITIONS[key].deciding]
+            else:
+                context = None
+            chosen[key] = self._suggest(trial, key, context=context)
+        return chosen
 
     def _suggest(self, trial: Any, key: str, context: str | None = None) -> Any:
         param: SpaceParam = self.params[key]
@@ -157,8 +186,9 @@ class SearchSpace:
                                    log=param.log)
 
 
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+def _searched(model: ModelConfig) -> dict[str, Any]:
+    values = model.to_dict()
+    return {key: values[key] for key in MODEL_KEYS}
 
 
 def _evenly_spaced(values: list[int]) -> bool:
@@ -206,10 +236,11 @@ def explain_space(config: StudyConfig) -> list[dict[str, Any]]:
 
 
 def _depths_by_family(config: StudyConfig, families: tuple[str, ...]) -> dict[str, list[int]]:
-    blocks = config.space["block"].candidates() if "block" in config.space else None
     out = {}
-    for family in families:
-        for block in (None,) if family == "wrn" or not blocks else blocks:
-            label = family if block is None else f"{family}.{block}"
-            out[label] = valid_depths(family, block, config.space["depth"])
+    for name in families:
+        # A family without a choice of block: its depths under its own name (`wrn`).
+        blocks = family_blocks(family(name), config.space.get("block"))
+        for block in blocks if family(name).has_block_choice else (None,):
+            label = name if block is None else f"{name}.{block}"
+            out[label] = valid_depths(name, block, config.space["depth"])
     return out

@@ -24,6 +24,7 @@ from search.space.sampler import InfeasibleArchitecture, SearchSpace, constraint
 from search.studyfile.config import COSTS, ConfigError, StudyConfig
 from search.tracking import tags
 from search.tracking.store import redact_url
+from search.trial.spec import TrialSpec
 
 METRIC_ATTR = tags.OPTUNA_METRIC_ATTR
 # Networks over a [constraints] limit the searcher may reject in a row before giving up.
@@ -190,7 +191,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
                 continue
             costs = self.__dict__.setdefault("_costs", {})
-            costs[trial_id] = (config.get("cost") or {}, config.get("constraints") or {})
+            spec = TrialSpec.from_tune(config)
+            costs[trial_id] = (dict(spec.cost), dict(spec.constraints))
             return config
         raise RuntimeError(f"the searcher rejected {MAX_REJECTIONS} networks in a row as "
                            f"over the [constraints] limits; raise the limits or give "

@@ -27,6 +27,7 @@ from typing import Any
 from resnet_core import CHECKPOINT_FILE, model_from_checkpoint
 from search.studyfile.config import StudyConfig
 from search.tracking import ranking, tags
+from search.trial.spec import TrialSpec
 
 # torch.export is not thread-safe: two exports at once fail inside its tracer
 # ("_EXPORT_MODULE_HIERARCHY must not be None"). The champion's export takes this lock too,
@@ -110,11 +111,12 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
             "study": config.study.name, "trial_id": winner.score.trial_id,
             "best_epoch": str(winner.score.best.epoch)})
     client.set_registered_model_alias(config.registered_model, tags.CHAMPION_ALIAS, version.version)
+    spec = TrialSpec.from_tune(winner.config)
     best_summary = {
         "trial_id": winner.score.trial_id,
         "optuna_trial_number": winner.score.number,
         "mlflow_run_id": winner.mlflow_run_id,
-        "config": {k: winner.config.get(k) for k in ("model", "train")},
+        "config": {"model": spec.model_values(), "train": spec.train_values()},
         "metric": config.study.metric,
         "value": winner.score.best.value,
         "epoch": winner.score.best.epoch,

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from resnet_core import DataConfig, ModelConfig, build_model
+from search.trial.spec import TrialSpec
 
 CUDA_OVERHEAD_BYTES = 600 * 2**20  # context, cuDNN/cuBLAS workspaces, allocator slack
 SAFETY = 0.85  # use at most this share of a GPU's memory
@@ -126,11 +127,12 @@ class AutoGpuResources:
         self.gpu_bytes = gpu_bytes or gpu_memory_bytes()
 
     def fraction_for(self, trial_config: dict) -> float:
-        train = trial_config["train"]
+        """The share of a GPU for the trial Tune is about to start (`TrialSpec.to_tune`)."""
+        spec = TrialSpec.from_tune(trial_config)
         estimate = estimate_training_memory(
-            ModelConfig(**trial_config["model"]), train["batch_size"],
-            DataConfig(self.dataset).image_shape, optimizer=train["optimizer"],
-            amp=train.get("amp") is not False, dataset_images=DATASET_IMAGES.get(self.dataset, 0),
+            spec.model, spec.train.batch_size, DataConfig(self.dataset).image_shape,
+            optimizer=spec.train.optimizer, amp=spec.train.amp is not False,
+            dataset_images=DATASET_IMAGES.get(self.dataset, 0),
         )
         return gpu_fraction(estimate.total, self.gpu_bytes)
 

@@ -45,6 +45,7 @@ from search.studyfile.config import ConfigError, StudyConfig, parse_study
 from search.studyfile.paths import default_artifact_root, default_storage_path
 from search.tracking import tags
 from search.tracking.phases import phases_for, timed
+from search.trial.spec import PROGRESS_COLUMNS
 
 
 class StudyAlreadyCompleted(Exception):
@@ -173,9 +174,8 @@ def progress_table(config: StudyConfig):
     use_classic_output()
     return CLIReporter(
         # The network by its registry name (wrn-16-2, resnet-20-bottleneck): a "k" column
-        # read k=1 for every non-WRN trial.
-        parameter_columns={"network": "network", "model/dropout": "dropout",
-                           "train/optimizer": "optimizer", "train/lr": "lr"},
+        # would read k=1 for every family without a width.
+        parameter_columns=PROGRESS_COLUMNS,
         metric_columns={"epoch": "epoch", "val_accuracy": "val acc",
                         "best_val_accuracy": "best val acc"},
         max_report_frequency=15, sort_by_metric=True, max_progress_rows=25,

@@ -28,6 +28,8 @@ from search.studyfile.space_rules import (
     REQUIRED_SPACE_KEYS,
     SpaceParam,
     SpaceRules,
+    applies_under,
+    cheapest_architecture,
     check_depths,
     describe_param,
     did_you_mean,
@@ -333,13 +335,13 @@ def _check_warmup_fits(check: _Checker, config: StudyConfig) -> None:
 
 
 def _check_each_key_is_sampled(check: _Checker, config: StudyConfig) -> None:
-    """A conditional key that no trial of the space can sample (width without wrn, momentum
-    with only adam) would be dropped without a word: refused, as a per-optimizer entry for
-    an optimizer never sampled is."""
+    """A conditional key that no trial of the space can sample (a width where no family has
+    one, momentum with only adam) would be dropped without a word: refused, as a
+    per-optimizer entry for an optimizer never sampled is."""
     for key, param in config.space.items():
         if (key in CONDITIONS and param.kind != "conditional"
                 and sampled_under(key, config.space, config.train.optimizer) is None):
-            deciding, _, rule = CONDITIONS[key]
+            deciding, rule = CONDITIONS[key].deciding, CONDITIONS[key].rule
             source = (f"[space] {deciding} = {list(config.space[deciding].candidates())!r}"
                       if deciding in config.space else
                       f"[train] {deciding} = {getattr(config.train, deciding)!r}")
@@ -350,12 +352,10 @@ def _check_each_key_is_sampled(check: _Checker, config: StudyConfig) -> None:
 def _check_cases(check: _Checker, param: SpaceParam, by_param: SpaceParam | None,
                  fixed: Any) -> None:
     """A per-optimizer entry covers exactly the optimizers that can reach it."""
-    from resnet_core import uses_momentum
-
     by = param.by
     sampled = by_param.candidates() if by_param is not None else (fixed,)
     source = f"[space] {by} {list(sampled)!r}" if by_param is not None else f"[train] {by}={fixed!r}"
-    needed = [v for v in sampled if param.name != "momentum" or uses_momentum(v)]
+    needed = [v for v in sampled if applies_under(param.name, by, v)]
     given = [name for name, _ in param.cases]
     for value in needed:
         if value not in given:
@@ -385,8 +385,6 @@ def _check_objectives(check: _Checker, config: StudyConfig, raw: dict[str, Any])
 
 
 def _check_constraints(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -> None:
-    from search.studyfile.space_rules import cheapest_architecture
-
     for cost, limit in config.constraints.limits().items():
         if not limit > 0:
             check.fail(f"[constraints] {COSTS[cost]}: {limit!r} must be > 0")

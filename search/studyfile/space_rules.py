@@ -1,8 +1,11 @@
-"""[space] keys: which exist, what their values may be, and which depths each family accepts.
+"""[space] keys: which exist, what their values may be, when each is sampled, and which
+depths each family accepts.
 
-The keys are the searchable fields of resnet_core's `ModelConfig` and
-`TrainConfig` (`option(searchable=True)`); their types, choices and bounds come
-from those fields, so a field made searchable there is a [space] key here.
+The keys are the searchable fields of resnet_core's `ModelConfig`, `TrainConfig` and
+`DataConfig` (`option(searchable=True)`); their types, choices and bounds come from those
+fields, so a field made searchable there is a [space] key here, and the sampler
+(`search.space.sampler`) samples it. Which keys apply to which networks comes from the
+family entries (`resnet_core.family`): no family is named here.
 """
 
 from __future__ import annotations
@@ -11,18 +14,20 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from resnet_core import (
     FAMILIES,
     OPTIMIZERS,
+    DataConfig,
     ModelConfig,
+    NetworkFamily,
     TrainConfig,
     accepts,
     allowed_text,
-    default_block,
+    family,
     field_types,
-    is_valid_depth,
+    registered_families,
     scalar_type,
     searchable_fields,
     uses_momentum,
@@ -64,9 +69,25 @@ class SpaceParam:
         return dict(self.cases)[value] if self.kind == "conditional" else self
 
 
+def _owners(*classes: type) -> dict[str, type]:
+    owners: dict[str, type] = {}
+    for cls in classes:
+        for spec in searchable_fields(cls):
+            if spec.name in owners:  # a trial's sampled values are one flat namespace
+                raise TypeError(f"[space] key {spec.name!r} is searchable in both "
+                                f"{owners[spec.name].__name__} and {cls.__name__}")
+            owners[spec.name] = cls
+    return owners
+
+
 # [space] key -> the resnet_core config that owns the field (types, choices, bounds).
-SPACE_KEYS: dict[str, type] = {
-    spec.name: cls for cls in (ModelConfig, TrainConfig) for spec in searchable_fields(cls)}
+SPACE_KEYS: dict[str, type] = _owners(ModelConfig, TrainConfig, DataConfig)
+MODEL_KEYS = tuple(k for k, owner in SPACE_KEYS.items() if owner is ModelConfig)
+TRAIN_KEYS = tuple(k for k, owner in SPACE_KEYS.items() if owner is TrainConfig)
+DATA_KEYS = tuple(k for k, owner in SPACE_KEYS.items() if owner is DataConfig)
+# The network's structure, sampled first and in this order: the family decides which
+# blocks it takes, the family and the block which depths.
+STRUCTURE_KEYS = ("family", "block", "depth")
 # Fields a network cannot be built without must be in the space.
 REQUIRED_SPACE_KEYS = tuple(
     spec.name for spec in searchable_fields(ModelConfig) if spec.default is MISSING)
@@ -116,8 +137,6 @@ class SpaceRules:
 
     def _conditional_param(self, key: str, value: dict[str, Any], where: str) -> SpaceParam:
         """`lr = { sgd = { low, high }, adam = [...] }`: one entry per value of the optimizer."""
-        from resnet_core import OPTIMIZERS
-
         if where != f"[space] {key}":
             self.fail(f"{where}: a conditional entry cannot be nested; give a value, a list "
                       f"or {{ low, high }}")
@@ -170,32 +189,40 @@ class SpaceRules:
                           step=step)
 
 
+def family_blocks(entry: NetworkFamily, blocks: SpaceParam | None) -> tuple[str | None, ...]:
+    """The blocks a trial of this family can have: its own where it has no choice, else the
+    space's choice, else None (each depth's usual block)."""
+    if not entry.has_block_choice:
+        return entry.blocks
+    return (blocks.candidates() or (None,)) if blocks is not None else (None,)
+
+
 def check_depths(check: Any, space: dict[str, SpaceParam]) -> None:
     """Every family/block combination the space can produce must have a valid depth."""
-    families = space["family"].candidates() or FAMILIES
     blocks_param = space.get("block")
     depth = space["depth"]
-    for family in families:
-        blocks = ("basic",) if family == "wrn" else (
-            blocks_param.candidates() if blocks_param else (None,))
-        for block in blocks:
-            if family == "wrn" and blocks_param and "basic" not in (blocks_param.candidates() or ()):
-                check.fail(f"[space] block: {list(blocks_param.candidates())!r} has no block for "
-                           f"family 'wrn', which uses basic blocks only")
-            if not valid_depths(family, block, depth):
-                rule = _rule_text(family, block)
-                blocks_label = "" if block is None or family == "wrn" else f" with {block} blocks"
-                check.fail(f"[space] depth: {describe_param(depth)} has no valid depth for family "
-                           f"{family!r}{blocks_label} "
-                           f"({rule})")
+    for name in space["family"].candidates() or FAMILIES:
+        entry = family(name)
+        searched = blocks_param.candidates() if blocks_param else None
+        if not entry.has_block_choice and searched and not set(entry.blocks) & set(searched):
+            check.fail(f"[space] block: {list(searched)!r} has no block for family {name!r}, "
+                       f"which uses {' or '.join(entry.blocks)} blocks only")
+        for block in family_blocks(entry, blocks_param):
+            if not valid_depths(name, block, depth):
+                with_blocks = f" with {block} blocks" if block and entry.has_block_choice else ""
+                check.fail(f"[space] depth: {describe_param(depth)} has no valid depth for "
+                           f"family {name!r}{with_blocks} ({entry.depth_rule_text(block)})")
     if "bn_position" in space and "after_add" in (space["bn_position"].candidates() or ()):
-        if "resnet" not in families:
-            check.fail("[space] bn_position: 'after_add' needs family 'resnet' in [space] family")
+        families = space["family"].candidates() or FAMILIES
+        if not any(family(name).has_bn_position for name in families):
+            needed = " or ".join(repr(f.name) for f in registered_families() if f.has_bn_position)
+            check.fail(f"[space] bn_position: 'after_add' needs family {needed} in [space] family")
 
 
 def network_cost(model: dict[str, Any], image_shape: tuple[int, int, int], num_classes: int
                  ) -> dict[str, int]:
     """{"params", "flops"} (multiply-adds per image) of a sampled network, on the meta device."""
+    # Imported here: it loads torch, which `check` pays only for a space with [constraints].
     from resnet_core import architecture_cost
 
     channels, height, width = image_shape
@@ -207,22 +234,20 @@ def network_cost(model: dict[str, Any], image_shape: tuple[int, int, int], num_c
 def cheapest_architecture(space: dict[str, SpaceParam], image_shape: tuple[int, int, int],
                           num_classes: int = 10) -> dict[str, tuple[int, str]]:
     """The fewest parameters and FLOPs any network of the space has: {cost: (value, name)}."""
-    families = space["family"].candidates() or FAMILIES
     widths = _smallest(space.get("width"))
     shortcuts = space["shortcut"].candidates() if "shortcut" in space else (None,)
     best: dict[str, tuple[int, str]] = {}
-    for family in families:
-        blocks = ("basic",) if family == "wrn" else (
-            space["block"].candidates() if "block" in space else (None,))
-        for block in blocks or (None,):
-            for depth in valid_depths(family, block, space["depth"]):
+    for name in space["family"].candidates() or FAMILIES:
+        entry = family(name)
+        width = widths if entry.has_width else 1
+        for block in family_blocks(entry, space.get("block")):
+            for depth in valid_depths(name, block, space["depth"]):
                 for shortcut in shortcuts or (None,):
-                    model = {"family": family, "depth": depth, "block": block,
-                             "shortcut": shortcut, "width": widths if family == "wrn" else 1}
-                    name = f"{family}-{depth}" + (f"-{widths}" if family == "wrn" else "")
+                    model = {"family": name, "depth": depth, "block": block,
+                             "shortcut": shortcut, "width": width}
                     for cost, value in network_cost(model, image_shape, num_classes).items():
                         if cost not in best or value < best[cost][0]:
-                            best[cost] = (value, name)
+                            best[cost] = (value, entry.model_name(depth, width))
     return best
 
 
@@ -233,7 +258,7 @@ def _smallest(param: SpaceParam | None) -> int:
     return int(min(values)) if values else int(math.ceil(param.low))
 
 
-def valid_depths(family: str, block: str | None, depth: SpaceParam) -> list[int]:
+def valid_depths(name: str, block: str | None, depth: SpaceParam) -> list[int]:
     """The depths of a [space] depth entry that the family and block accept.
 
     With `block=None` (not searched) the papers' default block of each depth
@@ -243,22 +268,7 @@ def valid_depths(family: str, block: str | None, depth: SpaceParam) -> list[int]
         candidates = [d for d in depth.candidates() if _is_int(d)]
     else:
         candidates = list(range(math.ceil(depth.low), math.floor(depth.high) + 1))
-    result = []
-    for d in candidates:
-        chosen = "basic" if family == "wrn" else (block or default_block(family, d))
-        if is_valid_depth(family, chosen, d):
-            result.append(d)
-    return result
-
-
-def _rule_text(family: str, block: str | None) -> str:
-    if family == "wrn":
-        return "wrn depths are 6n+4: 10, 16, 22, 28, 40, ..."
-    if block == "bottleneck":
-        return "bottleneck depths are 9n+2: 11, 20, 29, ..., 164"
-    if block == "basic":
-        return "basic depths are 6n+2: 8, 14, 20, 32, 44, 56, 110"
-    return "depths are 6n+2 (basic) or 9n+2 (bottleneck): 8, 14, 20, 32, 56, 110, 164"
+    return family(name).depths(candidates, block)
 
 
 def searchable_names(cls: type) -> tuple[str, ...]:
@@ -290,25 +300,57 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+class Condition(NamedTuple):
+    """When a [space] key is sampled: when `applies` to the trial's value of `deciding`
+    (its family or optimizer); other trials keep the key's default."""
+
+    deciding: str
+    applies: Callable[[Any], bool]
+    describe: Callable[[], str]  # the rule in words, from the families registered now
+    # Optuna names the parameter per deciding value (`momentum.sgd`): its best value differs.
+    per_value: bool = False
+
+    @property
+    def rule(self) -> str:
+        return self.describe()
+
+
+def _family_condition(flag: str, what: str) -> Condition:
+    """Sampled for the families whose entry sets `flag` (`has_width`, ...)."""
+
+    def describe() -> str:
+        names = [entry.name for entry in registered_families() if getattr(entry, flag)]
+        which = f"is {names[0]}" if len(names) == 1 else f"in {', '.join(names)}"
+        return f"family {which} ({what})"
+
+    return Condition("family", lambda name: getattr(family(name), flag), describe)
+
+
 MOMENTUM_OPTIMIZERS = tuple(name for name in OPTIMIZERS if uses_momentum(name))
 
-# The conditional parameters: sampled only when the trial's `family` or `optimizer` passes
-# the test; otherwise the trial keeps the default. Key -> (deciding key, test, the rule in
-# words, for `resnet-search check` and for a study file whose space can never sample it).
-CONDITIONS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
-    "block": ("family", lambda family: family != "wrn", "family != 'wrn' (wrn uses basic blocks only)"),
-    "width": ("family", lambda family: family == "wrn", "family == 'wrn'"),
-    "bn_position": ("family", lambda family: family == "resnet", "family == 'resnet'"),
-    "momentum": ("optimizer", uses_momentum, f"optimizer in {', '.join(MOMENTUM_OPTIMIZERS)}"),
+# The conditional keys: sampled only when the trial's family or optimizer is one they
+# apply to; otherwise the trial keeps the default (for `resnet-search check` and for a
+# study file whose space can never sample one).
+CONDITIONS: dict[str, Condition] = {
+    "block": _family_condition("has_block_choice", "a family with a choice of block"),
+    "width": _family_condition("has_width", "a family with a width factor"),
+    "bn_position": _family_condition("has_bn_position", "a family with a choice of BN position"),
+    "momentum": Condition("optimizer", uses_momentum,
+                          lambda: f"optimizer in {', '.join(MOMENTUM_OPTIMIZERS)}", per_value=True),
 }
 
 
 def sampled_when(key: str, chosen: dict[str, Any]) -> bool:
-    """Whether a conditional parameter applies to a trial with these values."""
+    """Whether a key applies to a trial with these values (`chosen` holds its deciding key)."""
     if key not in CONDITIONS:
         return True
-    deciding, applies, _ = CONDITIONS[key]
-    return applies(chosen[deciding])
+    return CONDITIONS[key].applies(chosen[CONDITIONS[key].deciding])
+
+
+def applies_under(key: str, deciding: str, value: Any) -> bool:
+    """Whether a key can apply where `deciding` has this value (a per-optimizer entry's case)."""
+    condition = CONDITIONS.get(key)
+    return condition is None or condition.deciding != deciding or condition.applies(value)
 
 
 def possible_trials(space: dict[str, SpaceParam], optimizer: str) -> list[dict[str, Any]]:
@@ -323,9 +365,9 @@ def possible_trials(space: dict[str, SpaceParam], optimizer: str) -> list[dict[s
 def sampled_under(key: str, space: dict[str, SpaceParam], optimizer: str) -> str | None:
     """When this space samples a conditional key, in its own values ("family is wrn",
     "optimizer in sgd, nesterov"); None when no trial of the space can."""
-    deciding, applies, _ = CONDITIONS[key]
+    deciding = CONDITIONS[key].deciding
     values = list(dict.fromkeys(trial[deciding] for trial in possible_trials(space, optimizer)
-                                if applies(trial[deciding])))
+                                if sampled_when(key, trial)))
     if not values:
         return None
     return f"{deciding} is {values[0]}" if len(values) == 1 else f"{deciding} in {', '.join(values)}"

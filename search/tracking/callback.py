@@ -28,6 +28,7 @@ from search.tracking import ranking, tags
 from search.tracking.phases import PhaseTimes, phases_for, timed
 from search.tracking.store import client_for, trial_run
 from search.tracking.writer import TrackingWriter, writer_for
+from search.trial.spec import TrialSpec
 
 # The study run's summary (`search.tracking.summary`) reads every trial run, so rewriting it
 # after every finished trial costs O(trials) each time and O(trials^2) a study: the driver of
@@ -52,20 +53,21 @@ def trial_outcome(last_result: dict[str, Any], epochs: int) -> str:
     return tags.COMPLETED
 
 
-def trial_cost_params(config: dict[str, Any]) -> dict[str, str]:
+def trial_cost_params(spec: TrialSpec) -> dict[str, str]:
     """Parameters and multiply-adds of the trial's network (meta device: no weights allocated)."""
-    cost = config.get("cost")
-    if cost:  # what the space computed (and [constraints] checked) before training
-        return {"model.parameters": str(cost["params"]), "model.flops": str(cost["flops"])}
-    from resnet_core import DataConfig, architecture_cost
+    if spec.cost:  # what the space computed (and [constraints] checked) before training
+        return {"model.parameters": str(spec.cost["params"]),
+                "model.flops": str(spec.cost["flops"])}
+    # Imported here: torch loads for the count, which only a trial without a cost needs.
+    from resnet_core import architecture_cost
 
     try:
-        data = DataConfig(**config["data"])
-        channels, height, width = data.image_shape
+        channels, height, width = spec.data.image_shape
         # The trial's network is built for its data's channels and classes (as TrainingRun does).
-        parameters, flops = architecture_cost(config["model"], (height, width), in_channels=channels,
-                                              num_classes=data.num_classes)
-    except (KeyError, TypeError, ValueError):  # a trial config from another version: no cost
+        parameters, flops = architecture_cost(spec.model_values(), (height, width),
+                                              in_channels=channels,
+                                              num_classes=spec.data.num_classes)
+    except (KeyError, TypeError, ValueError):  # data this version cannot read: no cost
         return {}
     return {"model.parameters": str(parameters), "model.flops": str(flops)}
 
@@ -127,16 +129,16 @@ class MlflowTrialCallback(Callback):
         return run_id
 
     def _create_trial_run(self, trial) -> str:
-        config = trial.config
-        number = config.get("optuna_trial_number", -1)
+        spec = TrialSpec.from_tune(trial.config)
+        number = spec.number
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{number:03d}-{trial.trial_id}", tags={
                 tags.PARENT: self.study_run_id, tags.KIND: tags.KIND_TRIAL, tags.STUDY: self.study_name,
                 tags.TRIAL_ID: trial.trial_id, tags.OPTUNA_NUMBER: str(number),
                 tags.STATUS: tags.RUNNING,
             })
-        params = {**config_params(model=config.get("model", {}), train=config.get("train", {})),
-                  **trial_cost_params(config)}
+        params = {**config_params(model=spec.model_values(), train=spec.train_values()),
+                  **trial_cost_params(spec)}
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         return run.info.run_id
 

@@ -1,4 +1,5 @@
-"""What one trial runs: the Tune trainable, its DDP workers, and single training runs.
+"""What one trial runs: its typed spec, the Tune trainable, its DDP workers, and single
+training runs.
 """
 
 from search import lazy_exports
@@ -16,6 +17,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "start_launcher": "distributed",
     "train_distributed_trial": "distributed",
     "evaluate_checkpoint": "single_run",
+    "TrialResources": "spec",
+    "TrialSpec": "spec",
     "evaluate_module": "single_run",
     "train_to_directory": "single_run",
     "build_run": "trainable",

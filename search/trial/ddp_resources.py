@@ -9,27 +9,12 @@ the W workers share the rest evenly, so a trial reserves exactly
 from __future__ import annotations
 
 import math
-from typing import Any
 
 # The trial's own process only launches the DDP workers: it needs (almost) nothing,
 # but Tune refuses an empty request ("empty head and zero worker bundles").
 DDP_DRIVER_CPU = 0.01
 # Ray's resource granularity: requests are rounded to 4 decimal places.
 RESOURCE_DIGITS = 4
-
-
-def worker_resources(config: dict[str, Any]) -> dict[str, float]:
-    """The trial's `resources` entry (see `search.space.sampler.SearchSpace`), validated."""
-    resources = config.get("resources")
-    if not resources or "workers" not in resources:
-        raise ValueError("a distributed trial needs config['resources'] = {'workers': W, "
-                         "'cpus_per_worker': c, 'gpus_per_worker': g} (search.space.sampler.SearchSpace)")
-    workers = int(resources["workers"])
-    cpus = float(resources.get("cpus_per_worker", 1.0))
-    gpus = float(resources.get("gpus_per_worker", 0.0) or 0.0)
-    if workers < 1 or cpus <= 0 or gpus < 0:
-        raise ValueError(f"invalid trial resources {resources}")
-    return {"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus}
 
 
 def torch_threads(cpus_per_worker: float) -> int:

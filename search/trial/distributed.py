@@ -40,13 +40,9 @@ import ray
 import ray.train
 from ray import tune
 
-from search.trial.ddp_resources import (
-    backend_for,
-    reserved_cpus_per_worker,
-    torch_threads,
-    worker_resources,
-)
+from search.trial.ddp_resources import backend_for, reserved_cpus_per_worker, torch_threads
 from search.trial.ddp_worker import train_loop_per_worker
+from search.trial.spec import TrialSpec
 
 # Folder (inside the Tune trial's storage folder) where Ray Train stages the
 # checkpoints of rank 0 before the trial process hands them to Tune.
@@ -65,7 +61,7 @@ def worker_group_start_timeout_s() -> float:
                                 RAY_DEFAULT_WORKER_GROUP_START_TIMEOUT_S))
 
 
-def build_trainer(config: dict[str, Any], *, resume_from: tune.Checkpoint | None = None,
+def build_trainer(spec: TrialSpec, *, resume_from: tune.Checkpoint | None = None,
                   storage_path: str | None = None, storage_filesystem: Any = None,
                   name: str | None = None, callbacks: list | None = None,
                   loop: Callable[[dict[str, Any]], None] | None = None,
@@ -77,22 +73,22 @@ def build_trainer(config: dict[str, Any], *, resume_from: tune.Checkpoint | None
     """
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    need = worker_resources(config)
-    per_worker = {"CPU": reserved_cpus_per_worker(need["cpus_per_worker"], need["workers"])}
-    if need["gpus_per_worker"]:
-        per_worker["GPU"] = need["gpus_per_worker"]
+    need = spec.resources
+    per_worker = {"CPU": reserved_cpus_per_worker(need.cpus_per_worker, need.workers)}
+    if need.gpus_per_worker:
+        per_worker["GPU"] = need.gpus_per_worker
     loop_config = {
-        "trial": {k: v for k, v in config.items() if k != "resources"},
-        "threads": torch_threads(need["cpus_per_worker"]),
+        "trial": spec,
+        "threads": torch_threads(need.cpus_per_worker),
         "resume_from": resume_from,
         **(extra_loop_config or {}),
     }
     return TorchTrainer(
         loop or train_loop_per_worker,
         train_loop_config=loop_config,
-        torch_config=TorchConfig(backend=backend_for(need["gpus_per_worker"])),
+        torch_config=TorchConfig(backend=backend_for(need.gpus_per_worker)),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=need["workers"], use_gpu=need["gpus_per_worker"] > 0,
+            num_workers=need.workers, use_gpu=need.gpus_per_worker > 0,
             resources_per_worker=per_worker,
         ),
         run_config=ray.train.RunConfig(
@@ -144,13 +140,13 @@ class TrainRunLauncher:
         if self.stop.is_set():  # the trial went away while the workers started
             self._free_workers()
 
-    def fit(self, config: dict[str, Any], resume_from: Any, storage_path: str,
+    def fit(self, spec: TrialSpec, resume_from: Any, storage_path: str,
             storage_filesystem: Any, name: str, **trainer_options: Any) -> None:
         """Run the trial's Train run to its end (`trainer_options` go to `build_trainer`)."""
         launcher = ray.get_runtime_context().current_actor
         self.staging = (storage_filesystem, storage_path)
         try:
-            build_trainer(config, resume_from=resume_from, storage_path=storage_path,
+            build_trainer(spec, resume_from=resume_from, storage_path=storage_path,
                           storage_filesystem=storage_filesystem, name=name,
                           callbacks=[ForwardToTrial(self.queue)],
                           extra_loop_config={"launcher": launcher}, **trainer_options).fit()
@@ -261,7 +257,8 @@ def _forward_results(queue: Any, fit: ray.ObjectRef) -> None:
 
 
 def train_distributed_trial(config: dict[str, Any]) -> None:
-    """Ray Tune entry point for trials of `workers_per_trial > 1` DDP workers."""
+    """Ray Tune entry point for trials of `workers_per_trial > 1` DDP workers (`config`:
+    `TrialSpec.to_tune`)."""
     from ray.util.queue import Queue
 
     trial_path, filesystem = _trial_storage()
@@ -270,7 +267,8 @@ def train_distributed_trial(config: dict[str, Any]) -> None:
     name = f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     queue = Queue(actor_options={"num_cpus": 0})
     launcher = start_launcher(queue)
-    fit = launcher.fit.remote(config, tune.get_checkpoint(), storage_path, filesystem, name)
+    fit = launcher.fit.remote(TrialSpec.from_tune(config), tune.get_checkpoint(), storage_path,
+                              filesystem, name)
     try:
         _forward_results(queue, fit)
         ray.get(fit)  # raises the run's error: Tune retries the trial from its checkpoint

@@ -30,25 +30,19 @@ from resnet_core import (
     DataConfig,
     DataSplits,
     DivergedError,
-    ModelConfig,
-    TrainConfig,
     TrainingRun,
     fit,
     load_checkpoint,
     load_data,
     save_checkpoint,
 )
+from search.trial.spec import TrialSpec
 
 # The score a diverged trial reports: the worst possible for each metric.
 WORST_SCORE = {"val_accuracy": 0.0, "val_loss": 1e9}
 
 # Reports one result; the second argument is a directory holding the checkpoint, or None.
 Reporter = Callable[[dict[str, Any], "str | None"], None]
-
-
-def configs_from_trial(config: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, DataConfig]:
-    """The resolved trial (see `search.space.sampler.SearchSpace`) as resnet_core configs."""
-    return ModelConfig(**config["model"]), TrainConfig(**config["train"]), DataConfig(**config["data"])
 
 
 @functools.lru_cache(maxsize=2)
@@ -60,7 +54,7 @@ def cached_data(config: DataConfig) -> DataSplits:
     return load_data(config)
 
 
-def build_run(trial: dict[str, Any], device: torch.device | str, checkpoint: Any,
+def build_run(trial: TrialSpec, device: torch.device | str, checkpoint: Any,
               restore_notes: list[str] | None = None, **run_options: Any) -> TrainingRun:
     """The trial's training run, restored from a Ray checkpoint (Tune's or Train's) if given.
 
@@ -68,9 +62,8 @@ def build_run(trial: dict[str, Any], device: torch.device | str, checkpoint: Any
     restores the newest readable checkpoint of the trial, else starts from scratch, and says
     so on stderr and in `restore_notes` (reported, then tagged on the trial's MLflow run).
     """
-    model_config, train_config, data_config = configs_from_trial(trial)
-    run = TrainingRun(model_config, train_config, cached_data(data_config), device,
-                      data_config=data_config, **run_options)
+    run = TrainingRun(trial.model, trial.train, cached_data(trial.data), device,
+                      data_config=trial.data, **run_options)
     if checkpoint is not None:
         state, note = newest_readable_state(checkpoint)
         if note:
@@ -223,7 +216,7 @@ def noting_once(report: Reporter, note: str) -> Reporter:
 
 
 def train_trial(config: dict[str, Any]) -> None:
-    """Ray Tune entry point for single-worker trials."""
+    """Ray Tune entry point for single-worker trials (`config`: `TrialSpec.to_tune`)."""
     # A trial given a GPU that torch cannot use (driver too old for the CUDA build) fails
     # with one line instead of training on the CPU unnoticed.
     from resnet_core import trial_device
@@ -231,12 +224,13 @@ def train_trial(config: dict[str, Any]) -> None:
     started = time.perf_counter()
     device = trial_device(ray.get_gpu_ids())
     notes: list[str] = []
-    run = build_run(config, device, tune.get_checkpoint(), restore_notes=notes)
+    spec = TrialSpec.from_tune(config)
+    run = build_run(spec, device, tune.get_checkpoint(), restore_notes=notes)
     extra = {**trial_identity(), "resumed_from_epoch": run.epoch, "device": device,
              "amp": int(run.amp), "setup_seconds": time.perf_counter() - started}
-    extra.update(config.get("cost") or {})
-    if config.get("measure_latency", True):
-        extra.update(latency_result(run, config.get("constraints") or {}))
+    extra.update(spec.cost)
+    if spec.measure_latency:
+        extra.update(latency_result(run, dict(spec.constraints)))
     if not extra.get("feasible", 1):  # over max_latency_ms: never the champion, so not trained
         report_to_tune({"epoch": 0, **WORST_SCORE, "best_val_accuracy": 0.0, "diverged": 0,
                         **extra}, None)

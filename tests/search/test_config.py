@@ -133,13 +133,15 @@ BAD_STUDIES = [
      "[space] momentum.adam: optimizer 'adam' is never sampled with momentum"),
     # a conditional key that no trial of the space can sample (GOOD: family wrn, sgd)
     ("width without wrn", "[space]\nfamily = ['resnet', 'plain']\ndepth = 20\nwidth = [2, 4]",
-     "[space] width: no trial can sample it: it applies when family == 'wrn', and [space] "
+     "[space] width: no trial can sample it: it applies when family is wrn (a family with a "
+     "width factor), and [space] "
      "family = ['resnet', 'plain'] has none; remove it"),
     ("momentum with adam only", "[train]\noptimizer = 'adam'\n[space]\nmomentum = 0.9",
      "[space] momentum: no trial can sample it: it applies when optimizer in sgd, nesterov, "
      "rmsprop, and [train] optimizer = 'adam' has none"),
     ("block with wrn only", "[space]\nblock = ['basic']",
-     "[space] block: no trial can sample it: it applies when family != 'wrn'"),
+     "[space] block: no trial can sample it: it applies when family in plain, resnet, "
+     "preact-resnet (a family with a choice of block)"),
     ("per-optimizer bad range", "[space]\nlr.sgd = { low = 0.1, high = 0.01 }",
      "[space] lr.sgd: low=0.1 must be < high=0.01"),
     ("per-optimizer nested", "[space]\nlr.sgd.adam = 0.1",

@@ -11,6 +11,7 @@ import torch
 from study_helpers import study_toml
 
 from search.tracking import tags
+from search.trial.spec import TrialResources, TrialSpec
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def ddp_study() -> str:
 TRAIN_IMAGES = 1024
 
 
-def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
+def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> TrialSpec:
     """A resolved trial exactly as the study's search space hands it to a DDP trial."""
     import optuna
     import tomllib
@@ -44,7 +45,7 @@ def trial_config(tmp_path: Path, epochs: int = 1, lr: float = 0.05) -> dict:
                       space={"family": "wrn", "depth": 10, "width": 1}, replace_space=True,
                       resources={"workers_per_trial": 2})
     raw = tomllib.loads(text)
-    return SearchSpace(parse_study(raw))(optuna.trial.FixedTrial({}))
+    return SearchSpace(parse_study(raw)).sample(optuna.trial.FixedTrial({}))
 
 
 @pytest.fixture(scope="class")
@@ -60,7 +61,7 @@ def local_ray():
     ray.shutdown()
 
 
-def fit_and_collect(config: dict, storage: Path, name: str, **kwargs) -> list[tuple[dict, object]]:
+def fit_and_collect(config: TrialSpec, storage: Path, name: str, **kwargs) -> list[tuple[dict, object]]:
     """Run a DDP trainer; return what the trial process would forward to Tune, in order."""
     from ray.util.queue import Queue
 
@@ -114,8 +115,10 @@ def one_epoch(local_ray, tmp_path_factory):
 
 
 def test_the_trial_config_carries_the_worker_split(tmp_path):
-    config = trial_config(tmp_path)
-    assert config["resources"] == {"workers": 2, "cpus_per_worker": 0.5, "gpus_per_worker": 0.0}
+    spec = trial_config(tmp_path)
+    assert spec.resources == TrialResources(workers=2, cpus_per_worker=0.5, gpus_per_worker=0.0)
+    # What Tune carries and hands back to the trial is the same trial.
+    assert TrialSpec.from_tune(spec.to_tune()) == spec
 
 
 class TestTwoGlooWorkers:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,14 @@ from search.tracking import tags
 # ---------------------------------------------------------------- torn checkpoints (no Ray)
 
 
-def _trial(epochs: int = 6) -> dict:
+def _trial(epochs: int = 6):
     from resnet_core.config import TrainConfig
     from resnet_core.data import DataConfig
     from resnet_core.models import parse_model_name
+    from search.trial.spec import TrialSpec
 
-    return {"model": asdict(parse_model_name("resnet-8")), "train": asdict(TrainConfig(epochs=epochs)),
-            "data": asdict(DataConfig("digits", subset=200))}
+    return TrialSpec(parse_model_name("resnet-8"), TrainConfig(epochs=epochs),
+                     DataConfig("digits", subset=200))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ with the reason, on a machine where torch sees no (or too few) CUDA GPUs."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -91,7 +92,8 @@ class TestTwoNcclWorkers:
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
         tmp = tmp_path_factory.mktemp("nccl")
         config = test_distributed.trial_config(tmp, epochs=1)
-        config["resources"]["gpus_per_worker"] = 1.0
+        config = dataclasses.replace(
+            config, resources=dataclasses.replace(config.resources, gpus_per_worker=1.0))
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         try:
             test_distributed.fit_and_collect(config, tmp / "train", "nccl",
