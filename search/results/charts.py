@@ -1,6 +1,6 @@
 """The charts of the study report (search.results.report): plotly figures and Optuna's views.
 
-Each function takes the StudyRecord that search.results.report reads from MLflow and
+Each function takes the StudyRecord (search.tracking.records) that the report reads and
 returns a plotly figure; colours mean the same outcome on every chart.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import plotly.graph_objects as go
@@ -20,9 +21,22 @@ from search.tracking.records import StudyRecord, TrialRecord, parse_param
 # Colours by outcome, the same on every chart, so a pruned trial looks pruned everywhere.
 STATUS_COLOURS = {tags.COMPLETED: "#1f77b4", tags.PRUNED: "#9e9e9e", tags.DIVERGED: "#d62728",
                   tags.FAILED: "#ff7f0e", tags.RUNNING: "#2ca02c", tags.INTERRUPTED: "#8c564b"}
-# The seed's questions: which factor, over which trials it is a real choice.
-GROUPS = (("family", "model.family", None), ("block", "model.block", ("resnet", "preact-resnet", "plain")),
-          ("BN position", "model.bn_position", ("resnet",)), ("optimizer", "train.optimizer", None))
+
+
+def _block(trial: TrialRecord) -> str | None:
+    network = trial.network_family
+    return trial.setting("block") if network is not None and network.has_block_choice else None
+
+
+def _bn_position(trial: TrialRecord) -> str | None:
+    network = trial.network_family
+    return trial.setting("bn_position") if network is not None and network.has_bn_position else None
+
+
+# The seed's questions: each factor, and a trial's choice of it (None: no choice it has).
+GROUPS: tuple[tuple[str, Callable[[TrialRecord], str | None]], ...] = (
+    ("family", lambda t: t.family), ("block", _block), ("BN position", _bn_position),
+    ("optimizer", lambda t: t.optimizer))
 
 # ---------------------------------------------------------------- charts
 
@@ -50,12 +64,11 @@ def history_figure(study: StudyRecord) -> go.Figure:
     """Each trial's score and the best so far, by trial number and by wall time."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "by trial number", "by wall time (minutes since the study started)"))
-    better = max if study.mode == "max" else min
     shown: set[str] = set()
     for col, key in ((1, lambda t: t.number), (2, lambda t: _minutes(study, t))):
         trials = sorted((t for t in study.scored() if key(t) is not None), key=key)
         xs, ys = [key(t) for t in trials], [t.value for t in trials]
-        best = [better(ys[: i + 1]) for i in range(len(ys))]
+        best = [study.better(ys[: i + 1]) for i in range(len(ys))]
         fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv", "color": "black"},
                                  name="best so far", legendgroup="best", showlegend=col == 1),
                       row=1, col=col)
@@ -135,18 +148,17 @@ def comparable_trials(study: StudyRecord) -> list[TrialRecord]:
 def group_rows(study: StudyRecord) -> list[dict[str, Any]]:
     """Mean, spread and best score per value of each seed question's factor."""
     trials = comparable_trials(study)
-    better = max if study.mode == "max" else min
     rows = []
-    for factor, param, families in GROUPS:
+    for factor, choice in GROUPS:
         values: dict[str, list[float]] = {}
         for t in trials:
-            if param in t.params and (families is None or t.params.get("model.family") in families):
-                values.setdefault(t.params[param], []).append(t.value)
+            if choice(t) is not None:
+                values.setdefault(choice(t), []).append(t.value)
         for value, scores in sorted(values.items()):
             rows.append({"factor": factor, "value": value, "n": len(scores),
                          "mean": statistics.fmean(scores),
                          "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                         "best": better(scores)})
+                         "best": study.better(scores)})
     return rows
 
 
@@ -174,7 +186,7 @@ def groups_figure(study: StudyRecord, rows: list[dict[str, Any]]) -> go.Figure:
 
 def optuna_study(study: StudyRecord) -> Any:
     """An in-memory Optuna study of the scored trials, for Optuna's importance and plots."""
-    import optuna
+    import optuna  # ~1 s: only a report with two or more scored trials asks Optuna
 
     trials = comparable_trials(study)
     distributions = _distributions(study, trials)
@@ -182,35 +194,34 @@ def optuna_study(study: StudyRecord) -> Any:
     result = optuna.create_study(study_name=study.name,
                                  direction="maximize" if study.mode == "max" else "minimize")
     for t in trials:
-        params = {name: _optuna_value(t.params[param], d) for name, (param, d) in distributions.items()
+        params = {name: _optuna_value(t.setting(name), d) for name, d in distributions.items()
                   if sampled(name, t)}
         result.add_trial(optuna.trial.create_trial(
-            params=params, distributions={n: d for n, (_, d) in distributions.items() if n in params},
+            params=params, distributions={n: d for n, d in distributions.items() if n in params},
             value=t.value, user_attrs={"model": t.label, "trial": t.number}))
     return result
 
 
-def _distributions(study: StudyRecord, trials: list[TrialRecord]) -> dict[str, tuple[str, Any]]:
+def _distributions(study: StudyRecord, trials: list[TrialRecord]) -> dict[str, Any]:
     """Searched keys that vary among the trials, with the distribution their values span."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    out: dict[str, tuple[str, Any]] = {}
+    out: dict[str, Any] = {}
     # Every [space] key, a per-optimizer one ("sgd: [0.01, 0.3] log; adam: ...") included; a
     # fixed value is left out below, as its trials do not vary.
     for key, described in sorted(study.searched.items()):
-        param = next((p + key for p in (tags.MODEL_PARAM, tags.TRAIN_PARAM)
-                      if all(p + key in t.params for t in trials)), None)
-        values = [parse_param(t.params[param]) for t in trials if sampled(key, t)] if param else []
+        every = all(t.setting(key) is not None for t in trials)
+        values = [parse_param(t.setting(key)) for t in trials if sampled(key, t)] if every else []
         if len(set(map(str, values))) < 2:
             continue
         log = " log" in described
         if all(isinstance(v, int) for v in values):
-            out[key] = (param, IntDistribution(min(values), max(values), log=log and min(values) > 0))
+            out[key] = IntDistribution(min(values), max(values), log=log and min(values) > 0)
         elif all(isinstance(v, (int, float)) for v in values):
             low, high = float(min(values)), float(max(values))
-            out[key] = (param, FloatDistribution(low, high, log=log and low > 0))
+            out[key] = FloatDistribution(low, high, log=log and low > 0)
         else:
-            out[key] = (param, CategoricalDistribution(sorted({str(v) for v in values})))
+            out[key] = CategoricalDistribution(sorted({str(v) for v in values}))
     return out
 
 
@@ -223,8 +234,7 @@ def sampled(key: str, trial: TrialRecord) -> bool:
     if key not in CONDITIONS:
         return True
     deciding = CONDITIONS[key][0]
-    value = next((trial.params[p + deciding] for p in (tags.MODEL_PARAM, tags.TRAIN_PARAM)
-                  if p + deciding in trial.params), None)
+    value = trial.setting(deciding)
     return value is None or sampled_when(key, {deciding: value})
 
 

@@ -13,16 +13,18 @@ shows it.
 
 from __future__ import annotations
 
-import ast
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from search.tracking import ranking, tags
+from search.tracking import tags
+from search.tracking.records import StudyRecord, TrialRecord, read_study
 
-# Where each cost objective lives on a trial run: ("param" | "metric", key).
-COST_SOURCES = {"params": ("param", "model.parameters"), "flops": ("param", "model.flops"),
-                "latency_ms": ("metric", "latency_ms")}
+# Each cost objective as a trial record holds it (parameters and multiply-adds are counted
+# before training, the latency is measured by the trial).
+COSTS: dict[str, Callable[[TrialRecord], float | int | None]] = {
+    "params": lambda t: t.parameters, "flops": lambda t: t.flops,
+    "latency_ms": lambda t: t.latency_ms}
 
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
@@ -38,57 +40,38 @@ def non_dominated(points: Sequence[Sequence[float]], modes: Sequence[str]) -> li
             if not any(dominates(q, p, modes) for j, q in enumerate(points) if j != i)]
 
 
-def study_objectives(study_run) -> list[str]:
+def study_objectives(study: StudyRecord) -> list[str]:
     """The study's objectives as recorded; a single-objective study: its metric and params."""
-    metric, _ = _objective(study_run)
-    recorded = study_run.data.params.get("study.objectives", "()")
-    objectives = list(ast.literal_eval(recorded)) if recorded.startswith(("(", "[")) else []
-    return objectives or [metric, "params"]
-
-
-def _objective(study_run) -> tuple[str, str]:
-    from search.tracking.store import study_objective
-
-    return study_objective(study_run)
+    return list(study.objectives) or [study.metric, "params"]
 
 
 def front_rows(client, study_run) -> dict[str, Any]:
     """{"objectives", "modes", "front": rows best-first by the metric, "candidates": n}."""
-    from search.tracking.store import ranked_trial_runs
-
-    metric, mode = _objective(study_run)
-    objectives = study_objectives(study_run)
-    modes = [mode] + ["min"] * (len(objectives) - 1)
+    study = read_study(client, study_run)
+    objectives = study_objectives(study)
+    modes = [study.mode] + ["min"] * (len(objectives) - 1)
     rows = []
-    for score, run in ranked_trial_runs(client, study_run):
-        row = _row(score, run, objectives)
-        if score.ranked and score.feasible and row is not None:
+    for trial in study.ranked():
+        row = _row(trial, objectives)
+        if trial.feasible and row is not None:
             rows.append(row)
     points = [[row[name] for name in objectives] for row in rows]
     front = [rows[i] for i in non_dominated(points, modes)]
     return {"objectives": objectives, "modes": modes, "front": front, "candidates": len(rows)}
 
 
-def _row(score: ranking.TrialScore, run, objectives: list[str]) -> dict[str, Any] | None:
-    params = run.data.params
+def _row(trial: TrialRecord, objectives: list[str]) -> dict[str, Any] | None:
     row: dict[str, Any] = {
-        "trial_id": score.trial_id, "optuna_trial_number": score.number,
-        "mlflow_run_id": run.info.run_id, "status": score.status,
-        "model": _model_name(params), objectives[0]: score.best.value if score.best else None,
+        "trial_id": trial.trial_id, "optuna_trial_number": trial.number,
+        "mlflow_run_id": trial.run_id, "status": trial.status,
+        "model": trial.model_name, objectives[0]: trial.value,
     }
     for name in objectives[1:]:
-        where, key = COST_SOURCES[name]
-        value = params.get(key) if where == "param" else run.data.metrics.get(key)
+        value = COSTS[name](trial)
         if value is None:
             return None
-        row[name] = float(value) if name == "latency_ms" else int(float(value))
+        row[name] = float(value) if name == "latency_ms" else int(value)
     return row
-
-
-def _model_name(params: dict[str, str]) -> str:
-    family, depth = params.get("model.family", "?"), params.get("model.depth", "?")
-    width = params.get("model.width")
-    return f"{family}-{depth}" + (f"-{width}" if family == "wrn" and width else "")
 
 
 def markdown_table(front: dict[str, Any]) -> str:
@@ -109,14 +92,9 @@ def _cell(value: Any) -> str:
 
 def record_pareto_front(client, study_run_id: str) -> dict[str, Any]:
     """Tag the front's trial runs and log the front (JSON and Markdown) on the study run."""
-    from search.tracking.store import trial_runs
-
-    study_run = client.get_run(study_run_id)
-    front = front_rows(client, study_run)
-    on_front = {row["mlflow_run_id"] for row in front["front"]}
-    for run in trial_runs(client, study_run):
-        if run.info.run_id in on_front:
-            client.set_tag(run.info.run_id, tags.PARETO, "true")
+    front = front_rows(client, client.get_run(study_run_id))
+    for row in front["front"]:
+        client.set_tag(row["mlflow_run_id"], tags.PARETO, "true")
     client.log_text(study_run_id, json.dumps(front, indent=2), "pareto_front.json")
     client.log_text(study_run_id, markdown_table(front), "pareto_front.md")
     return front

@@ -16,12 +16,16 @@ opens from a file, an MLflow artifact view or an e-mail, with no network. plotly
 from __future__ import annotations
 
 import html
+import math
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
 
 from search.results.charts import (
     cost_figure,
@@ -32,7 +36,8 @@ from search.results.charts import (
     optuna_figures,
 )
 from search.tracking import tags
-from search.tracking.records import StudyRecord, TrialRecord, collect_study, parse_param
+from search.tracking.records import StudyRecord, TrialRecord, collect_study
+from search.tracking.store import open_study
 
 REPORT_FILE = "report.html"
 CHART_DIR = "charts"
@@ -96,8 +101,6 @@ def build_figures(study: StudyRecord) -> tuple[dict[str, go.Figure], list[dict[s
 
 def write_report(study: StudyRecord, out_dir: Path, png: bool = True) -> list[Path]:
     """report.html (and charts/*.png) under out_dir; returns the files written."""
-    from plotly.offline import get_plotlyjs
-
     out_dir.mkdir(parents=True, exist_ok=True)
     figures, rows, notes = build_figures(study)
     written: list[Path] = []
@@ -124,7 +127,7 @@ def chrome_for_charts() -> str | None:
     Asked first because kaleido without a browser fails only after starting threads that
     hold the process open for seconds at exit (3 s of every `run` on a machine without one).
     """
-    try:
+    try:  # kaleido's browser finder: a module of kaleido's own dependency, which may change
         from choreographer.browsers.chromium import Chromium
 
         return Chromium.find_browser(skip_local=False)
@@ -134,8 +137,6 @@ def chrome_for_charts() -> str | None:
 
 def _write_pngs(figures: dict[str, go.Figure], directory: Path, notes: list[str]) -> list[Path]:
     """PNG copies through kaleido (a headless Chrome); the HTML page does not need them."""
-    import plotly.io as pio
-
     if chrome_for_charts() is None:
         notes.append("PNG charts not written: no Chrome/Chromium on this machine "
                      "(apt-get install chromium)")
@@ -169,15 +170,13 @@ def _chart_data(figures: dict[str, go.Figure]) -> str:
 
 
 def _summary(study: StudyRecord) -> str:
-    counts: dict[str, int] = {}
-    for t in study.trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
+    counts = study.outcome_counts()
     ends = [t.end_ms for t in study.trials if t.end_ms]
     facts = [("status", study.status), ("dataset", study.dataset),
              ("ranked by", f"{study.value_name} ({'higher' if study.mode == 'max' else 'lower'} "
                            f"is better, on the validation split)"),
              ("trials", f"{len(study.trials)}: " + ", ".join(f"{n} {s}" for s, n in
-                                                            sorted(counts.items()))),
+                                                            counts.items())),
              ("started", time.strftime("%Y-%m-%d %H:%M", time.localtime(study.start_ms / 1000))),
              ("wall time", f"{(max(ends) - study.start_ms) / 60000:.1f} min" if ends else "-")]
     best = study.best()
@@ -194,10 +193,10 @@ def _summary(study: StudyRecord) -> str:
 
 
 def _recipe(trial: TrialRecord) -> str:
-    p = trial.params
-    parts = [p.get("train.optimizer", "?"), f"lr {parse_param(p.get('train.lr', 'nan')):.3g}"]
-    if parse_param(p.get("model.dropout", "0")):
-        parts.append(f"dropout {parse_param(p['model.dropout']):.2g}")
+    lr = math.nan if trial.lr is None else trial.lr
+    parts = [trial.optimizer or "?", f"lr {lr:.3g}"]
+    if trial.dropout:
+        parts.append(f"dropout {trial.dropout:.2g}")
     return " ".join(parts)
 
 
@@ -295,10 +294,6 @@ def build_report(name: str, out_dir: Path, tracking_uri: str | None = None,
     `log=True` also attaches them to the study run (report/), where MLflow's artifact view
     previews the PNGs as images; a store that refuses the write costs only that line.
     """
-    import sys
-
-    from search.tracking.store import open_study
-
     _, client, study_run = open_study(name, tracking_uri)
     files = write_report(collect_study(client, study_run), Path(out_dir), png=png)
     if log:

@@ -15,12 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resnet_core import CHECKPOINT_FILE, model_from_checkpoint
+from resnet_core import CHECKPOINT_FILE, data_config_from_dict, input_spec, model_from_checkpoint
 from search.studyfile.config import ConfigError
-from search.tracking import ranking, tags
 from search.tracking import store as tracking
+from search.tracking.records import TrialRecord, read_study
 from search.tracking.store import open_study
-from search.tracking.summary import model_label
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,70 +28,55 @@ if TYPE_CHECKING:
 def study_status(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """The study's trials with their states and metrics, in the ranking's order (best first)."""
     uri, client, study_run = open_study(name, tracking_uri)
-    metric, mode = tracking.study_objective(study_run)
-    trials = [_trial_row(score, run) for score, run in tracking.ranked_trial_runs(client, study_run)]
-    run_tags = study_run.data.tags
-    counts: dict[str, int] = {}
-    for t in trials:
-        if t["status"] == tags.RUNNING and run_tags.get(tags.STATUS) == tags.INTERRUPTED:
-            t["status"] = tags.INTERRUPTED  # stopped with the study: `resume` goes on with it
-        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    study = read_study(client, study_run)
+    trials = [_trial_row(t) for t in study.by_rank()]
     return {
         "study": name,
         "tracking_uri": uri,
-        "study_run_id": study_run.info.run_id,
-        "status": run_tags.get(tags.STATUS, "unknown"),
-        "metric": metric,
-        "mode": mode,
-        "num_samples": int(study_run.data.params.get("study.num_samples", 0)),
-        "storage_path": run_tags.get(tags.STORAGE),
-        "counts": counts,
-        "test_accuracy": study_run.data.metrics.get("test_accuracy"),
-        "registered_model": run_tags.get(tags.REGISTERED_MODEL),
+        "study_run_id": study.run_id,
+        "status": study.status,
+        "metric": study.metric,
+        "mode": study.mode,
+        "num_samples": study.num_samples,
+        "storage_path": study.storage_path,
+        "counts": study.outcome_counts(),
+        "test_accuracy": study.test_accuracy,
+        "registered_model": study.registered_model,
         # The study's own registered version (the alias may have moved to a newer study's).
-        "champion": tracking.study_champion(client, study_run),
-        "champion_trial_id": run_tags.get(tags.BEST_TRIAL_ID),
+        "champion": study.champion,
+        "champion_trial_id": study.champion_trial_id,
         "best": trials[0] if trials and trials[0]["ranked"] else None,
         "trials": trials,
     }
 
 
-def _trial_row(score: ranking.TrialScore, run) -> dict[str, Any]:
-    run_tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+def _trial_row(trial: TrialRecord) -> dict[str, Any]:
     return {
-        "trial_id": score.trial_id,
-        "optuna_trial_number": score.number,
-        "status": score.status,
-        "ranked": score.ranked,
-        "value": score.best.value if score.best else None,
-        "best_epoch": score.best.epoch if score.best else None,
-        "val_loss_at_best": score.best.val_loss if score.best else None,
-        "epochs": int(metrics.get("epoch", 0)),
-        "val_accuracy": metrics.get("val_accuracy"),
-        "best_val_accuracy": metrics.get("best_val_accuracy"),
-        "val_loss": metrics.get("val_loss"),
-        "model": model_label(params),
-        "optimizer": params.get("train.optimizer"),
-        "lr": _float(params.get("train.lr")),
-        "parameters": _int(params.get("model.parameters")),
-        "flops": _int(params.get("model.flops")),
-        "mlflow_run_id": run.info.run_id,
-        "checkpoint": run_tags.get(tags.CHECKPOINT),
-        "node_id": run_tags.get(tags.NODE_ID),
+        "trial_id": trial.trial_id,
+        "optuna_trial_number": trial.number,
+        "status": trial.status,
+        "ranked": trial.ranked,
+        "value": trial.value,
+        "best_epoch": trial.best_epoch,
+        "val_loss_at_best": trial.val_loss_at_best,
+        "epochs": trial.epochs,
+        "val_accuracy": trial.metrics.get("val_accuracy"),
+        "best_val_accuracy": trial.metrics.get("best_val_accuracy"),
+        "val_loss": trial.metrics.get("val_loss"),
+        "model": trial.label,
+        "optimizer": trial.optimizer,
+        "lr": trial.lr,
+        "parameters": trial.parameters,
+        "flops": trial.flops,
+        "mlflow_run_id": trial.run_id,
+        "checkpoint": trial.checkpoint,
+        "node_id": trial.node_id,
     }
-
-
-def _float(value: str | None) -> float | None:
-    return float(value) if value is not None else None
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value is not None else None
 
 
 def download_model_checkpoint(model_uri: str, tracking_uri: str | None, destination: Path) -> Path:
     """Fetch the weights-only checkpoint stored inside a logged/registered model."""
-    import mlflow
+    import mlflow  # the whole of mlflow (~1 s more than its client): only to download a model
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     # Not MLflow's retries against a server that does not answer (minutes): one line now.
@@ -148,16 +132,15 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     and returns probabilities, as the served model does; `class_names[i]` names output i
     (a folder dataset's class folders).
     """
-    from resnet_core import input_spec
-
     _, client, study_run = open_study(name, tracking_uri)
-    champion = tracking.registered_champion(client, study_run, name)
+    study = read_study(client, study_run, trials=False)  # the champion needs no trial runs
+    champion = study.champion or tracking.registered_champion(client, study_run, name)
     model, state = load_model_uri(champion["uri"], tracking_uri)
     config = {
         "model": state["model_config"],
         "train": state.get("train_config"),
         "data": state.get("data_config"),
-        "test_accuracy": study_run.data.metrics.get("test_accuracy"),
+        "test_accuracy": study.test_accuracy,
         "model_uri": champion["uri"],
     }
     # From the checkpoint: a user's image folder may not be on the machine that loads it.
@@ -193,7 +176,7 @@ def export_best_checkpoint(name: str, destination: str | Path, tracking_uri: str
 def evaluate_model_uri(model_uri: str, *, tracking_uri: str | None = None,
                        dataset: str | None = None, root: str | None = None, split: str = "test",
                        device: str | None = None) -> dict[str, Any]:
-    from resnet_core import data_config_from_dict
+    # torch and the data loaders: only `evaluate` pays them, not `status` or `best`.
     from search.trial.single_run import evaluate_module
 
     model, state = load_model_uri(model_uri, tracking_uri)

@@ -11,14 +11,12 @@ import time
 from typing import Any
 
 from search.tracking import tags
+from search.tracking.records import read_study
 from search.tracking.store import (
     check_tracking_reachable,
     client_for,
-    ranked_trial_runs,
     resolve_tracking_uri,
     sqlite_path,
-    study_champion,
-    study_objective,
 )
 
 
@@ -39,27 +37,22 @@ def list_studies(tracking_uri: str | None = None) -> dict[str, Any]:
 
 
 def _study_row(client: Any, study_run: Any) -> dict[str, Any]:
-    metric, mode = study_objective(study_run)
-    ranked = ranked_trial_runs(client, study_run)
-    counts: dict[str, int] = {}
-    for score, _ in ranked:
-        counts[score.status] = counts.get(score.status, 0) + 1
-    best = ranked[0][0] if ranked and ranked[0][0].ranked else None
-    name = study_run.data.tags.get(tags.STUDY, study_run.info.run_name)
+    study = read_study(client, study_run)
+    best = study.best()
     return {
-        "study": name,
-        "status": study_run.data.tags.get(tags.STATUS, "unknown"),
-        "trials": len(ranked),
-        "counts": counts,
-        "metric": metric,
-        "mode": mode,
-        "best_value": best.best.value if best else None,
+        "study": study.name,
+        "status": study.status,
+        "trials": len(study.trials),
+        "counts": study.outcome_counts(),
+        "metric": study.metric,
+        "mode": study.mode,
+        "best_value": best.value if best else None,
         "best_trial_id": best.trial_id if best else None,
-        "champion": study_champion(client, study_run),
-        "test_accuracy": study_run.data.metrics.get("test_accuracy"),
-        "start_time": _iso(study_run.info.start_time),
-        "study_run_id": study_run.info.run_id,
-        "experiment_id": study_run.info.experiment_id,
+        "champion": study.champion,
+        "test_accuracy": study.test_accuracy,
+        "start_time": _iso(study.start_ms),
+        "study_run_id": study.run_id,
+        "experiment_id": study.experiment_id,
     }
 
 

@@ -1,5 +1,6 @@
 """MLflow: the names a study writes, the store, the writer thread, the trial callback,
-the study run's summary and the one ranking of trials.
+the study run's summary, the one ranking of trials and the typed read model of a study
+(records: StudyRecord, TrialRecord) that every command reads.
 """
 
 from search import lazy_exports
@@ -19,8 +20,16 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "best_epoch": "ranking",
     "best_metric_name": "ranking",
     "best_trial": "ranking",
+    "direction": "ranking",
     "epoch_score": "ranking",
     "rank": "ranking",
+    "OUTCOMES": "records",
+    "StudyRecord": "records",
+    "TrialRecord": "records",
+    "collect_study": "records",
+    "count_outcomes": "records",
+    "model_label": "records",
+    "read_study": "records",
     "champion_class_scores": "store",
     "check_tracking_reachable": "store",
     "client_for": "store",
@@ -35,7 +44,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "study_objective": "store",
     "trial_runs": "store",
     "NOTE_TAG": "summary",
-    "model_label": "summary",
     "outcome_counts": "summary",
     "update_study_run": "summary",
     "BEST_TRIAL_ID": "tags",

@@ -30,6 +30,14 @@ VAL_LOSS_AT_BEST = "val_loss_at_best"
 UNRANKED_STATUSES = (tags.DIVERGED,)
 
 
+def direction(metric: str, mode: str | None = None) -> str:
+    """Which way the study metric improves: the mode the study recorded, else the metric's
+    own ("min" for a loss, "max" for anything else). Every reader ranks by this answer."""
+    if mode:
+        return mode
+    return "min" if metric.endswith("loss") else "max"
+
+
 def best_metric_name(metric: str) -> str:
     """The trial-run metric holding the best value of `metric` so far (e.g. best_val_accuracy)."""
     return metric if metric.startswith("best_") else f"best_{metric}"

@@ -1,18 +1,41 @@
-"""A study as MLflow holds it, read once into typed records: the study run and its trials.
+"""A study as MLflow holds it, read into typed records: the study run and its trials.
 
-`collect_study(client, study_run)` reads the study run, every trial run (params, tags, summary
-metrics, per-epoch histories) and ranks the trials with the one ranking (search.tracking.ranking).
+Every reader of a study (status, best, studies, report, the study run's summary, load_best,
+the Pareto front) goes through this module, as Optuna's readers go through FrozenTrial: the
+names MLflow keeps ("section.field" params, tags), how outcomes are counted, how a trial's
+network is named and which way the metric improves are decided here and in
+search.tracking.ranking, never by a reader.
+
+    read_study(client, study_run)      one search of the trial runs, ranked by the one
+                                       ranking: what status, best, studies and the summary show
+    collect_study(client, study_run)   that, plus each trial's per-epoch history, costs computed
+                                       where a run lacks them, and the champion's classes: the report
 """
 
 from __future__ import annotations
 
+import ast
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from resnet_core import ConfigValueError, DataConfig, ModelConfig, NetworkFamily, family
 from search.tracking import ranking, tags
+from search.tracking.store import (
+    champion_class_scores,
+    ranked_trial_runs,
+    study_champion,
+    study_objective,
+)
 
 HISTORY_KEYS = ("val_accuracy", "val_loss", "train_loss")
+# The order outcomes are listed in, wherever a study's trials are counted.
+OUTCOMES = (tags.COMPLETED, tags.PRUNED, tags.DIVERGED, tags.FAILED, tags.RUNNING,
+            tags.INTERRUPTED)
+# A trial's params come in two sections; a [space] key names a field of one of them.
+TRIAL_SECTIONS = (tags.MODEL_PARAM, tags.TRAIN_PARAM)
 
 
 def parse_param(text: str) -> Any:
@@ -27,120 +50,274 @@ def parse_param(text: str) -> Any:
     return text
 
 
+def count_outcomes(statuses: Iterable[str]) -> dict[str, int]:
+    """Trials by outcome (completed, pruned, ...): the one count every reader shows."""
+    return dict(Counter(statuses))
+
+
+def model_label(params: Mapping[str, str]) -> str:
+    """A trial's network as a user names it (wrn-16-2, resnet-20, resnet-164 (bottleneck)),
+    from its "model." params; the family's registry entry knows its name format."""
+    def model(key: str) -> str | None:
+        return params.get(tags.MODEL_PARAM + key)
+
+    name, depth = model("family") or "?", model("depth") or "?"
+    entry = _registered(name)
+    if entry is None:  # a family this installation does not have: its plain name
+        return f"{name}-{depth}"
+    return entry.model_label(depth, model("width") or "1", model("block"), model("bn_position"))
+
+
+def _registered(name: str) -> NetworkFamily | None:
+    try:
+        return family(name)
+    except ConfigValueError:
+        return None
+
+
 @dataclass
 class TrialRecord:
-    """One trial run as the report sees it."""
+    """One trial run: its outcome, score, settings and costs.
 
-    number: int
+    `params` are the run's MLflow params as written ("model.depth" -> "20"); read them
+    through the attributes and `setting`, which know the names.
+    """
+
+    number: int  # Optuna trial number
     run_id: str
-    status: str
+    status: str  # tags.COMPLETED, PRUNED, DIVERGED, FAILED, RUNNING or INTERRUPTED
     params: dict[str, str]
     value: float | None  # best value of the study metric over its epochs; None: unranked
     rank: int | None  # 0 = the study's best trial (search.tracking.ranking's order)
     best_epoch: int | None
     start_ms: int
-    end_ms: int | None
+    end_ms: int | None  # the run's end; with histories, a running trial's last epoch
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     parameters: int | None = None
     flops: int | None = None
+    trial_id: str = ""  # Ray's trial id
+    val_loss_at_best: float | None = None
+    feasible: bool = True  # meets every [constraints] limit
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ranked(self) -> bool:
+        return self.rank is not None
+
+    @property
+    def finished(self) -> bool:
+        """Over (completed, pruned, diverged, failed) and its run ended."""
+        return self.status in tags.FINAL_STATUSES and self.end_ms is not None
+
+    def setting(self, key: str) -> str | None:
+        """The trial's value of a model or train field (a [space] key) as MLflow keeps it."""
+        return next((self.params[p + key] for p in TRIAL_SECTIONS if p + key in self.params), None)
+
+    @property
+    def family(self) -> str | None:
+        return self.params.get(tags.MODEL_PARAM + "family")
+
+    @property
+    def network_family(self) -> NetworkFamily | None:
+        """The family's registry entry; None for one this installation does not have."""
+        return _registered(self.family or "?")
 
     @property
     def label(self) -> str:
-        from search.tracking.summary import model_label
-
+        """The network as a user names it: `wrn-16-4`, `resnet-164 (bottleneck)`."""
         return model_label(self.params)
+
+    @property
+    def model_name(self) -> str:
+        """The network's name alone (`wrn-16-4`, `resnet-164`), as resnet_core parses it."""
+        depth = self.params.get(tags.MODEL_PARAM + "depth", "?")
+        entry = self.network_family
+        if entry is None:
+            return f"{self.family or '?'}-{depth}"
+        return entry.model_name(depth, self.params.get(tags.MODEL_PARAM + "width", "1"))
+
+    @property
+    def optimizer(self) -> str | None:
+        return self.params.get(tags.TRAIN_PARAM + "optimizer")
+
+    @property
+    def lr(self) -> float | None:
+        return _float(self.params.get(tags.TRAIN_PARAM + "lr"))
+
+    @property
+    def dropout(self) -> float | None:
+        return _float(self.params.get(tags.MODEL_PARAM + "dropout"))
+
+    @property
+    def epochs(self) -> int:
+        """Epochs reported so far."""
+        return int(self.metrics.get("epoch", 0))
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.metrics.get("latency_ms")
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.tags.get(tags.CHECKPOINT)
+
+    @property
+    def node_id(self) -> str | None:
+        return self.tags.get(tags.NODE_ID)
 
 
 @dataclass
 class StudyRecord:
-    """The study run and its trials."""
+    """The study run and its trials (in trial order)."""
 
     name: str
     run_id: str
     status: str
     metric: str
-    mode: str
+    mode: str  # "max" or "min": search.tracking.ranking.direction's answer
     dataset: str
     start_ms: int
-    searched: dict[str, str]
+    searched: dict[str, str]  # [space] key -> its domain as the study file wrote it
     trials: list[TrialRecord]
     champion: dict[str, Any] | None = None  # tracking.study_champion: the study's own version
     test_accuracy: float | None = None
     # The champion's test split by class (tags.CLASS_SCORES_ARTIFACT), where it was logged.
     classes: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    experiment_id: str = ""
+    end_ms: int | None = None
+    num_samples: int = 0  # trials the study file asked for
+    objectives: tuple[str, ...] = ()  # a multi-objective study's: the metric, then costs
+    storage_path: str | None = None
+    registered_model: str | None = None
+    champion_trial_id: str | None = None
+    # The study run's other settings ("resources.cpus_per_trial" -> "2"), as MLflow keeps them.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def value_name(self) -> str:
         return ranking.best_metric_name(self.metric)
 
+    def outcome_counts(self) -> dict[str, int]:
+        """Trials by outcome, in OUTCOMES' order (any other status last)."""
+        counts = count_outcomes(t.status for t in self.trials)
+        order = [o for o in OUTCOMES if o in counts] + sorted(set(counts) - set(OUTCOMES))
+        return {o: counts[o] for o in order}
+
     def scored(self) -> list[TrialRecord]:
         """Ranked trials (a finite score, not diverged), in trial order."""
-        return [t for t in self.trials if t.rank is not None]
+        return [t for t in self.trials if t.ranked]
 
     def ranked(self) -> list[TrialRecord]:
         """Ranked trials, best first."""
         return sorted(self.scored(), key=lambda t: t.rank)
 
+    def by_rank(self) -> list[TrialRecord]:
+        """Every trial in the one ranking's order: ranked best first, then the rest by number."""
+        rest = sorted((t for t in self.trials if not t.ranked), key=lambda t: (t.number, t.trial_id))
+        return self.ranked() + rest
+
     def best(self) -> TrialRecord | None:
         ranked = self.ranked()
         return ranked[0] if ranked else None
+
+    def better(self, values: Iterable[float]) -> float:
+        """The best of some values of the study metric, in its direction."""
+        return (max if self.mode == "max" else min)(values)
+
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        """A setting of the study run by its MLflow name ("resources.gpus_per_trial")."""
+        return self.settings.get(key, default)
 
 
 # ---------------------------------------------------------------- reading MLflow
 
 
-def collect_study(client: Any, study_run: Any) -> StudyRecord:
-    """Read the study run, its trial runs and their metric histories from the store."""
-    from search.tracking import store as tracking
+def read_study(client: Any, study_run: Any, *, trials: bool = True, histories: bool = False,
+               classes: bool = False) -> StudyRecord:
+    """The study run and (`trials`) its trial runs, ranked by the one ranking.
 
-    params = study_run.data.params
-    metric = params.get("study.metric", "val_accuracy")
-    record = StudyRecord(
-        name=study_run.data.tags.get(tags.STUDY, study_run.info.run_name or "?"),
-        run_id=study_run.info.run_id, status=study_run.data.tags.get(tags.STATUS, "unknown"),
-        metric=metric, mode=params.get("study.mode", "min" if metric.endswith("loss") else "max"),
-        dataset=params.get("data.dataset", "digits"), start_ms=study_run.info.start_time or 0,
-        searched={k.removeprefix(tags.SPACE_PARAM): v for k, v in params.items()
-                  if k.startswith(tags.SPACE_PARAM)},
-        trials=[], champion=tracking.study_champion(client, study_run),
-        test_accuracy=study_run.data.metrics.get("test_accuracy"),
-    )
-    # The one ranking (search.tracking.ranking through tracking): the report's best is the champion's.
-    for place, (score, run) in enumerate(tracking.ranked_trial_runs(client, study_run)):
-        record.trials.append(_trial_record(client, run, score, place if score.ranked else None))
-    record.trials.sort(key=lambda t: (t.number, t.start_ms))
-    _fill_costs(record)
-    record.classes = tracking.champion_class_scores(client, study_run.info.run_id)
+    `histories=True` also reads every trial's per-epoch metrics: one request per trial and
+    metric, which only the report's curves need. `classes=True` reads the champion's test
+    split by class, once there is a champion.
+    """
+    record = _study_record(client, study_run)
+    if classes and record.champion is not None:
+        record.classes = champion_class_scores(client, record.run_id)
+    if trials:
+        for place, (score, run) in enumerate(ranked_trial_runs(client, study_run)):
+            record.trials.append(_trial_record(client, run, score, place if score.ranked else None,
+                                               record.status, histories))
+        record.trials.sort(key=lambda t: (t.number, t.start_ms))
     return record
 
 
-def _trial_record(client: Any, run: Any, score: Any, rank: int | None) -> TrialRecord:
-    metrics = run.data.metrics
-    history = {}
-    for key in HISTORY_KEYS:
-        points = client.get_metric_history(run.info.run_id, key)
-        history[key] = sorted({m.step: m.value for m in points if math.isfinite(m.value)}.items())
-    end = run.info.end_time or max((m.timestamp for m in
-                                    client.get_metric_history(run.info.run_id, "epoch")), default=None)
+def collect_study(client: Any, study_run: Any) -> StudyRecord:
+    """Everything the report shows: read_study with histories, costs and the champion's classes."""
+    record = read_study(client, study_run, histories=True, classes=True)
+    _fill_costs(record)
+    return record
+
+
+def _study_record(client: Any, study_run: Any) -> StudyRecord:
+    params, run_tags, info = study_run.data.params, study_run.data.tags, study_run.info
+    metric, mode = study_objective(study_run)
+    test_accuracy = study_run.data.metrics.get("test_accuracy")
+    return StudyRecord(
+        name=run_tags.get(tags.STUDY, info.run_name or "?"), run_id=info.run_id,
+        status=run_tags.get(tags.STATUS, "unknown"), metric=metric, mode=mode,
+        dataset=params.get(tags.DATA_PARAM + "dataset", "digits"), start_ms=info.start_time or 0,
+        searched={k.removeprefix(tags.SPACE_PARAM): v for k, v in params.items()
+                  if k.startswith(tags.SPACE_PARAM)},
+        trials=[],
+        # The registry is asked once the champion is scored: registration follows the test score.
+        champion=study_champion(client, study_run) if test_accuracy is not None else None,
+        test_accuracy=test_accuracy, experiment_id=info.experiment_id, end_ms=info.end_time,
+        num_samples=int(params.get(tags.STUDY_PARAM + "num_samples", 0)),
+        objectives=_objectives(params.get(tags.STUDY_PARAM + "objectives", "()")),
+        storage_path=run_tags.get(tags.STORAGE), registered_model=run_tags.get(tags.REGISTERED_MODEL),
+        champion_trial_id=run_tags.get(tags.BEST_TRIAL_ID),
+        settings={k: v for k, v in params.items() if not k.startswith(tags.SPACE_PARAM)},
+    )
+
+
+def _objectives(recorded: str) -> tuple[str, ...]:
+    return tuple(ast.literal_eval(recorded)) if recorded.startswith(("(", "[")) else ()
+
+
+def _trial_record(client: Any, run: Any, score: ranking.TrialScore, rank: int | None,
+                  study_status: str, histories: bool) -> TrialRecord:
+    metrics, params, best = run.data.metrics, run.data.params, score.best
+    status = score.status
+    if status == tags.RUNNING and study_status == tags.INTERRUPTED:
+        status = tags.INTERRUPTED  # stopped with the study: `resume` goes on with it
+    end = run.info.end_time
+    history: dict[str, list[tuple[int, float]]] = {}
+    if histories:
+        for key in HISTORY_KEYS:
+            points = client.get_metric_history(run.info.run_id, key)
+            history[key] = sorted({m.step: m.value for m in points if math.isfinite(m.value)}.items())
+        end = end or max((m.timestamp for m in client.get_metric_history(run.info.run_id, "epoch")),
+                         default=None)
     return TrialRecord(
-        number=score.number, run_id=run.info.run_id, status=score.status,
-        params=dict(run.data.params), value=score.best.value if rank is not None else None,
-        rank=rank, best_epoch=score.best.epoch if rank is not None else None,
+        number=score.number, run_id=run.info.run_id, status=status, params=dict(params),
+        value=best.value if rank is not None else None, rank=rank,
+        best_epoch=best.epoch if rank is not None else None,
         start_ms=run.info.start_time or 0, end_ms=end, history=history,
-        parameters=_int(metrics.get("parameters", run.data.params.get("model.parameters"))),
-        flops=_int(metrics.get("flops", run.data.params.get("model.flops"))),
+        parameters=_int(metrics.get("parameters", params.get(tags.MODEL_PARAM + "parameters"))),
+        flops=_int(metrics.get("flops", params.get(tags.MODEL_PARAM + "flops"))),
+        trial_id=score.trial_id, val_loss_at_best=best.val_loss if best else None,
+        feasible=score.feasible, metrics=dict(metrics), tags=dict(run.data.tags),
     )
 
 
 def _fill_costs(record: StudyRecord) -> None:
     """Parameters and FLOPs from the model params where the trial run does not carry them."""
-    from dataclasses import fields
-
-    from resnet_core import DataConfig, ModelConfig, architecture_cost
+    # torch: only the report computes a cost, and only for runs that did not log one.
+    from resnet_core import architecture_cost
 
     known = {f.name for f in fields(ModelConfig)}
-
     try:
         channels, height, width = DataConfig(dataset=record.dataset).image_shape
     except (ValueError, KeyError):
@@ -162,5 +339,12 @@ def _fill_costs(record: StudyRecord) -> None:
 def _int(value: Any) -> int | None:
     try:
         return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
     except ValueError:
         return None

@@ -283,7 +283,8 @@ def trial_score(run, metric: str) -> ranking.TrialScore:
 def study_objective(study_run) -> tuple[str, str]:
     """(metric, mode) the study ranks by, as its parameters recorded them."""
     params = study_run.data.params
-    return params.get("study.metric", "val_accuracy"), params.get("study.mode", "max")
+    metric = params.get(tags.STUDY_PARAM + "metric", "val_accuracy")
+    return metric, ranking.direction(metric, params.get(tags.STUDY_PARAM + "mode"))
 
 
 def ranked_trial_runs(client: MlflowClient, study_run) -> list[tuple[ranking.TrialScore, Any]]:
