@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-gpu lint bench bench-overhead mutate bench-search install mlflow-ui cluster-up cluster-down clean
+.PHONY: demo test test-fast test-gpu lint bench bench-overhead mutate fuzz bench-search install mlflow-ui cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench-overhead: $(STAMP)
 # where the same tests pass (tests/README.md).
 mutate: $(STAMP)
 	$(BIN)/python tests/mutate.py
+
+# The fuzz tests with N cases each (CI runs 400): make fuzz N=5000
+fuzz: $(STAMP)
+	RESNET_SEARCH_FUZZ_EXAMPLES=$(or $(N),5000) $(BIN)/python -m pytest -q tests/search/test_fuzz.py
 
 # Random vs TPE, with and without ASHA, at one trial-epoch budget (~45 min on 2 cores).
 bench-search: $(STAMP)

@@ -124,6 +124,11 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str,
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} holds weights that do not fit its model_config "
                               f"({_first_sentence(error)})") from None
+    try:  # what evaluating or serving it will read: refused here, in the checkpoint's words
+        data_config_from_dict(state.get("data_config"))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} holds a data_config this version cannot use "
+                              f"({_first_sentence(error)})") from None
     return model.eval(), state
 
 
