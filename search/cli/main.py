@@ -1,5 +1,6 @@
-"""The `resnet-search` command line: the parser, and `main`, which runs one command.
+"""The `resnet-search` command line.
 
+The parser (the line above is `--help`'s description) and `main`, which runs one command.
 Each command lives in the module of this folder named after it (run.py: run and resume,
 status.py: status, best and studies, train.py: models, train and evaluate, ...). Every
 command validates its input before starting anything: bad input prints one line
