@@ -67,6 +67,8 @@ def _positive_int(text: str) -> int:
 def _folder(text: str) -> Path:
     """A folder to write into: it may not exist yet, but it and its parents must not be files
     (the command would fail at its first write, after the work)."""
+    if "\x00" in text:  # no file system takes it; pathlib would only say "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r}: a path cannot hold a NUL character")
     path = Path(text)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():

@@ -210,11 +210,23 @@ def load_study(path: str | Path, name: str | None = None) -> StudyConfig:
     return StudyConfig(**{**config.__dict__, "source": text, "path": str(path.resolve())})
 
 
+# A name becomes a folder (Ray's results, the report's default folder), an MLflow run and
+# registered model name, and a word on the command lines people paste: none of those may
+# leave their folder or be read by a shell as anything but a name.
+NAME_FORBIDDEN = "/\\:;|&$`<>*?'\"!"
+NAME_MAX_LENGTH = 200
+
+
 def name_problem(name: str) -> str | None:
-    """What is wrong with a study name, or None. ':' too: the study's name is its registered
-    model's unless [tracking] names one, and MLflow refuses ':' there."""
-    if not name.strip() or name != name.strip() or any(c in name for c in "/\\:"):
-        return "must be a non-empty name without slashes or ':'"
+    """What is wrong with a study or registered model name, or None."""
+    if not name.strip() or name != name.strip():
+        return "must be a non-empty name without leading or trailing spaces"
+    if name in (".", "..") or name.startswith("-"):
+        return "must not be '.', '..' or start with '-'"
+    if any(c in NAME_FORBIDDEN or not c.isprintable() for c in name):
+        return f"must be printable, without slashes, ':' or shell characters ({NAME_FORBIDDEN})"
+    if len(name) > NAME_MAX_LENGTH:
+        return f"must be at most {NAME_MAX_LENGTH} characters"
     return None
 
 
@@ -456,10 +468,8 @@ def _check_tracking(check: _Checker, config: StudyConfig, raw: dict[str, Any]) -
                    f"http(s)://host:port, sqlite:///path, postgresql://... or mysql://...")
     if not tracking.experiment.strip():
         check.fail("[tracking] experiment: must not be empty")
-    # MLflow refuses these in a registered model's name, and would only say so once the
+    # MLflow refuses '/' and ':' in a registered model's name, and would only say so once the
     # trials are done, at the champion's registration.
-    if tracking.registered_model is not None and (
-            not tracking.registered_model.strip()
-            or any(c in tracking.registered_model for c in "/:")):
-        check.fail(f"[tracking] registered_model: {tracking.registered_model!r} must be a "
-                   f"non-empty name without '/' or ':'")
+    if tracking.registered_model is not None and name_problem(tracking.registered_model):
+        check.fail(f"[tracking] registered_model: {tracking.registered_model!r} "
+                   f"{name_problem(tracking.registered_model)}")
