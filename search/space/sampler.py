@@ -126,8 +126,8 @@ class SearchSpace:
     def _sample_model(self, trial: Any) -> dict[str, Any]:
         name = self._suggest(trial, "family")
         chosen: dict[str, Any] = {"family": name}
-        if not sampled_when("block", chosen):
-            chosen["block"] = family_blocks(family(name), None)[0]
+        if not sampled_when("block", chosen):  # a family without a choice: its one block
+            chosen["block"] = family(name).blocks[0]
         elif "block" in self.params:
             chosen["block"] = self._suggest(trial, "block", context=name)
         chosen["depth"] = self._sample_depth(trial, name, chosen.get("block"))

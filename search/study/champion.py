@@ -41,7 +41,7 @@ class Winner:
 
     score: ranking.TrialScore
     mlflow_run_id: str
-    config: dict[str, Any]  # the resolved trial config (model, train, data)
+    spec: TrialSpec  # what the trial trained
     checkpoint: Any  # the Ray checkpoint of its best epoch
 
 
@@ -55,7 +55,7 @@ def pick_winner(ranked: list[tuple[ranking.TrialScore, Any]], results, metric: s
             continue
         checkpoint = best_epoch_checkpoint(result, score, metric, mode)
         if checkpoint is not None:
-            return Winner(score, run.info.run_id, result.config, checkpoint)
+            return Winner(score, run.info.run_id, TrialSpec.from_tune(result.config), checkpoint)
     return None
 
 
@@ -111,12 +111,11 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
             "study": config.study.name, "trial_id": winner.score.trial_id,
             "best_epoch": str(winner.score.best.epoch)})
     client.set_registered_model_alias(config.registered_model, tags.CHAMPION_ALIAS, version.version)
-    spec = TrialSpec.from_tune(winner.config)
     best_summary = {
         "trial_id": winner.score.trial_id,
         "optuna_trial_number": winner.score.number,
         "mlflow_run_id": winner.mlflow_run_id,
-        "config": {"model": spec.model_values(), "train": spec.train_values()},
+        "config": {"model": winner.spec.model_values(), "train": winner.spec.train_values()},
         "metric": config.study.metric,
         "value": winner.score.best.value,
         "epoch": winner.score.best.epoch,
