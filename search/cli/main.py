@@ -47,6 +47,7 @@ from search.cli.ui import cmd_ui
 from search.study.interrupt import StudyFailed, StudyInterrupted
 from search.studyfile.config import ConfigError
 from search.studyfile.paths import home
+from search.telemetry import turn_off_usage_reports
 
 
 class _Parser(argparse.ArgumentParser):
@@ -283,6 +284,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    turn_off_usage_reports()  # before MLflow or Ray is imported: they read it at import
     # MLflow's download progress bar, drawn on stderr for every checkpoint a command fetches
     # (best --export, evaluate --model-uri, a study's champion): not a command's output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
