@@ -26,10 +26,31 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None,
                           env=_environment(env))
 
 
+# The libraries' usage-report switches: the commands a test starts never get them from the
+# test, so a test that finds them in a process proves the platform set them.
+TELEMETRY_SWITCHES = {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 def _environment(overrides: dict | None) -> dict:
     """This process's environment with `overrides` applied (a None value removes the variable)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(overrides or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **dict.fromkeys(TELEMETRY_SWITCHES),
+           **(overrides or {})}
     return {key: value for key, value in env.items() if value is not None}
+
+
+def process_environment(pid: int) -> dict[str, str]:
+    """A running process's environment, from /proc (empty once it has ended)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def usage_reports_off(pid: int) -> bool:
+    """Whether a process runs with MLflow's and Ray's usage reports switched off."""
+    environment = process_environment(pid)
+    return all(environment.get(name) == value for name, value in TELEMETRY_SWITCHES.items())
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from resnet_core import GPU_FALLBACK_ENV
 from search.study.autoscaling import Autoscaler, find_autoscaler
 from search.studyfile.config import ConfigError, StudyConfig
+from search.telemetry import telemetry_switches, turn_off_usage_reports
 
 RAY_CONNECT_TIMEOUT_S = 5.0  # a live GCS answers a TCP connect at once; ray.init retries for minutes
 
@@ -66,7 +67,10 @@ def start_ray(address: str | None) -> None:
     finish_stopping_ray()  # an earlier study's Ray (in-process callers) is gone first
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    turn_off_usage_reports()  # a private Ray reads it at start; Python callers skip main()
+    # The trials' environment on a cluster is the cluster's: they get the switches too.
+    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning",
+                                **telemetry_switches()}}
     if os.environ.get(GPU_FALLBACK_ENV):  # the trials decide their device: tell them
         runtime_env["env_vars"][GPU_FALLBACK_ENV] = os.environ[GPU_FALLBACK_ENV]
     if address:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, free_port  # noqa: F401 - free_port: re-exported for the study tests
+from common import ROOT, TELEMETRY_SWITCHES, free_port  # noqa: F401 - free_port: re-exported for the study tests
 
 # The one tiny study the tests start from: 2 WRN-10 trials of 2 epochs on digits. Each test
 # overrides only what it is about (a section's key set to None is left out).
@@ -125,6 +125,8 @@ class Studies:
                     "RESNET_SEARCH_QUIET": "1"}
         self.env.pop("MLFLOW_TRACKING_URI", None)
         self.env.pop("RAY_ADDRESS", None)
+        for switch in TELEMETRY_SWITCHES:  # the platform, not the test, turns them off
+            self.env.pop(switch, None)
 
     @property
     def tracking_uri(self) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import browser
 import pytest
-from common import cli, free_port
+from common import TELEMETRY_SWITCHES, cli, free_port, usage_reports_off
 from study_helpers import ROOT, wait_for
 from test_report import STUDY_NAME, report_dir, report_study  # noqa: F401 - the shared real study
 
@@ -119,7 +119,9 @@ def _cmdline(pid: int) -> str:
 def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop, workers):
     port, marker = free_port(), f"RESNET_SEARCH_UI_TEST={uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), marker.split("=")[0]: marker.split("=")[1]}
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli.main", "ui", "--port", str(port),
+    for switch in TELEMETRY_SWITCHES:  # the platform, not the test, turns them off
+        env.pop(switch, None)
+    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
                            "--workers", str(workers),
                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
@@ -135,6 +137,10 @@ def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop, workers):
         # uvicorn serves one worker in its own process and spawns N > 1 of them.
         spawned = [c for c in started.values() if "multiprocessing.spawn" in c]
         assert len(spawned) == (workers if workers > 1 else 0), started
+        # The dashboard's server sends MLflow no usage data (its UI says it collects some).
+        # (/proc shows what a process was started with: the command's own switch shows in
+        # the server it starts.)
+        assert all(usage_reports_off(pid) for pid in started if pid != ui.pid), started
         ui.send_signal(stop)
         code = ui.wait(timeout=60)
         assert code == 128 + stop, (tmp_path / "ui.log").read_text()[-2000:]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from common import usage_reports_off
 from study_helpers import (
     KILL_TIMED_NET,
     Studies,
@@ -485,6 +486,11 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_finishes(studies):
         wait_for(trial_at_epoch_2, timeout=300, what="the trial's second epoch", interval=0.3)
         pids = _trial_pids(driver.pid)
         assert pids, "no trial process found"
+        # README: no usage data leaves the machine: the trials (and the private Ray they run
+        # on) have MLflow's and Ray's usage reports off, though the test's environment did not
+        # ask. (/proc shows what a process was started with: the driver's own switch, set in
+        # its environment after it started, shows in what it starts.)
+        assert [usage_reports_off(pid) for pid in pids] == [True] * len(pids)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         assert driver.wait(timeout=600) == 0, (studies.home.parent / "driver.log").read_text()
