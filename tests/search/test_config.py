@@ -93,7 +93,7 @@ BAD_STUDIES = [
      "[resources] gpus_per_trial: \"auto\" packs single-worker trials"),
     ("after_add without resnet", "[space]\nbn_position = ['before_add', 'after_add']",
      "[space] bn_position: 'after_add' needs family 'resnet'"),
-    ("name with slash", "[study]\nname = 'a/b'", "[study] name: 'a/b' must be a non-empty name"),
+    ("name with slash", "[study]\nname = 'a/b'", "[study] name: 'a/b' must be printable, without slashes"),
     ("negative weight decay", "[train]\nweight_decay = -1", "[train] weight_decay: -1 must be >= 0"),
     ("momentum above one", "[train]\nmomentum = 1.5", "[train] momentum: 1.5 must be in [0, 1)"),
     ("zero grad clip", "[train]\ngrad_clip = 0", "[train] grad_clip: 0 must be > 0"),
