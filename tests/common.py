@@ -16,14 +16,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess:
+        timeout: float = 600, full_env: dict | None = None) -> subprocess.CompletedProcess:
     """`resnet-search ARGS` as a user runs it (from the repository root unless `cwd`).
 
-    `env` overrides variables of this process's environment; None removes one.
+    `env` overrides variables of this process's environment (None removes one); `full_env`
+    is the whole environment instead (a study's, tests/search/study_helpers.Studies).
     """
     return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
                           text=True, cwd=cwd or ROOT, timeout=timeout,
-                          env=_environment(env))
+                          env=full_env if full_env is not None else _environment(env))
+
+
+def start_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+              full_env: dict | None = None, **popen: object) -> subprocess.Popen:
+    """`resnet-search ARGS` started in the background; `env` and `full_env` as for `cli`,
+    Popen's own keywords (output, session) passed on."""
+    return subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=cwd or ROOT,
+                            env=full_env if full_env is not None else _environment(env), **popen)
 
 
 # The libraries' usage-report switches: the commands a test starts never get them from the

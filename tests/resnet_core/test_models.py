@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -243,13 +239,3 @@ def test_architecture_cost_equals_the_built_network(name):
     model = build_model(name, in_channels=1)
     assert architecture_cost(name, (8, 8), in_channels=1) == (
         count_parameters(model), count_flops(model, (8, 8)))
-
-
-@pytest.mark.slow
-def test_models_command_lists_the_registry_as_json():
-    result = subprocess.run([sys.executable, "-m", "search.cli", "models", "--json"],
-                            capture_output=True, text=True, check=True)
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert set(rows) == set(list_models())
-    assert rows["wrn-28-10"]["parameters"] == count_parameters(build_model("wrn-28-10"))
-    assert rows["resnet-20"]["flops"] == count_flops(build_model("resnet-20"))

@@ -7,13 +7,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, TELEMETRY_SWITCHES, free_port  # noqa: F401 - free_port: re-exported for the study tests
+from common import ROOT, TELEMETRY_SWITCHES, cli, free_port, start_cli  # noqa: F401 - free_port: re-exported for the study tests
 
 # The one tiny study the tests start from: 2 WRN-10 trials of 2 epochs on digits. Each test
 # overrides only what it is about (a section's key set to None is left out).
@@ -139,10 +138,8 @@ class Studies:
 
     def cli(self, *args: str, timeout: float = 600, env: dict | None = None
             ) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
-                              text=True, cwd=self.home.parent,
-                              env={**self.env, **self._ray_env(args), **(env or {})},
-                              timeout=timeout)
+        return cli(*args, cwd=self.home.parent, timeout=timeout,
+                   full_env={**self.env, **self._ray_env(args), **(env or {})})
 
     def _ray_env(self, args: tuple[str, ...]) -> dict[str, str]:
         """$RAY_ADDRESS of the shared Ray for a study command that would start its own."""
@@ -153,9 +150,8 @@ class Studies:
     def start(self, *args: str) -> subprocess.Popen:
         """A driver in its own session, so the test can kill it with all of its Ray processes."""
         log = open(self.home.parent / "driver.log", "w")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen([sys.executable, "-m", "search.cli", *args], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=self.home.parent, env=self.env,
-                                start_new_session=True)
+        return start_cli(*args, cwd=self.home.parent, full_env=self.env, stdout=log,
+                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def client(self):
         from search.tracking.store import client_for

@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
-from common import ROOT, with_own_images
+from common import ROOT, cli, with_own_images
 
 from resnet_core.config import TrainConfig, field_types, scalar_type
 from resnet_core.data import OWN_DATA_FIELDS, DataConfig
@@ -19,10 +19,8 @@ MINIMAL = '[study]\nname = "t"\n[space]\nfamily = "wrn"\ndepth = 10\n'
 
 
 def check(*args: str, home: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RESNET_SEARCH_HOME": str(home or ROOT / ".no-home")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "search.cli.main", "check", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    return cli("check", *args, timeout=120, env={
+        "RESNET_SEARCH_HOME": str(home or ROOT / ".no-home"), "MLFLOW_TRACKING_URI": None})
 
 
 def toml_value(value) -> str:
@@ -166,8 +164,7 @@ def test_check_names_the_tracking_uri_run_would_use_and_where_it_came_from(
     env.pop("MLFLOW_TRACKING_URI", None)
     if environment:
         env["MLFLOW_TRACKING_URI"] = environment
-    result = subprocess.run([sys.executable, "-m", "search.cli.main", "check", "--json", str(path)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    result = cli("check", "--json", str(path), timeout=120, full_env=env)
     assert result.returncode == 0, result.stderr
     tracking = json.loads(result.stdout)["tracking"]
     uri, source = expected

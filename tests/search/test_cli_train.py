@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import fields
 
 import pytest
-from common import ROOT, cli, free_port
+from common import cli, free_port, start_cli
 
 from resnet_core.checkpoint import model_from_checkpoint
 from resnet_core.config import ModelConfig, TrainConfig, field_types, scalar_type
@@ -65,9 +63,7 @@ def test_train_resumes_an_interrupted_run(tmp_path):
     is one line (the saved optimizer and schedule would train on regardless)."""
     out = tmp_path / "run"
     args = ("train", "--model", "resnet-8", "--epochs", "20", "--out", str(out), "--quiet")
-    first = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = start_cli(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (out / "checkpoint.pt").is_file() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -213,3 +209,39 @@ def test_evaluate_a_model_uri_on_a_server_that_does_not_answer_is_one_line(tmp_p
     assert result.stderr.strip().splitlines()[-1] == (
         f"resnet-search: error: tracking server {uri} is unreachable (ConnectionError); start it or "
         f"pass --tracking-uri")
+
+
+def test_the_no_decay_flag_reaches_the_training_recipe():
+    """`train --no-decay-bn-bias` sets the recipe field that exempts BN and biases from decay."""
+    args = build_parser().parse_args(["train", "--no-decay-bn-bias"])
+    assert _train_configs(args)[1].exempt_bn_and_bias is True
+    assert _train_configs(build_parser().parse_args(["train"]))[1].exempt_bn_and_bias is False
+
+
+@pytest.mark.slow
+def test_models_command_lists_the_registry_as_json():
+    from resnet_core import build_model, count_flops, count_parameters, list_models
+
+    result = cli("models", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(list_models())
+    assert rows["wrn-28-10"]["parameters"] == count_parameters(build_model("wrn-28-10"))
+    assert rows["resnet-20"]["flops"] == count_flops(build_model("resnet-20"))
+
+
+def test_evaluate_of_a_torn_checkpoint_is_one_line_exit_2(tmp_path):
+    from resnet_core import TrainingRun, parse_model_name, save_checkpoint
+
+    run = TrainingRun.from_configs(parse_model_name("resnet-8"), TrainConfig(epochs=1),
+                                   DataConfig("digits"), "cpu")
+    whole = save_checkpoint(run.state_dict(), tmp_path / "whole.pt").read_bytes()
+    torn = tmp_path / "checkpoint.pt"
+    for blob in (whole[: len(whole) // 3], whole[:-10]):
+        torn.write_bytes(blob)
+        result = cli("evaluate", "--checkpoint", str(torn), cwd=tmp_path, timeout=300)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines[0].startswith(f"resnet-search: error: {torn} is not a readable checkpoint "
+                                   f"(truncated or corrupt")

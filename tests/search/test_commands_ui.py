@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import browser
 import pytest
-from common import TELEMETRY_SWITCHES, cli, free_port, usage_reports_off
-from study_helpers import ROOT, wait_for
+from common import cli, free_port, start_cli, usage_reports_off
+from study_helpers import wait_for
 from test_report import STUDY_NAME, report_dir, report_study  # noqa: F401 - the shared real study
 
 from search.tracking import store as tracking
@@ -118,14 +117,10 @@ def _cmdline(pid: int) -> str:
                                                (signal.SIGHUP, 2)])
 def test_ui_stopped_by_a_signal_leaves_no_process(tmp_path, stop, workers):
     port, marker = free_port(), f"RESNET_SEARCH_UI_TEST={uuid.uuid4().hex}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), marker.split("=")[0]: marker.split("=")[1]}
-    for switch in TELEMETRY_SWITCHES:  # the platform, not the test, turns them off
-        env.pop(switch, None)
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "--port", str(port),
-                           "--workers", str(workers),
-                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-                          cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                          stderr=open(tmp_path / "ui.log", "w"))  # noqa: SIM115
+    ui = start_cli("ui", "--port", str(port), "--workers", str(workers),
+                   "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path,
+                   env={marker.split("=")[0]: marker.split("=")[1]}, stdout=subprocess.DEVNULL,
+                   stderr=open(tmp_path / "ui.log", "w"))  # noqa: SIM115
     try:
         wait_for(lambda: _answers(port), 300, f"the dashboard on port {port}")
         # The command, MLflow's launcher and its server are up: more than one process to stop.
@@ -186,10 +181,9 @@ def dashboard(report_study, report_dir, tmp_path_factory):  # noqa: F811
 
     logs = tmp_path_factory.mktemp("ui")
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli.main", "ui", "--port", str(port),
-                           "--tracking-uri", report_study.tracking_uri],
-                          cwd=logs, env=report_study.env, stdout=subprocess.DEVNULL,
-                          stderr=open(logs / "ui.log", "w"))  # noqa: SIM115
+    ui = start_cli("ui", "--port", str(port), "--tracking-uri", report_study.tracking_uri,
+                   cwd=logs, full_env=report_study.env, stdout=subprocess.DEVNULL,
+                   stderr=open(logs / "ui.log", "w"))  # noqa: SIM115
     try:
         announced = re.compile(r"^the newest study's runs: (\S+)$", re.M)
         wait_for(lambda: announced.search((logs / "ui.log").read_text()) or ui.poll() is not None,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from common import start_cli
 from study_helpers import KILL_TIMED_NET, ROOT, Studies, free_port, kill_session, study_toml, wait_for
 
 from search.tracking import tags
@@ -157,9 +158,9 @@ def test_status_calls_and_a_run_on_a_fresh_home_give_no_traceback(studies: Studi
     path = studies.write("fresh", study_toml("fresh", study={"num_samples": 1},
                                              train={"epochs": 1}, space={"width": 1}))
     commands = [("status", "x")] * 5 + [("studies",)] * 2 + [("run", str(path))]
-    started = [subprocess.Popen([sys.executable, "-m", "search.cli.main", *c], cwd=studies.home.parent,
-                                env=studies.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for c in commands]
+    started = [start_cli(*c, cwd=studies.home.parent, full_env=studies.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for c in commands]
     outcomes = [(c, p.communicate(timeout=600)[1], p.returncode)
                 for c, p in zip(commands, started, strict=True)]
     for command, stderr, rc in outcomes:
