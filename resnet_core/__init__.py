@@ -4,7 +4,7 @@
 
 Each name is imported from its module when first used (PEP 562): configs, errors and
 dataset names come without torch, so a command that only reads a tracking store does not
-pay torch's 2-3 s import; anything that builds or trains a network imports it as before.
+pay torch's 2-3 s import; anything that builds or trains a network imports it then.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def _token_hint() -> str:
 def stop_ray_in_background() -> None:
     """Stop Ray (or leave the cluster) in a thread: a study needs it no more once its trials
     are done. A private Ray's shutdown stops its processes one after another, 1-2 s measured
-    (issue 12), which now overlaps the champion's export and the report instead of
+    (benchmarks/RESULTS.md), which overlaps the champion's export and the report instead of
     following them. The process waits for it before exiting (an exit handler), as does the
     next `start_ray`.
 

@@ -2,7 +2,7 @@
 Kubernetes API (schemas), Ray's launcher schema, the images and NVIDIA drivers the
 pinned torch build needs, the operator's and workers' network paths, the node types'
 allocatable resources, the shared volume, and the package pins the image installs.
-Each check here stands for a way a first study on a real cluster failed (issue 13)."""
+Each check here stands for a way a first study on a real cluster failed."""
 
 from __future__ import annotations
 

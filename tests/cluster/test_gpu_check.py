@@ -1,6 +1,6 @@
-"""A trial that was given a GPU but cannot use it fails with one line (issue 13): on
+"""A trial that was given a GPU but cannot use it fails with one line: on
 a node whose NVIDIA driver is too old for the CUDA 13 build of torch, torch sees no
-GPU and the trainable used to train on the CPU for hours without a word."""
+GPU, and a trainable that did not check would train on the CPU for hours without a word."""
 
 from __future__ import annotations
 

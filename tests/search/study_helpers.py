@@ -157,7 +157,7 @@ class Studies:
         from search.tracking.store import client_for
 
         # client_for, not a bare MlflowClient: a test polling a store that its driver is
-        # creating at the same moment must not race it on the schema (issue 11).
+        # creating at the same moment must not race it on the schema.
         return client_for(self.tracking_uri)
 
     def trial_runs(self, study: str) -> list:

@@ -42,7 +42,7 @@ ray.shutdown()
 def test_a_private_ray_starts_no_worker_process_before_a_trial_needs_one():
     """Tune gives every trial actor a runtime environment of its own, so a worker that Ray
     prestarts for the first driver is never used by a study: it only takes the CPU the
-    trials' start-up needs (issue 12). None is started until a trial asks for one."""
+    trials' start-up needs. None is started until a trial asks for one."""
     temp = tempfile.mkdtemp(prefix="rs-ray-")  # short: Ray's socket paths must fit 107 bytes
     try:
         done = subprocess.run([sys.executable, "-c", COUNT_WORKERS], cwd=ROOT,

@@ -339,7 +339,7 @@ OUTAGE_S = 12
 
 @slow
 def test_a_tracking_outage_past_the_clients_retries_loses_nothing(postgres, tmp_path):
-    """Issue 11: the server goes away for longer than the client retries; the study keeps
+    """The server goes away for longer than the client retries; the study keeps
     training, says that tracking is behind, and every epoch of every trial lands in MLflow.
 
     MLflow's client retries for minutes by default; with no retries and a 2 s timeout the
