@@ -6,7 +6,10 @@ with `from common import ROOT, cli, free_port`.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -60,6 +63,44 @@ def usage_reports_off(pid: int) -> bool:
     """Whether a process runs with MLflow's and Ray's usage reports switched off."""
     environment = process_environment(pid)
     return all(environment.get(name) == value for name, value in TELEMETRY_SWITCHES.items())
+
+
+# ---------------------------------------------------------------- study files
+
+
+def toml_value(value: object) -> str:
+    """A Python value as TOML, for the study files tests write (any string, non-finite floats,
+    nested tables inline)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf") \
+            if not math.isfinite(value) else repr(value)
+    if isinstance(value, str):  # a JSON string is a TOML basic string, escapes included
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_key(key: str) -> str:
+    """A bare (or dotted: `lr.sgd`) key as it is, any other key quoted."""
+    bare = re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key)
+    return key if bare else json.dumps(key, ensure_ascii=False)
+
+
+def toml_document(document: dict) -> str:
+    """A study file: top-level keys first, then one [section] per table."""
+    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in document.items() if not isinstance(v, dict)]
+    for section, body in document.items():
+        if isinstance(body, dict):
+            lines.append(f"[{toml_key(section)}]")
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in body.items()]
+    return "\n".join(lines) + "\n"
 
 
 def free_port() -> int:

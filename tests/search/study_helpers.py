@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, TELEMETRY_SWITCHES, cli, free_port, start_cli  # noqa: F401 - free_port: re-exported for the study tests
+from common import ROOT, TELEMETRY_SWITCHES, cli, free_port, start_cli, toml_document  # noqa: F401 - free_port: re-exported for the study tests
 
 # The one tiny study the tests start from: 2 WRN-10 trials of 2 epochs on digits. Each test
 # overrides only what it is about (a section's key set to None is left out).
@@ -48,22 +47,7 @@ def study_toml(name: str, *, replace_space: bool = False, **sections: dict[str, 
     for section, values in sections.items():
         base = {} if section == "space" and replace_space else merged.get(section, {})
         merged[section] = {k: v for k, v in {**base, **values}.items() if v is not None}
-    return "\n".join(f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
-                     for section, values in merged.items() if values)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string for everything a test writes
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
+    return toml_document({section: values for section, values in merged.items() if values})
 
 
 class SharedRay:

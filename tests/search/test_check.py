@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
-from common import ROOT, cli, with_own_images
+from common import ROOT, cli, toml_value, with_own_images
 
 from resnet_core.config import TrainConfig, field_types, scalar_type
 from resnet_core.data import OWN_DATA_FIELDS, DataConfig
@@ -21,14 +21,6 @@ MINIMAL = '[study]\nname = "t"\n[space]\nfamily = "wrn"\ndepth = 10\n'
 def check(*args: str, home: Path | None = None) -> subprocess.CompletedProcess:
     return cli("check", *args, timeout=120, env={
         "RESNET_SEARCH_HOME": str(home or ROOT / ".no-home"), "MLFLOW_TRACKING_URI": None})
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(value)
 
 
 def example_value(cls: type, spec) -> object:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import tomllib
+from common import toml_document
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,31 +93,6 @@ VALUES = st.recursive(
 )
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") \
-            if math.isinf(value) else repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a TOML basic string (escapes included)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def to_toml(document: dict[str, Any]) -> str:
-    lines = [f"{json.dumps(k)} = {toml_value(v)}" for k, v in document.items()
-             if not isinstance(v, dict)]
-    for section, body in document.items():
-        if isinstance(body, dict):
-            lines.append(f"[{json.dumps(section)}]")
-            lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in body.items()]
-    return "\n".join(lines) + "\n"
-
-
 def nested(depth: int) -> dict[str, Any]:
     value: Any = 1
     for _ in range(depth):
@@ -171,7 +146,7 @@ def test_the_shipped_study_files_are_checked_as_they_are(tmp_path):
 @FUZZ
 @given(document=mutated_study())
 def test_mutated_study_files_are_accepted_or_refused_in_one_line(document, tmp_path_factory):
-    check_case(tmp_path_factory.mktemp("case"), to_toml(document))
+    check_case(tmp_path_factory.mktemp("case"), toml_document(document))
 
 
 @FUZZ

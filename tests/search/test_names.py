@@ -8,6 +8,7 @@ import contextlib
 import io
 
 import pytest
+from common import toml_value
 
 from search.cli.main import main
 
@@ -30,21 +31,15 @@ BAD_NAMES = ["..", ".", "../escape", "a/../../b", "a\\b", "nul\x00byte", "tab\tn
 
 def check(tmp_path, name: str, *, registered: str | None = None, flag: str | None = None
           ) -> tuple[int, str]:
-    tracking = f"[tracking]\nregistered_model = {_toml(registered)}\n" if registered else ""
+    tracking = f"[tracking]\nregistered_model = {toml_value(registered)}\n" if registered else ""
     path = tmp_path / "study.toml"
-    path.write_text(STUDY.format(name=_toml(name), tracking=tracking))
+    path.write_text(STUDY.format(name=toml_value(name), tracking=tracking))
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         # `run --name` (check has no --name): refused before anything starts, as the test asserts
         command = ["run", str(path), "--name", flag] if flag is not None else ["check", str(path)]
         code = main(command)
     return code, err.getvalue()
-
-
-def _toml(text: str) -> str:
-    """A TOML basic string: every character escaped where it must be."""
-    return '"' + "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}"
-                         for c in text) + '"'
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
