@@ -304,10 +304,47 @@ def test_the_champion_answers_batched_http_requests_like_load_best(finished_stud
             assert served.shape == (batch, 10)
             np.testing.assert_allclose(served, expected, atol=1e-4)
             assert (served.argmax(1) == expected.argmax(1)).all()
+        _fuzzed_bodies_are_refused_with_a_message(port, data.test.images[0].float().numpy())
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     wait_for(lambda: not session_processes(server.pid), 30, "the server's processes to stop")
+
+
+def _fuzzed_bodies_are_refused_with_a_message(port: int, image) -> None:
+    """Malformed JSON bodies get a 4xx with a message, never a 500 or a dead server: wrong
+    shapes and types, NaN, strings, huge and empty batches, broken JSON."""
+    import random
+    import urllib.error
+    import urllib.request
+
+    rng = random.Random(0)
+    good = image.tolist()
+    shapes = [[], [[]], [good[0]], [[good]], good, [good, good[0]], [[[[1.0]]]], [[[["x"]]]]]
+    bodies = [b"", b"{", b"null", b"[]", b'{"inputs": "pixels"}', b'{"inputs": null}',
+              b'{"wrong": [1]}', b'{"inputs": [[[[NaN]]]]}', b"\xff\xfe", b'{"inputs": {}}']
+    bodies += [json.dumps({"inputs": shape}).encode() for shape in shapes]
+    for _ in range(60):  # random edits of a valid body: a byte changed, cut or repeated
+        valid = bytearray(json.dumps({"inputs": [good]}).encode())
+        at = rng.randrange(len(valid))
+        edit = rng.choice(["flip", "cut", "repeat"])
+        if edit == "flip":
+            valid[at] = rng.randrange(256)
+        bodies.append(bytes(valid[:at]) if edit == "cut" else bytes(valid[:at] + valid[at:] * 2)
+                      if edit == "repeat" else bytes(valid))
+    refused = 0
+    for body in bodies:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=60).read()
+        except urllib.error.HTTPError as error:
+            message = error.read().decode(errors="replace")
+            assert 400 <= error.code < 500 and message.strip(), (body[:200], error.code, message)
+            refused += 1
+    assert refused >= len(bodies) // 2, f"only {refused} of {len(bodies)} bodies were refused"
+    ping = urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10)
+    assert ping.status == 200, "the server died on a fuzzed body"
 
 
 # From hopeless (1e-5) to good (0.1): the weak half is stopped at the first rungs.
