@@ -22,7 +22,6 @@ from resnet_core.errors import ConfigValueError
 if TYPE_CHECKING:
     from torch import nn
 
-    from resnet_core.config import ModelConfig
 
 BLOCKS = ("basic", "bottleneck")
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z][a-z0-9]*)*")
@@ -79,7 +78,8 @@ class NetworkFamily:
     depth_rules: tuple[DepthRule, ...]
     has_width: bool = False
     has_bn_position: bool = False
-    builder: str | Callable[[ModelConfig], nn.Module] = "resnet_core.models:ResidualNetwork"
+    # Takes a ModelConfig (named in words: resnet_core.config imports this module).
+    builder: str | Callable[[Any], nn.Module] = "resnet_core.models:ResidualNetwork"
     paper_params: Mapping[str, float] = field(default_factory=dict)
     extra_models: tuple[str, ...] = ()
     example: str = ""
@@ -197,7 +197,7 @@ class NetworkFamily:
 
     # ------------------------------------------------------------ building
 
-    def build(self, config: ModelConfig) -> nn.Module:
+    def build(self, config: Any) -> nn.Module:  # a ModelConfig
         """The network of a config of this family."""
         builder = self.builder
         if isinstance(builder, str):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import resnet_core
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,29 +72,29 @@ def test_commands_that_read_a_store_do_not_import_torch():
 FLOORS = ("studyfile", "trial", "tracking", "space", "results", "study", "cli")
 
 
-def search_modules() -> dict[str, Path]:
-    """Dotted name -> file of every module of search (packages by their __init__)."""
+def package_modules(package: str = "search") -> dict[str, Path]:
+    """Dotted name -> file of every module of a package (packages by their __init__)."""
     modules = {}
-    for path in sorted((ROOT / "search").rglob("*.py")):
+    for path in sorted((ROOT / package).rglob("*.py")):
         parts = path.relative_to(ROOT).with_suffix("").parts
         modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
 
 
-def search_import_graph() -> dict[str, set[str]]:
-    """Module -> the search modules it imports (anywhere in the file, functions included).
+def import_graph(package: str = "search") -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (anywhere in the file, functions included).
 
     `from search.tracking import tags` names the module `search.tracking.tags`; a name a
     package re-exports counts as an import of the package."""
-    modules = search_modules()
+    modules = package_modules(package)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("search"):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package):
                 targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
                            else node.module for a in node.names]
             elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names if a.name.startswith("search")]
+                targets = [a.name for a in node.names if a.name.startswith(package)]
             else:
                 continue
             graph[name].update(t for t in targets if t in modules and t != name)
@@ -110,13 +112,14 @@ def test_every_search_folder_has_a_floor():
 
 
 def test_search_folders_import_only_downward():
-    upward = [f"{module} -> {target}" for module, targets in search_import_graph().items()
+    upward = [f"{module} -> {target}" for module, targets in import_graph().items()
               for target in targets if floor_of(target) > floor_of(module)]
     assert not upward, "imports from a higher floor (FLOORS):\n" + "\n".join(sorted(upward))
 
 
-def test_search_has_no_import_circle():
-    graph = search_import_graph()
+@pytest.mark.parametrize("package", ["search", "resnet_core"])
+def test_no_import_circle(package):
+    graph = import_graph(package)
     circles = []
     for start in graph:
         # a path back to `start`, by depth-first search over the modules it imports
