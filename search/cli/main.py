@@ -41,7 +41,7 @@ from search.cli.predict import cmd_predict
 from search.cli.report import cmd_report
 from search.cli.run import cmd_resume, cmd_run
 from search.cli.serve import cmd_serve
-from search.cli.status import cmd_best, cmd_status, cmd_studies
+from search.cli.status import STATUS_TOP, cmd_best, cmd_status, cmd_studies
 from search.cli.train import cmd_evaluate, cmd_models, cmd_train
 from search.cli.ui import cmd_ui
 from search.study.interrupt import StudyFailed, StudyInterrupted
@@ -217,7 +217,11 @@ def _add_search_commands(commands: Any) -> None:
     status = commands.add_parser("status", help="trials of a study and the best so far")
     status.add_argument("name")
     status.add_argument("--tracking-uri", default=None)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="every trial, as one JSON object")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--top", type=int, default=STATUS_TOP, metavar="N",
+                       help=f"show the best N trials and the running ones (default {STATUS_TOP})")
+    shown.add_argument("--all", action="store_true", help="show every trial")
 
     best = commands.add_parser("best", help="the best trial of a study")
     best.add_argument("name")

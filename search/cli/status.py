@@ -14,6 +14,10 @@ from search.tracking.tags import champion_uri
 # they run, so that the parser and the other commands never pay it.
 
 
+# Trials `status` lists unless told otherwise: a study of thousands stays one screen.
+STATUS_TOP = 10
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from search.results.retrieve import study_status  # MLflow: see above
 
@@ -26,13 +30,34 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{status['num_samples']} trials: {counts}")
     print(f"storage {status['storage_path']}, tracking {status['tracking_uri']}")
     metric = f"best {status['metric']}"
+    rows = shown_trials(status["trials"], None if getattr(args, "all", False) else args.top)
     print(f"\n{'rank':>4} {'#':>3} {'trial':<12} {'status':<11} {'model':<22} {'optimizer':<9} "
           f"{'lr':>9} {'epochs':>6} {metric:>16}")
-    for place, t in enumerate(status["trials"], 1):
+    for place, t in rows:
         print(f"{place if t['ranked'] else '-':>4} {t['optuna_trial_number']:>3} "
               f"{t['trial_id'] or '?':<12} {t['status']:<11} {t['model']:<22} "
               f"{t['optimizer'] or '?':<9} {_num(t['lr']):>9} {t['epochs']:>6} "
               f"{_num(t['value'], 4):>16}")
+    if len(rows) < len(status["trials"]):
+        print(f"... {len(status['trials']) - len(rows)} more trials: --top N shows more, "
+              f"--all every one, --json all of them as data")
+    _print_best_and_champion(status, metric)
+    return 0
+
+
+def shown_trials(trials: list[dict[str, Any]], top: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """(rank, row) of the trials `status` lists: all of them, or the best `top` (ranking's
+    order) and every running one after them, so a big study's table stays readable."""
+    numbered = list(enumerate(trials, 1))
+    if top is None:
+        return numbered
+    best = [(place, t) for place, t in numbered if t["ranked"]][:max(top, 0)]
+    listed = {place for place, _ in best}
+    return best + [(place, t) for place, t in numbered
+                   if t["status"] == "running" and place not in listed]
+
+
+def _print_best_and_champion(status: dict[str, Any], metric: str) -> None:
     best = status["best"]
     if best:
         print(f"\nbest: trial {best['trial_id']} ({best['model']}), {metric} "
@@ -42,7 +67,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         alias = f" = {champion_uri(champion['model'])}" if champion["is_alias"] else ""
         print(f"champion: {champion['uri']}{alias} (trial {status['champion_trial_id']}), "
               f"test accuracy {status['test_accuracy']:.4f}")
-    return 0
 
 
 def _num(value: Any, digits: int = 3) -> str:

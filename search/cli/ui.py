@@ -82,8 +82,14 @@ def _announce_study_runs(dashboard: str, child: subprocess.Popen,
 
 def newest_study_experiment(dashboard: str) -> str | None:
     """The experiment id of the newest study run a dashboard's server holds; None if none."""
-    experiments = _rest(dashboard, "experiments/search", {"max_results": 1000})
-    ids = [e["experiment_id"] for e in experiments.get("experiments", [])]
+    ids: list[str] = []
+    page: dict[str, Any] = {"max_results": 1000}  # the server's most per request: page on
+    while True:
+        experiments = _rest(dashboard, "experiments/search", page)
+        ids += [e["experiment_id"] for e in experiments.get("experiments", [])]
+        if not experiments.get("next_page_token"):
+            break
+        page = {"max_results": 1000, "page_token": experiments["next_page_token"]}
     if not ids:
         return None
     runs = _rest(dashboard, "runs/search", {

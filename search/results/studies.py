@@ -13,6 +13,8 @@ from typing import Any
 from search.tracking import tags
 from search.tracking.records import read_study
 from search.tracking.store import (
+    all_experiment_ids,
+    all_runs,
     check_tracking_reachable,
     client_for,
     resolve_tracking_uri,
@@ -28,11 +30,9 @@ def list_studies(tracking_uri: str | None = None) -> dict[str, Any]:
         return {"tracking_uri": uri, "studies": []}
     check_tracking_reachable(uri)
     client = client_for(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(
-        experiments, filter_string=f"tags.`{tags.KIND}` = '{tags.KIND_STUDY}'",
-        order_by=["attributes.start_time DESC"], max_results=10000,
-    ) if experiments else []
+    experiments = all_experiment_ids(client)
+    runs = all_runs(client, experiments, f"tags.`{tags.KIND}` = '{tags.KIND_STUDY}'",
+                    ["attributes.start_time DESC"]) if experiments else []
     return {"tracking_uri": uri, "studies": [_study_row(client, run) for run in runs]}
 
 

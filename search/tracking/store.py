@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from search.tracking import ranking, tags
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 TRACKING_TIMEOUT_S = 5
+# Runs asked of MLflow per request. A study holds any number of trials: every search pages
+# through all of them (MLflow refuses a page over 50,000).
+PAGE_SIZE = 10_000
 
 
 def check_tracking_reachable(uri: str, timeout: float = TRACKING_TIMEOUT_S) -> None:
@@ -167,9 +170,34 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str
                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
+def all_pages(search: Callable[..., Any], page_size: int = PAGE_SIZE) -> list:
+    """Every result of an MLflow search, page after page: `search(max_results=, page_token=)`
+    answers one page (a PagedList with its next token)."""
+    results: list = []
+    token = None
+    while True:
+        page = search(max_results=page_size, page_token=token)
+        results.extend(page)
+        token = page.token
+        if not token:
+            return results
+
+
+def all_experiment_ids(client: MlflowClient) -> list[str]:
+    """Every active experiment of the store (MLflow answers 1,000 per request)."""
+    return [e.experiment_id for e in all_pages(client.search_experiments, 1000)]
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str,
+             order_by: list[str] | None = None) -> list:
+    """Every run of the experiments that matches the filter, however many there are."""
+    return all_pages(lambda **page: client.search_runs(
+        experiment_ids, filter_string=filter_string, order_by=order_by, **page))
+
+
 def find_study_run(client: MlflowClient, name: str):
     """The parent run of a study, searched over all experiments; None if absent."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
+    experiments = all_experiment_ids(client)
     if not experiments:
         return None
     runs = client.search_runs(
@@ -207,7 +235,8 @@ def study_champion(client: MlflowClient, study_run) -> dict[str, Any] | None:
         return None
     study = study_run.data.tags.get(tags.STUDY, study_run.info.run_name)
     try:
-        versions = client.search_model_versions(f"name = '{_quote(registered)}'")
+        versions = all_pages(lambda **page: client.search_model_versions(
+            f"name = '{_quote(registered)}'", **page))
     except Exception:  # no such registered model: the study never reached registration
         return None
     mine = [v for v in versions
@@ -247,11 +276,8 @@ def champion_class_scores(client: MlflowClient, study_run_id: str) -> dict[str, 
 
 def trial_runs(client: MlflowClient, study_run) -> list:
     """All trial runs of a study (child runs of its parent run)."""
-    return client.search_runs(
-        [study_run.info.experiment_id],
-        filter_string=f"tags.`{tags.PARENT}` = '{study_run.info.run_id}'",
-        max_results=10000,
-    )
+    return all_runs(client, [study_run.info.experiment_id],
+                    f"tags.`{tags.PARENT}` = '{study_run.info.run_id}'")
 
 
 def trial_run(client: MlflowClient, study_run_id: str, experiment_id: str, trial_id: str):

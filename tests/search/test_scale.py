@@ -1,0 +1,100 @@
+"""A study larger than one page of MLflow's search results is read whole.
+
+MLflow answers a run search one page at a time (at most 50,000 runs a page); a reader that asks
+for one page of 10,000 silently drops the rest. The study here has 10,050 trial runs, written by
+the platform's own trial callback (tests/scale_store.py), and its best trial is the 10,040th:
+`status`, `best` and the ranking the champion is chosen by must all count every trial and name
+that one.
+
+Marked slow: the store takes ~35 s to write and every reader reads all 10,050 runs (~25 s each
+on a 2-core machine, most of it MLflow building its run objects; benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from common import cli
+from scale_store import write_scale_study
+
+from search.tracking import store
+
+TRIALS = 10_050
+BEST = 10_039  # Optuna numbers count from 0: the 10,040th trial
+
+
+@pytest.fixture(scope="module")
+def big_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scale")
+    uri, study_run_id = write_scale_study(folder, trials=TRIALS, epochs=2, best=BEST)
+    return uri, study_run_id
+
+
+@pytest.mark.slow
+def test_status_counts_every_trial_and_names_the_10040th_best(big_study):
+    uri, _ = big_study
+    shown = cli("status", "scale", "--tracking-uri", uri)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{TRIALS} of {TRIALS} trials" in shown.stdout
+    counts = re.search(r"trials: (.*)", shown.stdout).group(1)
+    assert sum(int(n) for n in re.findall(r"(\d+) \w+", counts)) == TRIALS
+    assert f"best: trial t{BEST:06d}" in shown.stdout
+
+
+@pytest.mark.slow
+def test_best_names_the_10040th_trial(big_study):
+    uri, _ = big_study
+    shown = cli("best", "scale", "--tracking-uri", uri)
+    assert shown.returncode == 0, shown.stderr
+    assert f"best trial of scale: t{BEST:06d} (Optuna #{BEST}," in shown.stdout
+
+
+@pytest.mark.slow
+def test_the_champion_is_chosen_among_every_trial(big_study):
+    uri, study_run_id = big_study
+    client = store.client_for(uri)
+    ranked = store.ranked_trial_runs(client, client.get_run(study_run_id))
+    assert len(ranked) == TRIALS
+    assert ranked[0][0].number == BEST
+
+
+# ---------------------------------------------------------------- readable at size
+
+SIZE = 290
+
+
+@pytest.fixture(scope="module")
+def sized_study(tmp_path_factory):
+    uri, _ = write_scale_study(tmp_path_factory.mktemp("sized"), trials=SIZE, epochs=2,
+                               best=123, running=2)
+    return uri
+
+
+def _trial_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.match(r"\s*(\d+|-)\s+\d+\s+t\d{6}\s", line)]
+
+
+def test_status_of_a_big_study_shows_the_best_ten_the_running_ones_and_the_counts(sized_study):
+    shown = cli("status", "scale", "--tracking-uri", sized_study)
+    assert shown.returncode == 0, shown.stderr
+    rows = _trial_lines(shown.stdout)
+    assert len(rows) == 12  # the best 10, then the 2 still training
+    assert "t000123" in rows[0].split() and rows[0].split()[0] == "1"
+    assert [r.split()[3] for r in rows[10:]] == ["running", "running"]
+    assert "290 of 290 trials: " in shown.stdout and "completed" in shown.stdout
+    assert "278 more trials" in shown.stdout
+    assert len(shown.stdout.splitlines()) < 25
+
+
+def test_status_top_all_and_json_show_what_they_say(sized_study):
+    top = cli("status", "scale", "--tracking-uri", sized_study, "--top", "3")
+    rows = [r.split() for r in _trial_lines(top.stdout)]
+    assert [r[0] for r in rows[:3]] == ["1", "2", "3"]
+    assert [r[3] for r in rows[3:]] == ["running", "running"]
+    every = cli("status", "scale", "--tracking-uri", sized_study, "--all")
+    assert len(_trial_lines(every.stdout)) == SIZE
+    assert "more trials" not in every.stdout
+    data = json.loads(cli("status", "scale", "--tracking-uri", sized_study, "--json").stdout)
+    assert len(data["trials"]) == SIZE and sum(data["counts"].values()) == SIZE
