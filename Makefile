@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-gpu lint bench bench-overhead mutate fuzz bench-search install mlflow-ui cluster-up cluster-down clean
+.PHONY: demo test test-fast test-gpu lint bench bench-overhead bench-scale mutate fuzz bench-search install mlflow-ui cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/platform_overhead.py
+
+# Each reading command at 1,000 and 10,000 trials on SQLite (~15 min on 2 cores).
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py
 
 # Deliberate bugs, one at a time, in a scratch copy: each must make a named test fail on code
 # where the same tests pass (tests/README.md).

@@ -98,3 +98,35 @@ def test_status_top_all_and_json_show_what_they_say(sized_study):
     assert "more trials" not in every.stdout
     data = json.loads(cli("status", "scale", "--tracking-uri", sized_study, "--json").stdout)
     assert len(data["trials"]) == SIZE and sum(data["counts"].values()) == SIZE
+
+
+def test_the_live_table_of_a_big_study_shows_the_running_and_the_best_trials(tmp_path, monkeypatch):
+    from ray.tune.experiment import Trial
+    from study_helpers import study_toml
+
+    from search.study.run import progress_table
+    from search.studyfile.config import load_study
+
+    path = tmp_path / "big.toml"
+    path.write_text(study_toml("big", study={"num_samples": 2000}))
+    reporter = progress_table(load_study(path))
+    reporter.set_search_properties("val_accuracy", "max")  # what Tune hands it from the study
+    trials = []
+    for number in range(2000):
+        trial = Trial("trainable", trial_id=f"t{number:05d}", stub=True, config={
+            "network": "wrn-16-2", "model": {"dropout": 0.1},
+            "train": {"optimizer": "sgd", "lr": 0.05}})
+        trial.status = Trial.RUNNING if number >= 1997 else Trial.TERMINATED
+        accuracy = 0.99 if number == 1234 else 0.5 + (number * 7919 % 1000) / 2500
+        trial.run_metadata.last_result = {"epoch": 1, "val_accuracy": accuracy,
+                                          "best_val_accuracy": accuracy, "config": trial.config}
+        trials.append(trial)
+    # Stub trials have no Ray storage: the table names this folder instead.
+    for folder in ("local_experiment_path", "local_path"):
+        monkeypatch.setattr(Trial, folder, property(lambda trial: str(tmp_path)))
+    table = reporter._progress_str(trials, False)  # a report while trials run
+    rows = [line for line in table.splitlines() if line.startswith("| trainable_")]
+    assert len(rows) <= 30 and len(table.splitlines()) < 45
+    assert [r.split()[3] for r in rows[:3]] == ["RUNNING"] * 3
+    assert "t01234" in rows[3]  # the best finished trial leads the finished ones
+    assert "more trials not shown" in table
