@@ -356,7 +356,15 @@ def trial_callback(config: StudyConfig, uri: str, study_run_id: str, experiment_
 
     return MlflowTrialCallback(uri, study_run_id, experiment_id, config.study.name,
                                config.train.epochs, config.tracking.log_checkpoints,
-                               metric=config.study.metric, mode=config.study.mode)
+                               metric=config.study.metric, mode=config.study.mode,
+                               journal_path=tracking_journal(config))
+
+
+def tracking_journal(config: StudyConfig) -> str | None:
+    """The study's tracking journal, beside Ray's experiment state on the study's storage."""
+    from search.tracking.journal import journal_path  # here: it loads MLflow and Ray
+
+    return journal_path(os.path.join(config.storage.path, config.study.name))
 
 
 @contextlib.contextmanager
@@ -384,6 +392,12 @@ def resume_study(name: str, *, address: str | None = None,
         raise StudyAlreadyCompleted(name, client, study_run)
     config = study_config_from_run(client, study_run)
     check_storage_writable(config.storage.path)
+    from search.tracking.journal import replay_journal  # here: it loads MLflow and Ray
+
+    # What an earlier driver queued and never wrote (it died during a tracking outage) goes
+    # to the store before anything else writes there.
+    replay_journal(client, tracking_journal(config), study_run.info.run_id,
+                   study_run.info.experiment_id, config.study.metric, config.study.mode)
     check_resources_before_start(config, address)
     cluster = start_study_ray(config, address)
     phases_for(study_run.info.run_id).driver["ray_startup"] += cluster.seconds

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from search.studyfile.config import config_params
-from search.tracking import ranking, tags
+from search.tracking import tags
+from search.tracking.journal import RecordWriter
 from search.tracking.phases import PhaseTimes, phases_for, timed
-from search.tracking.store import client_for, trial_run
+from search.tracking.store import client_for
 from search.tracking.writer import TrackingWriter, writer_for
 from search.trial.spec import TrialSpec
 
@@ -75,13 +74,15 @@ def trial_cost_params(spec: TrialSpec) -> dict[str, str]:
 class MlflowTrialCallback(Callback):
     """Mirror every trial into a nested MLflow run: params, per-epoch metrics, lineage.
 
+    Every write is a record (`search.tracking.journal`): journaled on the study's storage
+    when the callback has a `journal_path`, then queued on the study's writer thread.
     Picklable (Ray saves callbacks with the experiment): the client is rebuilt
     lazily from the tracking URI, per-trial caches are rebuilt from MLflow.
     """
 
     def __init__(self, tracking_uri: str, study_run_id: str, experiment_id: str, study_name: str,
                  epochs: int, log_checkpoints: bool = True, metric: str = "val_accuracy",
-                 mode: str = "max") -> None:
+                 mode: str = "max", journal_path: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.study_run_id = study_run_id
         self.experiment_id = experiment_id
@@ -90,19 +91,22 @@ class MlflowTrialCallback(Callback):
         self.log_checkpoints = log_checkpoints
         self.metric = metric
         self.mode = mode
+        self.journal_path = journal_path
         self._client: MlflowClient | None = None
-        self._runs: dict[str, str] = {}
-        self._best: dict[str, ranking.EpochScore | None] = {}
+        self._records: RecordWriter | None = None
+        self._started: set[str] = set()  # trials whose start record this driver queued
         self._summary_update = SummaryUpdate()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _best={}, _summary_update=None)
+        state.update(_client=None, _records=None, _started=set(), _summary_update=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Callbacks pickled by an older version lack the newer fields.
-        self.__dict__.update({"metric": "val_accuracy", "mode": "max", "_best": {}, **state})
+        # Callbacks pickled by an older version lack the newer fields (and have old caches).
+        state = {k: v for k, v in state.items() if k not in ("_runs", "_best")}
+        self.__dict__.update({"metric": "val_accuracy", "mode": "max", "journal_path": None,
+                              "_records": None, "_started": set(), **state})
         self._summary_update = SummaryUpdate()
 
     @property
@@ -111,36 +115,35 @@ class MlflowTrialCallback(Callback):
             self._client = client_for(self.tracking_uri)
         return self._client
 
+    @property
+    def records(self) -> RecordWriter:
+        if self._records is None:
+            self._records = RecordWriter(lambda: self.client, self.study_run_id, self.experiment_id,
+                                         self.metric, self.mode)
+            self._records.on_end = self._update_study_run
+        return self._records
+
     # ------------------------------------------------------------ runs
 
     def run_id_for(self, trial) -> str:
         """The trial's run: cached, else found by tag (resumed study), else created."""
-        trial_id = trial.trial_id
-        if trial_id in self._runs:
-            return self._runs[trial_id]
-        existing = trial_run(self.client, self.study_run_id, self.experiment_id, trial_id)
-        if existing is not None:
-            run_id = existing.info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            self._best[trial_id] = ranking.epoch_from_summary(existing.data.metrics, self.metric)
-        else:
-            run_id = self._create_trial_run(trial)
-        self._runs[trial_id] = run_id
+        run_id = self.records.run_for(trial.trial_id)
+        if run_id is None:
+            self.records.apply(self._start_record(trial))
+            run_id = self.records.run_for(trial.trial_id)
         return run_id
 
-    def _create_trial_run(self, trial) -> str:
+    def _start_record(self, trial) -> dict[str, Any]:
         spec = TrialSpec.from_tune(trial.config)
         number = spec.number
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{number:03d}-{trial.trial_id}", tags={
-                tags.PARENT: self.study_run_id, tags.KIND: tags.KIND_TRIAL, tags.STUDY: self.study_name,
-                tags.TRIAL_ID: trial.trial_id, tags.OPTUNA_NUMBER: str(number),
-                tags.STATUS: tags.RUNNING,
-            })
         params = {**config_params(model=spec.model_values(), train=spec.train_values()),
                   **trial_cost_params(spec)}
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
-        return run.info.run_id
+        return {"kind": "start", "trial": trial.trial_id,
+                "run_name": f"trial-{number:03d}-{trial.trial_id}",
+                "tags": {tags.PARENT: self.study_run_id, tags.KIND: tags.KIND_TRIAL,
+                         tags.STUDY: self.study_name, tags.TRIAL_ID: trial.trial_id,
+                         tags.OPTUNA_NUMBER: str(number), tags.STATUS: tags.RUNNING},
+                "params": {k: str(v) for k, v in params.items()}}
 
     # ------------------------------------------------------------ Tune hooks
 
@@ -150,21 +153,30 @@ class MlflowTrialCallback(Callback):
 
     @property
     def writer(self) -> TrackingWriter:
-        return writer_for(self.study_run_id, self.tracking_uri)
+        return writer_for(self.study_run_id, self.tracking_uri, self.journal_path)
 
     # Every hook only takes what it needs from the trial now (Tune changes the trial
-    # object as it goes) and queues the writes: the Tune loop never waits for MLflow.
+    # object as it goes), as a record, and queues it: the Tune loop never waits for MLflow.
+
+    def _submit(self, record: dict[str, Any], what: str, checkpoint=None) -> None:
+        self.writer.submit(lambda: self._tracked(self.records.apply, record, checkpoint), what, record)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.phases.trial_started(trial.trial_id)
-        self.writer.submit(lambda: self._tracked(self.run_id_for, trial), "a trial's run")
+        self._queue_start(trial)
+
+    def _queue_start(self, trial) -> None:
+        self._started.add(trial.trial_id)
+        self._submit(self._start_record(trial), "a trial's run")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.phases.trial_result(trial.trial_id, result)
+        if trial.trial_id not in self._started:  # a restored trial Tune did not start again
+            self._queue_start(trial)
         # Stamped now, when the epoch was reported, not when the (maybe queued) write happens.
-        lineage, result, reported = _lineage_tags(trial, result), dict(result), int(time.time() * 1000)
-        self.writer.submit(lambda: self._tracked(self._log_result, trial, result, lineage, reported),
-                           f"epoch {result.get('epoch', '?')} of trial {trial.trial_id}")
+        record = epoch_record(trial.trial_id, result, _lineage_tags(trial, result),
+                              int(time.time() * 1000))
+        self._submit(record, f"epoch {record['step']} of trial {trial.trial_id}")
         if result.get("checkpoint_restore"):  # a torn checkpoint: said on the driver's output
             print(f"resnet-search: trial {trial.trial_id}: {result['checkpoint_restore']}",
                   file=sys.stderr, flush=True)
@@ -174,51 +186,36 @@ class MlflowTrialCallback(Callback):
             write(*args)
 
     def _log_result(self, trial, result: dict[str, Any], lineage: list[RunTag], now: int) -> None:
-        run_id = self.run_id_for(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        values = {k: float(v) for k, v in result.items()
-                  if k in TRIAL_METRICS and isinstance(v, (int, float)) and math.isfinite(v)}
-        values.update(self._summary(trial.trial_id, result))
-        metrics = [Metric(k, v, now, step) for k, v in values.items()]
-        self.client.log_batch(run_id, metrics=metrics, tags=lineage)
-
-    def _summary(self, trial_id: str, result: dict[str, Any]) -> dict[str, float]:
-        """The ranking's summary of the trial after this epoch (its best epoch so far)."""
-        best = self._best.get(trial_id)
-        score = None if result.get("diverged") else ranking.epoch_score(result, self.metric)
-        if score is not None and score.beats(best, self.mode):
-            best = self._best[trial_id] = score
-        return ranking.summary_metrics(best, self.metric) if best is not None else {}
+        self.run_id_for(trial)
+        self.records.apply(epoch_record(trial.trial_id, result, lineage, now))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         status = trial_outcome(trial.last_result or {}, self.epochs)
         checkpoint = trial.checkpoint
-        self.writer.submit(lambda: self._tracked(self._log_completion, trial, status, checkpoint),
-                           f"the end of trial {trial.trial_id}")
+        self._submit(self._end_record(trial, status, checkpoint), f"the end of trial {trial.trial_id}",
+                     checkpoint)
+
+    def _end_record(self, trial, status: str, checkpoint) -> dict[str, Any]:
+        return {"kind": "end", "trial": trial.trial_id, "status": status,
+                "checkpoint": None if checkpoint is None else str(checkpoint.path),
+                "log_checkpoint": self.log_checkpoints}
 
     def _log_completion(self, trial, status: str, checkpoint) -> None:
-        run_id = self.run_id_for(trial)
-        run_tags = [RunTag(tags.STATUS, status)]
-        if checkpoint is not None:
-            run_tags.append(RunTag(tags.CHECKPOINT, str(checkpoint.path)))
-            if self.log_checkpoints:
-                self._log_checkpoint(run_id, checkpoint)
-        self.client.log_batch(run_id, tags=run_tags)
-        self.client.set_terminated(run_id, "FINISHED")
-        self._update_study_run()
+        self.run_id_for(trial)
+        self.records.apply(self._end_record(trial, status, checkpoint), checkpoint)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         error_file = trial.error_file
-        self.writer.submit(lambda: self._tracked(self._log_error, trial, error_file),
-                           f"the failure of trial {trial.trial_id}")
+        self._submit(self._error_record(trial, error_file), f"the failure of trial {trial.trial_id}")
+
+    @staticmethod
+    def _error_record(trial, error_file: str | None) -> dict[str, Any]:
+        return {"kind": "error", "trial": trial.trial_id,
+                "error_file": str(error_file) if error_file else None}
 
     def _log_error(self, trial, error_file: str | None) -> None:
-        run_id = self.run_id_for(trial)
-        self.client.set_tag(run_id, tags.STATUS, tags.FAILED)
-        if error_file:
-            self.client.set_tag(run_id, tags.ERROR_FILE, str(error_file))
-        self.client.set_terminated(run_id, "FAILED")
-        self._update_study_run()
+        self.run_id_for(trial)
+        self.records.apply(self._error_record(trial, error_file))
 
     def _update_study_run(self) -> None:
         """After a trial's end (on the writer thread): now, or deferred if it was done lately
@@ -242,10 +239,15 @@ class MlflowTrialCallback(Callback):
         if self._summary_update.cancel_deferred():  # the trials are done: rewrite it now
             self._submit_study_summary()
 
-    def _log_checkpoint(self, run_id: str, checkpoint) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            local = checkpoint.to_directory(os.path.join(directory, "checkpoint"))
-            self.client.log_artifacts(run_id, local, "checkpoint")
+
+def epoch_record(trial_id: str, result: dict[str, Any], lineage: list[RunTag], now: int
+                 ) -> dict[str, Any]:
+    """One reported epoch as a record: its finite tracked metrics, lineage, and when."""
+    step = int(result.get("epoch", result.get("training_iteration", 0)))
+    values = {k: float(v) for k, v in result.items()
+              if k in TRIAL_METRICS and isinstance(v, (int, float)) and math.isfinite(v)}
+    return {"kind": "epoch", "trial": trial_id, "step": step, "time": now, "metrics": values,
+            "tags": {tag.key: tag.value for tag in lineage}}
 
 
 def _lineage_tags(trial, result: dict[str, Any]) -> list[RunTag]:

@@ -11,22 +11,30 @@ order holds, until it goes through; the driver says that tracking is behind (the
 a minute) and when it has caught up. Before the study scores and registers its
 champion, it waits for the queue to drain (`writer_for(study_run_id).drain()`).
 
-Not durable: the queue lives in the driver's memory. A driver that dies during an
-outage loses the updates still queued; the trials' checkpoints and Ray's state are on
-storage, and `resume` goes on from them.
+Durable where the study has a journal (`search.tracking.journal`): a write given as a
+record is appended to it, fsync'd, before it is queued, and the journal is emptied once the
+queue has caught up (see COMPACT_AT_BYTES) and when it is drained. A driver that dies
+during an outage loses nothing: `resume` replays the journal first. Writes given only as
+a callable (the study run's summary, rebuilt from the trial runs) are not journaled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search.tracking.journal import Journal
 
 NOTICE_EVERY_S = 60.0
 STALLED_AFTER_S = 30.0  # a write blocked this long (inside MLflow's own retries) is an outage
 MAX_RETRY_DELAY_S = 10.0  # how late, at most, a retry notices that the store is back
+COMPACT_AT_BYTES = 256 * 1024  # ~300 epoch records: what replay re-checks at most after a kill
 
 # Words of the errors a store that cannot be reached gives (MLflow wraps requests' and
 # urllib3's errors in MlflowException with their text; SQLite says it is locked).
@@ -54,26 +62,43 @@ def is_unreachable(error: BaseException) -> bool:
 class TrackingWriter:
     """One study's queue of MLflow writes and the thread that writes them in order."""
 
-    def __init__(self, where: str, out=None) -> None:
+    def __init__(self, where: str, out=None, journal: Journal | None = None) -> None:
         self.where = where  # what to name in notices: the tracking URI
+        self.journal = journal
         self._out = out or sys.stderr
-        self._jobs: queue.Queue[tuple[Callable[[], None], str]] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Callable[[], None], str, bool]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._job_started: float | None = None  # when the job in flight started
         self._behind_since: float | None = None
         self._last_notice = 0.0
         self.skipped = 0  # writes that failed for another reason than an outage
+        self._journal_failed = False
 
-    def submit(self, job: Callable[[], None], what: str) -> None:
-        """Queue `job` (a write); returns at once."""
+    def submit(self, job: Callable[[], None], what: str, record: dict[str, Any] | None = None) -> None:
+        """Queue `job` (a write); returns at once. `record`, the write as data, goes to the
+        journal first, so that the write survives this process."""
+        journaled = record is not None and self.journal is not None and self._journal(record)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._work, name="resnet-search-tracking",
                                                 daemon=True)
                 self._thread.start()
-        self._jobs.put((job, what))
+        self._jobs.put((job, what, journaled))
         self._check_stalled()
+
+    def _journal(self, record: dict[str, Any]) -> bool:
+        """Append to the journal; once it cannot be written, writes are queued in memory
+        only, as without one. Said nowhere: storage was writable at the start, so this is
+        a full disk, which the study reports itself in its one line when it stops."""
+        if self._journal_failed:
+            return False
+        try:
+            self.journal.append(record)
+        except OSError:
+            self._journal_failed = True  # a half-written line may end it: append no more
+            return False
+        return True
 
     @property
     def queued(self) -> int:
@@ -94,18 +119,25 @@ class TrackingWriter:
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+        if not self.queued and self.journal is not None:
+            with contextlib.suppress(OSError):  # a journal left as it is is replayed, harmlessly
+                self.journal.compact()
         return self.queued
 
     # ------------------------------------------------------------ the writer thread
 
     def _work(self) -> None:
         while True:
-            job, what = self._jobs.get()
+            job, what, journaled = self._jobs.get()
             try:
                 self._write(job, what)
             finally:
                 self._job_started = None
+                if journaled:
+                    self.journal.written()
                 self._jobs.task_done()
+                if self.journal is not None and self._jobs.unfinished_tasks == 0:
+                    self._compact_now()
 
     def _write(self, job: Callable[[], None], what: str) -> None:
         delay = 1.0
@@ -132,6 +164,13 @@ class TrackingWriter:
                 print(f"resnet-search: tracking caught up with {self.where} after {seconds:.0f} s",
                       file=self._out, flush=True)
             return
+
+    def _compact_now(self) -> None:
+        """Caught up: empty the journal, unless it is still small (a truncate and an fsync
+        per epoch would double its cost; replay skips what the store already holds)."""
+        with contextlib.suppress(OSError):  # a journal left as it is is replayed, harmlessly
+            if self.journal.size() >= COMPACT_AT_BYTES:
+                self.journal.compact()
 
     # ------------------------------------------------------------ notices
 
@@ -165,9 +204,16 @@ _WRITERS: dict[str, TrackingWriter] = {}
 _WRITERS_LOCK = threading.Lock()
 
 
-def writer_for(study_run_id: str, where: str = "the tracking store") -> TrackingWriter:
-    """The study's writer in this process (one per study run, whichever callback asks)."""
+def writer_for(study_run_id: str, where: str = "the tracking store",
+               journal_path: str | None = None) -> TrackingWriter:
+    """The study's writer in this process (one per study run, whichever callback asks);
+    journaled in `journal_path` once a caller names it."""
     with _WRITERS_LOCK:
         if study_run_id not in _WRITERS:
             _WRITERS[study_run_id] = TrackingWriter(where)
-        return _WRITERS[study_run_id]
+        writer = _WRITERS[study_run_id]
+        if journal_path is not None and writer.journal is None:
+            from search.tracking.journal import Journal  # here: it loads MLflow and Ray
+
+            writer.journal = Journal(journal_path)
+        return writer
