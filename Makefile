@@ -58,7 +58,7 @@ mutate: $(STAMP)
 
 # The fuzz tests with N cases each (CI runs 400): make fuzz N=5000
 fuzz: $(STAMP)
-	RESNET_SEARCH_FUZZ_EXAMPLES=$(or $(N),5000) $(BIN)/python -m pytest -q tests/search/test_fuzz.py
+	RESNET_SEARCH_FUZZ_EXAMPLES=$(or $(N),5000) $(BIN)/python -m pytest -q tests/search/cli/test_fuzz.py
 
 # Random vs TPE, with and without ASHA, at one trial-epoch budget (~45 min on 2 cores).
 bench-search: $(STAMP)

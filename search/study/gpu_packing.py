@@ -13,7 +13,7 @@ The estimate adds up what training keeps on the device:
 
 Activations dominate for the CIFAR networks (WRN-28-10 at batch 128 in bf16:
 about 5 GB), so the estimate is mostly a count of activation elements, taken
-with forward hooks on a one-image probe. tests/search/test_gpu_packing.py checks
+with forward hooks on a one-image probe. tests/search/study/test_gpu_packing.py checks
 it against the peak memory that a real training step reaches on this CPU.
 """
 

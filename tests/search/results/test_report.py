@@ -7,10 +7,10 @@ import re
 import shutil
 import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from common import cli
+from reported_study import STUDY_NAME
 from study_helpers import Studies
 
 from search.results import charts as report_charts
@@ -18,76 +18,8 @@ from search.results import report
 from search.tracking import records, tags
 from search.tracking.records import StudyRecord, TrialRecord
 
-STUDY_NAME = "reported"
-# Every family, both blocks, both BN positions, two optimizers: the grouped comparison has rows.
-REPORT_STUDY = """
-[study]
-name = "{name}"
-num_samples = 4
-seed = 3
-
-[data]
-dataset = "digits"
-
-[train]
-epochs = 2
-batch_size = 64
-
-[space]
-family = ["wrn", "resnet", "preact-resnet", "plain"]
-depth = [8, 10, 11]
-width = [1, 2]
-block = ["basic", "bottleneck"]
-bn_position = ["before_add", "after_add"]
-optimizer = ["sgd", "adam"]
-# Per optimizer, as the quickstart searches it (the report once left such an lr out).
-lr.sgd = {{ low = 0.03, high = 0.3, log = true }}
-lr.adam = {{ low = 0.001, high = 0.01, log = true }}
-
-[scheduler]
-kind = "none"
-
-[resources]
-cpus_per_trial = 1
-
-[tracking]
-registered_model = "{name}-model"
-"""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 SECTION_KEYS = list(report.SECTIONS)
-
-
-_SHARED: dict[str, Studies] = {}
-_REPORTED: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="session")
-def report_study(tmp_path_factory) -> Studies:
-    """One finished 4-trial digits study, shared by the report and `studies` tests."""
-    # test_commands_ui imports this fixture, and pytest gives each importing module its own
-    # copy even at session scope: the study itself is kept here so that it runs once.
-    if STUDY_NAME not in _SHARED:
-        home = tmp_path_factory.mktemp("report") / "home"
-        home.mkdir()
-        studies = Studies(home)
-        result = studies.cli("run", str(studies.write(STUDY_NAME,
-                                                      REPORT_STUDY.format(name=STUDY_NAME))))
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        _SHARED[STUDY_NAME] = studies
-    return _SHARED[STUDY_NAME]
-
-
-@pytest.fixture(scope="session")
-def report_dir(report_study, tmp_path_factory) -> Path:
-    """`resnet-search report` of the shared study: its files, also logged to the study run."""
-    if "report_dir" not in _REPORTED:  # made once, whichever module asks first (see above)
-        out = tmp_path_factory.mktemp("page") / "out"
-        result = report_study.cli("report", STUDY_NAME, "--tracking-uri", report_study.tracking_uri,
-                                  "--out", str(out))
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert str(out / "report.html") in result.stdout
-        _REPORTED["report_dir"] = out
-    return _REPORTED["report_dir"]
 
 
 # ---------------------------------------------------------------- the files

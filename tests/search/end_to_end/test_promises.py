@@ -180,7 +180,8 @@ def test_gpus_per_trial_auto_trains_on_the_cpu_where_there_is_no_gpu(two_studies
 
     studies, _ = two_studies
     if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: auto packs trials onto it (tests/search/test_gpu_packing.py)")
+        pytest.skip("this machine has a GPU: auto packs trials onto it "
+                    "(tests/search/study/test_gpu_packing.py)")
     runs = studies.trial_runs("promises-a")
     assert len(runs) == 3 and {r.data.tags[tags.DEVICE] for r in runs} == {"cpu"}
 

@@ -21,13 +21,12 @@ from typing import Any
 
 import pytest
 import tomllib
-from common import toml_document
+from common import ROOT, toml_document
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "configs").glob("*.toml"))
 BASES = [tomllib.loads(path.read_text()) for path in SHIPPED]
 # 400 cases a test, 1,200 study files and command lines in all; `make fuzz` runs more.

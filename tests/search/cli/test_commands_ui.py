@@ -17,8 +17,8 @@ from pathlib import Path
 import browser
 import pytest
 from common import cli, free_port, start_cli, usage_reports_off
+from reported_study import STUDY_NAME
 from study_helpers import wait_for
-from test_report import STUDY_NAME, report_dir, report_study  # noqa: F401 - the shared real study
 
 from search.tracking import store as tracking
 

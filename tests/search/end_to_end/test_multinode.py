@@ -70,7 +70,7 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
 def test_a_study_spreads_over_the_nodes_with_checkpoints_in_shared_storage(studies, tmp_path):
     """A study on a head and 2 workers (one CPU each): its trials run on several nodes and every
     checkpoint lies in the shared storage. It is the multi-objective study of
-    tests/search/test_constraints.py: latency measured on the nodes that train, and
+    tests/search/study/test_constraints.py: latency measured on the nodes that train, and
     a Pareto front, on a cluster."""
     shared = tmp_path / "shared-results"
     pareto = studies.write("pareto", pareto_study("pareto", storage={"path": str(shared)}))

@@ -441,7 +441,7 @@ def test_a_home_folder_that_cannot_be_made_is_blamed_on_resnet_search_home(tmp_p
 
 def test_resources_this_machine_cannot_provide_are_an_error_before_ray_starts(tmp_path):
     """A private Ray would have this machine's CPUs and GPUs: refused with nothing started.
-    (A cluster's resources are checked once joined: tests/search/test_multinode.py.)"""
+    (A cluster's resources are checked once joined: tests/search/end_to_end/test_multinode.py.)"""
     # Ray's temp folder for these commands only: a Ray started anyway leaves a session there
     # (other tests may start Rays in the shared /tmp/ray meanwhile).
     ray_tmp = tmp_path / "ray-tmp"
