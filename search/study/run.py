@@ -211,7 +211,7 @@ def set_tune_environment(capacity: int) -> None:
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(capacity))
     # Tune's default loggers, less TensorBoard's: each trial folder keeps Ray's own record
     # (result.json, progress.csv), while MLflow is the dashboard. The TensorBoardX logger
-    # was 93% of the loggers' driver time (1.2 s of a 32-trial study, issue 12) and its
+    # was 93% of the loggers' driver time (1.2 s of a 32-trial study, benchmarks/RESULTS.md) and its
     # event files had no reader. A restored study keeps the callbacks it was saved with.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Tune warns each time it saves the experiment state more often than every 5 s: a
@@ -472,8 +472,8 @@ def study_config_from_run(client, study_run) -> StudyConfig:
     config = absolute_paths(config, Path(run_tags.get(tags.STUDY_FILE, ".")).parent)
     storage = run_tags[tags.STORAGE]
     return replace(config, storage=replace(config.storage, path=storage),
-                   data=replace(config.data, root=study_run.data.params.get("data.root",
-                                                                            config.data.root)))
+                   data=replace(config.data, root=study_run.data.params.get(
+                       tags.DATA_PARAM + "root", config.data.root)))
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -531,8 +531,8 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
 def _log_report(client, study_run_id: str) -> None:
     """The study's HTML report as an artifact of its run (`report/report.html`).
 
-    Without the PNG copies: drawing them drives a headless Chromium (4-5 s, measured for
-    issue 12), paid by every study; `resnet-search report NAME` draws them on request.
+    Without the PNG copies: drawing them drives a headless Chromium (4-5 s measured,
+    benchmarks/RESULTS.md), paid by every study; `resnet-search report NAME` draws them on request.
     """
     from search.results.report import log_report
 

@@ -116,7 +116,7 @@ def _schema_template() -> Path | None:
 
     try:
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    except RuntimeError:  # no home directory (a bare container user): no template, as before
+    except RuntimeError:  # no home directory (a bare container user): a store made from scratch
         return None
     return cache / "resnet-search" / f"mlflow-{mlflow.__version__}-empty.db"
 

@@ -192,7 +192,7 @@ class TestTwoGlooWorkers:
         assert resumed[0][1] is not None
 
     def test_a_torn_checkpoint_restarts_the_trial_and_says_so_on_its_run(self, one_epoch):
-        # Issue 11: as for single-worker trials, the note reaches the trial's MLflow run
+        # As for single-worker trials, the note reaches the trial's MLflow run
         # (the driver tags `checkpoint_restore` from the first result that carries it).
         import shutil
 
@@ -272,7 +272,7 @@ class TestAStoppedTrialFreesItsWorkers:
 
 
 def test_quickstart_style_study_with_two_workers_per_trial(studies):
-    """The issue's acceptance: workers_per_trial = 2 runs whole studies on this 2-core machine."""
+    """workers_per_trial = 2 runs whole studies on this 2-core machine."""
     path = studies.write("ddp", ddp_study())
     result = studies.cli("run", str(path), timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
