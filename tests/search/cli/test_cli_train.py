@@ -211,11 +211,18 @@ def test_evaluate_a_model_uri_on_a_server_that_does_not_answer_is_one_line(tmp_p
         f"pass --tracking-uri")
 
 
-def test_the_no_decay_flag_reaches_the_training_recipe():
-    """`train --no-decay-bn-bias` sets the recipe field that exempts BN and biases from decay."""
-    args = build_parser().parse_args(["train", "--no-decay-bn-bias"])
-    assert _train_configs(args)[1].exempt_bn_and_bias is True
-    assert _train_configs(build_parser().parse_args(["train"]))[1].exempt_bn_and_bias is False
+def test_recipe_flags_reach_the_configs_the_run_trains_with():
+    """The flags the recipe tests (tests/resnet_core/test_recipe_promises.py) prove through the
+    configs: `--no-decay-bn-bias` (the old name of `--exempt-bn-and-bias`), `--amp`/`--no-amp`
+    and `--no-augment` set the fields they name, and leaving them out keeps the defaults."""
+    def configs(*flags: str):
+        return _train_configs(build_parser().parse_args(["train", *flags]))
+
+    assert configs("--no-decay-bn-bias")[1].exempt_bn_and_bias is True
+    assert configs("--exempt-bn-and-bias")[1].exempt_bn_and_bias is True
+    assert configs()[1].exempt_bn_and_bias is False
+    assert (configs("--amp")[1].amp, configs("--no-amp")[1].amp) == (True, False)
+    assert (configs("--no-augment")[2].augment, configs()[2].augment) == (False, True)
 
 
 @pytest.mark.slow
