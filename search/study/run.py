@@ -169,10 +169,19 @@ def use_classic_output() -> None:
 
 def progress_table(config: StudyConfig):
     """The live trial table: status, the sampled architecture and recipe, the metric."""
+    # Ray Tune's import costs seconds: only the commands that run a study pay it.
     from ray.tune import CLIReporter
 
+    class BoundedReporter(CLIReporter):
+        """Tune's table, whose last report keeps the row limit too: Tune's own lists every
+        trial at the end (10,000 lines for a big study); the study's summary that follows,
+        `status` and `report` show the rest."""
+
+        def report(self, trials, done: bool, *sys_info: str) -> None:
+            super().report(trials, False, *sys_info)
+
     use_classic_output()
-    return CLIReporter(
+    return BoundedReporter(
         # The network by its registry name (wrn-16-2, resnet-20-bottleneck): a "k" column
         # would read k=1 for every family without a width.
         parameter_columns=PROGRESS_COLUMNS,

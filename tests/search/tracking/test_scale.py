@@ -100,7 +100,8 @@ def test_status_top_all_and_json_show_what_they_say(sized_study):
     assert len(data["trials"]) == SIZE and sum(data["counts"].values()) == SIZE
 
 
-def test_the_live_table_of_a_big_study_shows_the_running_and_the_best_trials(tmp_path, monkeypatch):
+def test_the_live_table_of_a_big_study_shows_the_running_and_the_best_trials(tmp_path, monkeypatch,
+                                                                             capsys):
     from ray.tune.experiment import Trial
     from study_helpers import study_toml
 
@@ -130,3 +131,8 @@ def test_the_live_table_of_a_big_study_shows_the_running_and_the_best_trials(tmp
     assert [r.split()[3] for r in rows[:3]] == ["RUNNING"] * 3
     assert "t01234" in rows[3]  # the best finished trial leads the finished ones
     assert "more trials not shown" in table
+    # The last report, when the study ends, is as short (Tune's own lists every trial).
+    capsys.readouterr()
+    reporter.report(trials, True)
+    last = capsys.readouterr().out
+    assert len(last.splitlines()) < 45 and "more trials not shown" in last
