@@ -275,15 +275,15 @@ def run_method(method: Method, seed: int, settings: Settings, root: Path, uri: s
     from search.space.sampler import describe_space
     from search.study.run import absolute_paths, trial_callback
     from search.studyfile.config import parse_study
-    from search.tracking import store as tracking
+    from search.tracking import store
 
     raw = study_file(method, seed, settings, root)
     config = absolute_paths(parse_study(raw, label=f"{method.name} seed {seed}"))
     budget = settings.trials * settings.epochs
-    client = tracking.client_for(uri)
-    experiment_id = tracking.get_or_create_experiment(
+    client = store.client_for(uri)
+    experiment_id = store.get_or_create_experiment(
         client, config.tracking.experiment, (root / "mlartifacts").as_uri())
-    study_run_id = tracking.create_study_run(client, experiment_id, config, config.storage.path,
+    study_run_id = store.create_study_run(client, experiment_id, config, config.storage.path,
                                              describe_space(config))
     mlflow_callback = trial_callback(config, uri, study_run_id, experiment_id)
     started = time.monotonic()

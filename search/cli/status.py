@@ -113,9 +113,9 @@ def cmd_best(args: argparse.Namespace) -> int:
 def _print_pareto(args: argparse.Namespace) -> int:
     """`best NAME --pareto`: the trials no other trial beats on every objective."""
     from search.results.pareto import front_rows, markdown_table  # MLflow
-    from search.tracking import store as tracking  # MLflow
+    from search.tracking import store  # MLflow
 
-    _, client, study_run = tracking.open_study(args.name, args.tracking_uri)
+    _, client, study_run = store.open_study(args.name, args.tracking_uri)
     front = front_rows(client, study_run)
     if args.json:
         print(json.dumps({"study": args.name, **front}, indent=2))

@@ -26,7 +26,7 @@ from resnet_core import (
     prepare_image,
 )
 from search.results.retrieve import download_model_checkpoint
-from search.tracking import store as tracking
+from search.tracking import store
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ def _checkpoint(source: str, tracking_uri: str | None, scratch: Path) -> Path:
         return Path(source)
     if "://" in source or source.startswith("models:/"):
         return download_model_checkpoint(source, tracking_uri, scratch)
-    _, client, study_run = tracking.open_study(source, tracking_uri)
-    champion = tracking.registered_champion(client, study_run, source)
+    _, client, study_run = store.open_study(source, tracking_uri)
+    champion = store.registered_champion(client, study_run, source)
     return download_model_checkpoint(champion["uri"], tracking_uri, scratch)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from resnet_core import CHECKPOINT_FILE, data_config_from_dict, input_spec, model_from_checkpoint
 from search.studyfile.config import ConfigError
-from search.tracking import store as tracking
+from search.tracking import store
 from search.tracking.records import TrialRecord, read_study
 from search.tracking.store import open_study
 
@@ -78,9 +78,9 @@ def download_model_checkpoint(model_uri: str, tracking_uri: str | None, destinat
     """Fetch the weights-only checkpoint stored inside a logged/registered model."""
     import mlflow  # the whole of mlflow (~1 s more than its client): only to download a model
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
+    uri = store.resolve_tracking_uri(tracking_uri)
     # Not MLflow's retries against a server that does not answer (minutes): one line now.
-    tracking.check_tracking_reachable(uri)
+    store.check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -134,7 +134,7 @@ def load_best(name: str, tracking_uri: str | None = None) -> tuple[nn.Module, di
     """
     _, client, study_run = open_study(name, tracking_uri)
     study = read_study(client, study_run, trials=False)  # the champion needs no trial runs
-    champion = study.champion or tracking.registered_champion(client, study_run, name)
+    champion = study.champion or store.registered_champion(client, study_run, name)
     model, state = load_model_uri(champion["uri"], tracking_uri)
     config = {
         "model": state["model_config"],

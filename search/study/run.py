@@ -58,9 +58,9 @@ class StudyAlreadyCompleted(Exception):
 
 def _champion_said(client, study_run) -> str:
     """'its champion is models:/NAME/VERSION': the study's own version, not the shared alias."""
-    from search.tracking import store as tracking
+    from search.tracking import store
 
-    champion = tracking.study_champion(client, study_run)
+    champion = store.study_champion(client, study_run)
     return "it registered no champion" if champion is None else f"its champion is {champion['uri']}"
 
 
@@ -128,9 +128,9 @@ def fit_checking_storage(tuner, config: StudyConfig, uri: str, study_run_id: str
     """`tuner.fit()`; trials (or Tune itself) stopped by a full storage disk (errno 28) raise
     StorageFull: the study is interrupted, not failed, and `resume` goes on once space is freed."""
     def full() -> StorageFull:
-        from search.tracking import store as tracking
+        from search.tracking import store
 
-        keep_driver_state(tracking.client_for(uri), study_run_id, config.study.name)
+        keep_driver_state(store.client_for(uri), study_run_id, config.study.name)
         ends = (tags.COMPLETED, tags.PRUNED, tags.DIVERGED)  # not those the full disk failed
         return StorageFull(config.study.name, config.storage.path,
                            finished_trials(uri, study_run_id, ends), config.study.num_samples)
@@ -289,17 +289,17 @@ def run_study(config: StudyConfig, *, address: str | None = None,
               tracking_uri: str | None = None) -> StudyOutcome:
     from search.space.sampler import describe_space
     from search.space.searcher import check_optuna_storage
-    from search.tracking import store as tracking
+    from search.tracking import store
 
     config = absolute_paths(config)
-    uri = tracking.resolve_tracking_uri(tracking_uri, config.tracking.uri)
-    tracking.check_tracking_reachable(uri)
+    uri = store.resolve_tracking_uri(tracking_uri, config.tracking.uri)
+    store.check_tracking_reachable(uri)
     prepare_data(config)
     check_optuna_storage(config)
     check_storage_writable(config.storage.path)
     check_resources_before_start(config, address)
-    client = tracking.client_for(uri)
-    existing = tracking.find_study_run(client, config.study.name)
+    client = store.client_for(uri)
+    existing = store.find_study_run(client, config.study.name)
     if existing is not None and existing.data.tags.get(tags.STATUS) == tags.COMPLETED:
         raise ConfigError(f"study {config.study.name!r} already exists in {uri} and is completed; "
                           f"{_champion_said(client, existing)} (see `resnet-search best "
@@ -309,9 +309,9 @@ def run_study(config: StudyConfig, *, address: str | None = None,
                           f"`resnet-search resume {config.study.name}` or pick another --name")
     cluster = start_study_ray(config, address)
     check_storage_shared(config.storage.path)
-    experiment_id = tracking.get_or_create_experiment(
+    experiment_id = store.get_or_create_experiment(
         client, config.tracking.experiment, _artifact_root(uri))
-    study_run_id = tracking.create_study_run(client, experiment_id, config, config.storage.path,
+    study_run_id = store.create_study_run(client, experiment_id, config, config.storage.path,
                                              describe_space(config))
     phases_for(study_run_id).driver["ray_startup"] += cluster.seconds
     callback = trial_callback(config, uri, study_run_id, experiment_id)
@@ -352,10 +352,10 @@ def start_study_ray(config: StudyConfig, address: str | None) -> StudyRay:
 
 def finished_trials(uri: str, study_run_id: str, ends: tuple = tags.FINAL_STATUSES) -> int:
     """Trial runs of the study that reached an end (not running, not interrupted)."""
-    from search.tracking import store as tracking
+    from search.tracking import store
 
-    client = tracking.client_for(uri)
-    runs = tracking.trial_runs(client, client.get_run(study_run_id))
+    client = store.client_for(uri)
+    runs = store.trial_runs(client, client.get_run(study_run_id))
     return sum(r.data.tags.get(tags.STATUS) in ends for r in runs)
 
 
@@ -394,9 +394,9 @@ def resume_study(name: str, *, address: str | None = None,
     """Continue an interrupted study found by name in the tracking store."""
     from ray import tune
 
-    from search.tracking import store as tracking
+    from search.tracking import store
 
-    uri, client, study_run = tracking.open_study(name, tracking_uri)
+    uri, client, study_run = store.open_study(name, tracking_uri)
     if study_run.data.tags.get(tags.STATUS) == tags.COMPLETED:
         raise StudyAlreadyCompleted(name, client, study_run)
     config = study_config_from_run(client, study_run)
@@ -447,11 +447,11 @@ def settle_trial_runs(client, study_run_id: str, results, epochs: int) -> None:
     The trial ends this driver saw are in MLflow already (the writer was drained)."""
     from mlflow.entities import RunTag
 
-    from search.tracking import store as tracking
+    from search.tracking import store
     from search.tracking.callback import trial_outcome
 
     running = {run.data.tags.get(tags.TRIAL_ID): run
-               for run in tracking.trial_runs(client, client.get_run(study_run_id))
+               for run in store.trial_runs(client, client.get_run(study_run_id))
                if run.data.tags.get(tags.STATUS) == tags.RUNNING}
     for result in results:
         run = running.get((result.metrics or {}).get("trial_id"))
@@ -501,12 +501,12 @@ def _artifact_root(uri: str) -> str | None:
 def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> StudyOutcome:
     """Register the ranking's winner (scored once on the test split) as the champion."""
     from search.study.champion import pick_winner, register_champion
-    from search.tracking import store as tracking
+    from search.tracking import store
     from search.tracking.summary import outcome_counts, update_study_run
 
     stop_ray_in_background()  # the trials are done: nothing below uses Ray
-    client = tracking.client_for(uri)
-    ranked = tracking.ranked_trial_runs(client, client.get_run(study_run_id))
+    client = store.client_for(uri)
+    ranked = store.ranked_trial_runs(client, client.get_run(study_run_id))
     winner = pick_winner(ranked, results, config.study.metric, config.study.mode)
     if winner is None:
         errors = [r.error for r in results if r.error is not None]

@@ -145,11 +145,11 @@ class Studies:
         return client_for(self.tracking_uri)
 
     def trial_runs(self, study: str) -> list:
-        from search.tracking import store as tracking
+        from search.tracking import store
 
         client = self.client()
-        parent = tracking.find_study_run(client, study)
-        return [] if parent is None else tracking.trial_runs(client, parent)
+        parent = store.find_study_run(client, study)
+        return [] if parent is None else store.trial_runs(client, parent)
 
 
 def trained_checkpoint(run) -> dict:

@@ -20,7 +20,7 @@ from common import cli, free_port, start_cli, usage_reports_off
 from reported_study import STUDY_NAME
 from study_helpers import wait_for
 
-from search.tracking import store as tracking
+from search.tracking import store
 
 # ---------------------------------------------------------------- studies
 
@@ -41,7 +41,7 @@ def test_studies_lists_status_trials_best_champion_and_start(report_study):  # n
                                "uri": f"models:/{STUDY_NAME}-model/1", "is_alias": True}
     assert row["test_accuracy"] == pytest.approx(status["test_accuracy"])
     # The study run's own start, in this machine's local time, to the second.
-    study_run = tracking.find_study_run(studies.client(), STUDY_NAME)
+    study_run = store.find_study_run(studies.client(), STUDY_NAME)
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(study_run.info.start_time / 1000))
     assert row["start_time"] == started
 

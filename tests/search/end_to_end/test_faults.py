@@ -375,9 +375,9 @@ def test_a_full_storage_disk_interrupts_the_study_and_resume_completes_it(studie
         assert code == 1, log[-3000:]
         assert len(lines) == 1 and f"storage path {storage} is full" in lines[0], log[-3000:]
         client = studies.client()
-        from search.tracking import store as tracking
+        from search.tracking import store
 
-        assert tracking.find_study_run(client, "full").data.tags[tags.STATUS] == "interrupted"
+        assert store.find_study_run(client, "full").data.tags[tags.STATUS] == "interrupted"
         (storage / "filler").unlink()
         started = time.time()
         resumed = studies.cli("resume", "full")

@@ -71,10 +71,10 @@ def test_a_study_on_a_folder_of_images_and_its_cache_reused(studies, digit_folde
     for name, images in tested_per_class.items():
         assert f"<tr><td>{name}</td><td>{images}</td>" in by_class, (name, by_class[:2000])
     # So does the study run's description in the dashboard.
-    from search.tracking import store as tracking
+    from search.tracking import store
 
     client = studies.client()
-    description = tracking.find_study_run(client, "folder-a").data.tags["mlflow.note.content"]
+    description = store.find_study_run(client, "folder-a").data.tags["mlflow.note.content"]
     assert "Test accuracy by class, lowest 5 of 10:" in description, description
     assert any(f"| d{k} | {tested_per_class[f'd{k}']} |" in description for k in range(10))
     # From Python and for a server, the classes come named by their folders too.

@@ -121,9 +121,9 @@ def two_studies(tmp_path_factory) -> tuple[Studies, dict[str, str]]:
 
 
 def _study_run(studies: Studies, name: str):
-    from search.tracking import store as tracking
+    from search.tracking import store
 
-    return tracking.find_study_run(studies.client(), name)
+    return store.find_study_run(studies.client(), name)
 
 
 @pytest.mark.slow

@@ -21,8 +21,7 @@ from study_helpers import (
     wait_for,
 )
 
-from search.tracking import store as tracking
-from search.tracking import tags
+from search.tracking import store, tags
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +50,7 @@ def test_study_prints_the_champion_and_the_dashboard(finished_study):
     assert "registered model: models:/e2e-model@champion (version 1)" in result.stdout
     assert "resnet-search ui --tracking-uri sqlite:///" in result.stdout
     # The address opens the study's runs even in a browser that never chose MLflow's mode.
-    experiment = tracking.find_study_run(studies.client(), "e2e").info.experiment_id
+    experiment = store.find_study_run(studies.client(), "e2e").info.experiment_id
     assert (f"then open http://127.0.0.1:5000/#/experiments/{experiment}/runs"
             f"?workflowType=machine_learning)") in result.stdout
 
@@ -63,12 +62,12 @@ def test_the_run_says_where_its_time_went(finished_study):
     trials_line = next(line for line in result.stdout.splitlines() if line.startswith("  trials: "))
     assert "training" in trials_line and "checkpointing" in trials_line
     client = studies.client()
-    phases = tracking.find_study_run(client, "e2e").data.metrics
+    phases = store.find_study_run(client, "e2e").data.metrics
     for phase in ("driver.ray_startup", "driver.champion", "driver.tracking", "trials.startup",
                   "trials.training", "trials.validation", "trials.checkpointing"):
         assert phases[f"phase.{phase}_seconds"] > 0, phase
     trained = sum(sum(m.value for m in client.get_metric_history(r.info.run_id, "train_seconds"))
-                  for r in tracking.trial_runs(client, tracking.find_study_run(client, "e2e")))
+                  for r in store.trial_runs(client, store.find_study_run(client, "e2e")))
     assert phases["phase.trials.training_seconds"] == pytest.approx(trained, rel=1e-6)
 
 
@@ -80,7 +79,7 @@ def test_the_dashboard_opens_on_runs_and_the_study_run_explains_itself(finished_
 
     studies, _ = finished_study
     client = studies.client()
-    parent = tracking.find_study_run(client, "e2e")
+    parent = store.find_study_run(client, "e2e")
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     note = parent.data.tags[NOTE_TAG]
@@ -94,7 +93,7 @@ def test_the_dashboard_opens_on_runs_and_the_study_run_explains_itself(finished_
     values = [m.value for m in sorted(best_so_far, key=lambda m: m.step)]
     assert values == sorted(values)  # best so far never goes down
     assert parent.data.metrics["trials_completed"] == 4
-    for run in tracking.trial_runs(client, parent):
+    for run in store.trial_runs(client, parent):
         assert int(run.data.params["model.parameters"]) > 0 and int(run.data.params["model.flops"]) > 0
     artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
     assert "report/report.html" in artifacts
@@ -103,14 +102,14 @@ def test_the_dashboard_opens_on_runs_and_the_study_run_explains_itself(finished_
 def test_mlflow_holds_the_study_trials_metrics_and_lineage(finished_study):
     studies, _ = finished_study
     client = studies.client()
-    parent = tracking.find_study_run(client, "e2e")
+    parent = store.find_study_run(client, "e2e")
     assert parent is not None and parent.info.status == "FINISHED"
     assert parent.data.tags[tags.STATUS] == "completed"
     assert parent.data.params["space.family"] == "['wrn', 'resnet']"
     assert "test_accuracy" in parent.data.metrics
     assert "study.toml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
 
-    runs = tracking.trial_runs(client, parent)
+    runs = store.trial_runs(client, parent)
     assert len(runs) == 4
     assert len({r.data.tags[tags.TRIAL_ID] for r in runs}) == 4
     assert sorted(int(r.data.tags[tags.OPTUNA_NUMBER]) for r in runs) == [0, 1, 2, 3]
@@ -139,7 +138,7 @@ def test_champion_is_registered_with_its_test_accuracy(finished_study):
     studies, _ = finished_study
     client = studies.client()
     version = client.get_model_version_by_alias("e2e-model", "champion")
-    parent = tracking.find_study_run(client, "e2e")
+    parent = store.find_study_run(client, "e2e")
     assert float(version.tags["test_accuracy"]) == pytest.approx(
         parent.data.metrics["test_accuracy"], abs=1e-6)
     assert version.tags["study"] == "e2e"
@@ -240,10 +239,10 @@ def test_every_command_names_the_same_winner_and_it_is_the_best_trial(finished_s
     winner is the trial with the best validation accuracy (ties: lower val loss) by raw history."""
     studies, result = finished_study
     client = studies.client()
-    parent = tracking.find_study_run(client, "e2e")
+    parent = store.find_study_run(client, "e2e")
     by_trial = {r.data.tags[tags.TRIAL_ID]: (_independent_best(client, r),
                                             int(r.data.tags[tags.OPTUNA_NUMBER]))
-                for r in tracking.trial_runs(client, parent)}
+                for r in store.trial_runs(client, parent)}
     expected = min(by_trial, key=lambda t: (-by_trial[t][0][0], by_trial[t][0][1], by_trial[t][1]))
 
     printed = next(line for line in result.stdout.splitlines() if line.startswith("best trial "))
@@ -383,7 +382,7 @@ def test_asha_stops_weak_trials_early(studies):
     # torch.export is not thread-safe). A pruned trial is told from one stopped by a signal
     # (which the next resume must run on) by the scheduler's decision in Tune's record.
     client = studies.client()
-    study_run = tracking.find_study_run(client, "asha")
+    study_run = store.find_study_run(client, "asha")
     lost = {tags.PRUNED: pruned[0].info.run_id, tags.COMPLETED: kept[0].info.run_id}
     for run_id, status in ((study_run.info.run_id, tags.INTERRUPTED),
                            *((run_id, tags.RUNNING) for run_id in lost.values())):
@@ -396,7 +395,7 @@ def test_asha_stops_weak_trials_early(studies):
     assert {status: client.get_run(run_id).data.tags[tags.STATUS]
             for status, run_id in lost.items()} == {tags.PRUNED: tags.PRUNED,
                                                     tags.COMPLETED: tags.COMPLETED}
-    assert tracking.find_study_run(client, "asha").data.tags[tags.STATUS] == tags.COMPLETED
+    assert store.find_study_run(client, "asha").data.tags[tags.STATUS] == tags.COMPLETED
 
 
 def test_killed_driver_resumes_without_repeating_trials(studies):
@@ -462,7 +461,7 @@ def test_a_stop_signal_interrupts_the_study_and_resume_completes_it(studies):
         assert "Stop signal received" not in log  # quiet: Tune's warnings on the stop neither
         wait_for(lambda pid=driver.pid: not session_processes(pid), 60,
                  "the study's processes to stop")
-        study_run = tracking.find_study_run(client, name)
+        study_run = store.find_study_run(client, name)
         assert study_run.data.tags[tags.STATUS] == "interrupted", signum.name
         assert not client.search_model_versions(f"name='{name}-model'")  # nothing registered
         # Nothing runs now: the trials stopped with the study are said interrupted, not running.
@@ -488,7 +487,7 @@ def test_the_tracking_uri_of_the_study_file_is_where_the_study_is_tracked(studie
                       space={"width": 1, "lr": 0.1}, tracking={"uri": other})
     result = studies.cli("run", str(studies.write("placed", text)))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert tracking.find_study_run(client_for(other), "placed") is not None
+    assert store.find_study_run(client_for(other), "placed") is not None
     assert not studies.trial_runs("placed")  # nothing in the default store
 
 

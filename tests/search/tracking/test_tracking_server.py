@@ -18,8 +18,7 @@ from postgres import database_uri, fresh_database, require_postgres
 from study_helpers import KILL_TIMED_NET, kill_session, study_toml, trained_checkpoint, wait_for
 from tracking_server import TrackedStudies, tracking_server
 
-from search.tracking import store as tracking
-from search.tracking import tags
+from search.tracking import store, tags
 
 pytestmark = pytest.mark.postgres
 slow = pytest.mark.slow
@@ -96,7 +95,7 @@ def test_run_prints_the_champion_and_the_dashboard(tracked_study):
 def test_the_store_holds_the_study_its_trials_metrics_and_lineage(tracked_study):
     studies, _, server = tracked_study
     client = studies.client()
-    parent = tracking.find_study_run(client, "tracked")
+    parent = store.find_study_run(client, "tracked")
     assert parent is not None and parent.info.status == "FINISHED"
     assert parent.data.tags[tags.STATUS] == "completed"
     assert parent.data.params["space.width"] == "[1, 2]"
@@ -105,7 +104,7 @@ def test_the_store_holds_the_study_its_trials_metrics_and_lineage(tracked_study)
     assert {"study.toml", "space.json"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
 
-    runs = tracking.trial_runs(client, parent)
+    runs = store.trial_runs(client, parent)
     assert len(runs) == 2
     assert len({r.data.tags[tags.TRIAL_ID] for r in runs}) == 2
     assert sorted(int(r.data.tags[tags.OPTUNA_NUMBER]) for r in runs) == [0, 1]
@@ -133,7 +132,7 @@ def test_the_champion_is_registered_with_its_test_accuracy(tracked_study):
     client = studies.client()
     version = client.get_model_version_by_alias("tracked-model", "champion")
     assert str(version.version) == "1"
-    parent = tracking.find_study_run(client, "tracked")
+    parent = store.find_study_run(client, "tracked")
     assert float(version.tags["test_accuracy"]) == pytest.approx(
         parent.data.metrics["test_accuracy"], abs=1e-6)
     assert version.tags["study"] == "tracked"
@@ -320,7 +319,7 @@ def test_a_later_study_warm_starts_from_an_earlier_one(server_study, monkeypatch
             number = int(run.data.tags[tags.OPTUNA_NUMBER])
             assert values[number] == pytest.approx(run.data.metrics["val_accuracy"])
     client = studies.client()
-    warm = tracking.find_study_run(client, "warm")
+    warm = store.find_study_run(client, "warm")
     assert not any("optuna_storage" in key for key in warm.data.params)
     logged = client.download_artifacts(warm.info.run_id, "study.toml")
     assert "${RS_TEST_PG_USER}@" in open(logged).read()
@@ -382,6 +381,6 @@ def test_a_tracking_outage_past_the_clients_retries_loses_nothing(postgres, tmp_
         # driver does; a Tune loop stuck on a tracking call lets no later one through. (The
         # outage holds about 10 epochs, fewer when other tests share the two cores.)
         assert reported_while_down >= 2, "training stopped while the server was away"
-        study_run = tracking.find_study_run(client, "outage")
+        study_run = store.find_study_run(client, "outage")
         assert study_run.data.tags[tags.STATUS] == tags.COMPLETED
         assert client.get_model_version_by_alias("outage-model", tags.CHAMPION_ALIAS).version == "1"
