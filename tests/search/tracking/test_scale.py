@@ -32,23 +32,26 @@ def big_study(tmp_path_factory):
     return uri, study_run_id
 
 
+def command_output(big_study, command: str) -> str:
+    """What `resnet-search COMMAND scale` prints about the big study (it must succeed)."""
+    shown = cli(command, "scale", "--tracking-uri", big_study[0])
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
 @pytest.mark.slow
 def test_status_counts_every_trial_and_names_the_10040th_best(big_study):
-    uri, _ = big_study
-    shown = cli("status", "scale", "--tracking-uri", uri)
-    assert shown.returncode == 0, shown.stderr
-    assert f"{TRIALS} of {TRIALS} trials" in shown.stdout
-    counts = re.search(r"trials: (.*)", shown.stdout).group(1)
+    shown = command_output(big_study, "status")
+    assert f"{TRIALS} of {TRIALS} trials" in shown
+    counts = re.search(r"trials: (.*)", shown).group(1)
     assert sum(int(n) for n in re.findall(r"(\d+) \w+", counts)) == TRIALS
-    assert f"best: trial t{BEST:06d}" in shown.stdout
+    assert f"best: trial t{BEST:06d}" in shown
 
 
 @pytest.mark.slow
 def test_best_names_the_10040th_trial(big_study):
-    uri, _ = big_study
-    shown = cli("best", "scale", "--tracking-uri", uri)
-    assert shown.returncode == 0, shown.stderr
-    assert f"best trial of scale: t{BEST:06d} (Optuna #{BEST}," in shown.stdout
+    shown = command_output(big_study, "best")
+    assert f"best trial of scale: t{BEST:06d} (Optuna #{BEST}," in shown
 
 
 @pytest.mark.slow
