@@ -50,6 +50,23 @@ def study_toml(name: str, *, replace_space: bool = False, **sections: dict[str, 
     return toml_document({section: values for section, values in merged.items() if values})
 
 
+def cli_in_process(argv: list[str]) -> tuple[int, str, str]:
+    """`resnet-search ARGV` in this process, for the many fast cases of one rule (the fuzz, the
+    name rule): (exit code, stdout, stderr). argparse's own exits count as their codes."""
+    import contextlib
+    import io
+
+    from search.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's own exits (--help, a usage error)
+            code = exit_.code if isinstance(exit_.code, int) else 2
+    return code, out.getvalue(), err.getvalue()
+
+
 class SharedRay:
     """One Ray head on this machine that the tests' `run`/`resume` commands join, started on
     first use and stopped when the test session ends (tests/search/conftest.py).

@@ -24,25 +24,13 @@ import tomllib
 from common import ROOT, toml_document
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from search.cli.main import main
+from study_helpers import cli_in_process
 
 SHIPPED = sorted((ROOT / "configs").glob("*.toml"))
 BASES = [tomllib.loads(path.read_text()) for path in SHIPPED]
 # 400 cases a test, 1,200 study files and command lines in all; `make fuzz` runs more.
 FUZZ = settings(max_examples=int(os.environ.get("RESNET_SEARCH_FUZZ_EXAMPLES", 400)), deadline=None,
                 derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """`resnet-search ARGV` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exit_:  # argparse's own exits (--help, a usage error)
-            code = exit_.code if isinstance(exit_.code, int) else 2
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_accepted_or_refused(code: int, stderr: str, case: str) -> None:
@@ -128,7 +116,7 @@ def mutated_study(draw) -> dict[str, Any]:
 def check_case(tmp_path: Path, text: str) -> None:
     path = tmp_path / "study.toml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    code, _, stderr = run_cli(["check", str(path)])
+    code, _, stderr = cli_in_process(["check", str(path)])
     assert_accepted_or_refused(code, stderr, text[:2000])
 
 
@@ -137,7 +125,7 @@ def check_case(tmp_path: Path, text: str) -> None:
 def test_the_shipped_study_files_are_checked_as_they_are(tmp_path):
     """The fuzz starts from files `check` takes (own-images may name a folder not here)."""
     for path in SHIPPED:
-        code, _, stderr = run_cli(["check", str(path)])
+        code, _, stderr = cli_in_process(["check", str(path)])
         assert_accepted_or_refused(code, stderr, path.name)
         assert code == 0 or path.name == "own-images.toml", stderr
 
@@ -248,7 +236,7 @@ def test_fuzzed_checkpoint_files_are_evaluated_or_refused_in_one_line(checkpoint
             target.write_bytes(content)
         else:
             torch.save(content, target)
-        code, _, stderr = run_cli(["evaluate", "--checkpoint", str(target), "--split", "val"])
+        code, _, stderr = cli_in_process(["evaluate", "--checkpoint", str(target), "--split", "val"])
         assert_accepted_or_refused(code, stderr, what if isinstance(content, bytes) else
                                    f"{what}: {_describe(content, checkpoint_state)}")
 

@@ -4,13 +4,9 @@ is refused with one line before anything starts."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import pytest
 from common import toml_value
-
-from search.cli.main import main
+from study_helpers import cli_in_process
 
 STUDY = """[study]
 name = {name}
@@ -34,12 +30,10 @@ def check(tmp_path, name: str, *, registered: str | None = None, flag: str | Non
     tracking = f"[tracking]\nregistered_model = {toml_value(registered)}\n" if registered else ""
     path = tmp_path / "study.toml"
     path.write_text(STUDY.format(name=toml_value(name), tracking=tracking))
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        # `run --name` (check has no --name): refused before anything starts, as the test asserts
-        command = ["run", str(path), "--name", flag] if flag is not None else ["check", str(path)]
-        code = main(command)
-    return code, err.getvalue()
+    # `run --name` (check has no --name): refused before anything starts, as the test asserts
+    command = ["run", str(path), "--name", flag] if flag is not None else ["check", str(path)]
+    code, _, stderr = cli_in_process(command)
+    return code, stderr
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
@@ -72,9 +66,7 @@ def test_ordinary_names_with_spaces_dots_and_unicode_are_accepted(tmp_path, monk
 
 def test_an_output_folder_with_a_nul_is_refused_before_the_store_is_read(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_SEARCH_HOME", str(tmp_path / "home"))
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
-        main(["report", "some-study", "--out", "out\x00dir"])
-    assert exited.value.code == 2
-    assert err.getvalue().count("\n") == 1 and "--out" in err.getvalue(), err.getvalue()
+    code, _, stderr = cli_in_process(["report", "some-study", "--out", "out\x00dir"])
+    assert code == 2
+    assert stderr.count("\n") == 1 and "--out" in stderr, stderr
     assert not (tmp_path / "home").exists()
