@@ -106,7 +106,7 @@ def write_report(study: StudyRecord, out_dir: Path, png: bool = True) -> list[Pa
     written: list[Path] = []
     if png and figures:
         written += _write_pngs(figures, out_dir / CHART_DIR, notes)
-    sections = [_section(key) for key in figures]
+    sections = [_section(key, study.curves_note if key == "curves" else None) for key in figures]
     if rows:
         sections.append(_group_table(rows))
     if study.classes:
@@ -155,11 +155,13 @@ def _write_pngs(figures: dict[str, go.Figure], directory: Path, notes: list[str]
     return [p for p in paths if p.is_file()]
 
 
-def _section(key: str) -> str:
-    """A chart's heading, how to read it, and the empty div the page's last script draws into."""
+def _section(key: str, sampled: str | None = None) -> str:
+    """A chart's heading, how to read it (and which trials it shows, where not every one), and
+    the empty div the page's last script draws into."""
     title, how = SECTIONS[key]
     return (f'<section id="{key}"><h2>{html.escape(title)}</h2>'
             f'<p class="how">{html.escape(how)}</p>'
+            + (f'<p class="how sampled">{html.escape(sampled)}</p>' if sampled else "") +
             f'<div id="chart-{key}" class="plotly-graph-div" style="height:440px"></div></section>')
 
 

@@ -7,11 +7,8 @@ reaches the store.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +16,7 @@ from resnet_core import CHECKPOINT_FILE, data_config_from_dict, input_spec, mode
 from search.studyfile.config import ConfigError
 from search.tracking import store
 from search.tracking.records import TrialRecord, read_study
-from search.tracking.store import open_study
+from search.tracking.store import no_download_bar, open_study
 
 if TYPE_CHECKING:
     from torch import nn
@@ -84,7 +81,7 @@ def download_model_checkpoint(model_uri: str, tracking_uri: str | None, destinat
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
-        with _no_download_bar():
+        with no_download_bar():
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{model_uri.rstrip('/')}/extra_files", dst_path=str(destination))
     except Exception as error:
@@ -95,24 +92,6 @@ def download_model_checkpoint(model_uri: str, tracking_uri: str | None, destinat
         raise ConfigError(f"model {model_uri} has no {CHECKPOINT_FILE}; it was not logged by "
                           f"resnet-search")
     return path
-
-
-PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-
-
-@contextmanager
-def _no_download_bar() -> Iterator[None]:
-    """MLflow draws a progress bar on stderr for every download unless its variable says no:
-    no output of a library call such as load_best. Off for this call only, and only where
-    the caller did not set the variable; the process's environment is then as it was."""
-    if PROGRESS_BAR_VARIABLE in os.environ:
-        yield
-        return
-    os.environ[PROGRESS_BAR_VARIABLE] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(PROGRESS_BAR_VARIABLE, None)
 
 
 def load_model_uri(model_uri: str, tracking_uri: str | None = None) -> tuple[nn.Module, dict]:

@@ -353,9 +353,10 @@ def start_study_ray(config: StudyConfig, address: str | None) -> StudyRay:
 def finished_trials(uri: str, study_run_id: str, ends: tuple = tags.FINAL_STATUSES) -> int:
     """Trial runs of the study that reached an end (not running, not interrupted)."""
     from search.tracking import store
+    from search.tracking.trial_index import current_trial_runs
 
     client = store.client_for(uri)
-    runs = store.trial_runs(client, client.get_run(study_run_id))
+    runs = current_trial_runs(client, client.get_run(study_run_id))  # not every run, whole
     return sum(r.data.tags.get(tags.STATUS) in ends for r in runs)
 
 
@@ -450,9 +451,11 @@ def settle_trial_runs(client, study_run_id: str, results, epochs: int) -> None:
     from search.tracking import store
     from search.tracking.callback import trial_outcome
 
-    running = {run.data.tags.get(tags.TRIAL_ID): run
-               for run in store.trial_runs(client, client.get_run(study_run_id))
-               if run.data.tags.get(tags.STATUS) == tags.RUNNING}
+    study_run = client.get_run(study_run_id)
+    # Only the runs still tagged running, searched as such: not every run of a big study.
+    running = {run.data.tags.get(tags.TRIAL_ID): run for run in store.all_runs(
+        client, [study_run.info.experiment_id],
+        f"tags.`{tags.PARENT}` = '{study_run_id}' and tags.`{tags.STATUS}` = '{tags.RUNNING}'")}
     for result in results:
         run = running.get((result.metrics or {}).get("trial_id"))
         if run is None or result.error is not None:
@@ -503,10 +506,12 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
     from search.study.champion import pick_winner, register_champion
     from search.tracking import store
     from search.tracking.summary import outcome_counts, update_study_run
+    from search.tracking.trial_index import current_trial_runs
 
     stop_ray_in_background()  # the trials are done: nothing below uses Ray
     client = store.client_for(uri)
-    ranked = store.ranked_trial_runs(client, client.get_run(study_run_id))
+    study_run = client.get_run(study_run_id)
+    ranked = store.rank_runs(study_run, current_trial_runs(client, study_run))
     winner = pick_winner(ranked, results, config.study.metric, config.study.mode)
     if winner is None:
         errors = [r.error for r in results if r.error is not None]

@@ -6,16 +6,20 @@ names MLflow keeps ("section.field" params, tags), how outcomes are counted, how
 network is named and which way the metric improves are decided here and in
 search.tracking.ranking, never by a reader.
 
-    read_study(client, study_run)      one search of the trial runs, ranked by the one
-                                       ranking: what status, best, studies and the summary show
-    collect_study(client, study_run)   that, plus each trial's per-epoch history, costs computed
-                                       where a run lacks them, and the champion's classes: the report
+    read_study(client, study_run)      the trial runs (from the study's trial index), ranked
+                                       by the one ranking: what status, best, studies and the
+                                       summary show
+    collect_study(client, study_run)   that, plus the per-epoch history of the trials whose
+                                       curves are drawn (all, or the best and a sample), costs
+                                       computed where a run lacks them, and the champion's
+                                       classes: the report
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -25,12 +29,19 @@ from resnet_core import ConfigValueError, DataConfig, ModelConfig, NetworkFamily
 from search.tracking import ranking, tags
 from search.tracking.store import (
     champion_class_scores,
-    ranked_trial_runs,
+    rank_runs,
     study_champion,
     study_objective,
 )
+from search.tracking.trial_index import current_trial_runs
 
 HISTORY_KEYS = ("val_accuracy", "val_loss", "train_loss")
+# The report reads the per-epoch history (a request per trial and metric) of every trial up to
+# CURVES_BEST + CURVES_SAMPLED; past that, of the best CURVES_BEST and a seeded sample of
+# CURVES_SAMPLED others: 10,000 trials' curves take minutes to read and no page shows them.
+CURVES_BEST = 50
+CURVES_SAMPLED = 150
+CURVES_SEED = 0
 # The order outcomes are listed in, wherever a study's trials are counted.
 OUTCOMES = (tags.COMPLETED, tags.PRUNED, tags.DIVERGED, tags.FAILED, tags.RUNNING,
             tags.INTERRUPTED)
@@ -194,6 +205,7 @@ class StudyRecord:
     champion_trial_id: str | None = None
     # The study run's other settings ("resources.cpus_per_trial" -> "2"), as MLflow keeps them.
     settings: dict[str, str] = field(default_factory=dict)
+    curves_note: str | None = None  # which trials' histories were read, where not all were
 
     @property
     def value_name(self) -> str:
@@ -234,30 +246,62 @@ class StudyRecord:
 # ---------------------------------------------------------------- reading MLflow
 
 
-def read_study(client: Any, study_run: Any, *, trials: bool = True, histories: bool = False,
-               classes: bool = False) -> StudyRecord:
+def read_study(client: Any, study_run: Any, *, trials: bool = True, classes: bool = False,
+               runs: list[Any] | None = None) -> StudyRecord:
     """The study run and (`trials`) its trial runs, ranked by the one ranking.
 
-    `histories=True` also reads every trial's per-epoch metrics: one request per trial and
-    metric, which only the report's curves need. `classes=True` reads the champion's test
-    split by class, once there is a champion.
+    The trial runs are the study's trial index and the runs changed since it
+    (search.tracking.trial_index), or `runs` where the caller has them already.
+    `classes=True` reads the champion's test split by class, once there is a champion.
     """
     record = _study_record(client, study_run)
     if classes and record.champion is not None:
         record.classes = champion_class_scores(client, record.run_id)
     if trials:
-        for place, (score, run) in enumerate(ranked_trial_runs(client, study_run)):
-            record.trials.append(_trial_record(client, run, score, place if score.ranked else None,
-                                               record.status, histories))
+        runs = current_trial_runs(client, study_run) if runs is None else runs
+        for place, (score, run) in enumerate(rank_runs(study_run, runs)):
+            record.trials.append(_trial_record(run, score, place if score.ranked else None,
+                                               record.status))
         record.trials.sort(key=lambda t: (t.number, t.start_ms))
     return record
 
 
-def collect_study(client: Any, study_run: Any) -> StudyRecord:
-    """Everything the report shows: read_study with histories, costs and the champion's classes."""
-    record = read_study(client, study_run, histories=True, classes=True)
+def collect_study(client: Any, study_run: Any, *, best: int = CURVES_BEST,
+                  sampled: int = CURVES_SAMPLED) -> StudyRecord:
+    """Everything the report shows: read_study, the per-epoch histories of the trials whose
+    curves it draws (`curve_trials`), costs, and the champion's classes."""
+    record = read_study(client, study_run, classes=True)
+    chosen, record.curves_note = curve_trials(record, best, sampled)
+    for trial in chosen:
+        _read_history(client, trial)
     _fill_costs(record)
     return record
+
+
+def curve_trials(record: StudyRecord, best: int = CURVES_BEST, sampled: int = CURVES_SAMPLED,
+                 seed: int = CURVES_SEED) -> tuple[list[TrialRecord], str | None]:
+    """(the trials whose curves are drawn, a note saying which): every trial, or the best
+    `best` in the ranking's order and `sampled` of the others drawn with `seed` (the same
+    trials on every report of an unchanged study)."""
+    trials = record.by_rank()
+    if len(trials) <= best + sampled:
+        return trials, None
+    rest = trials[best:]
+    drawn = sorted(random.Random(seed).sample(rest, sampled), key=lambda t: (t.number, t.trial_id))
+    kinds = ", ".join(f"{n:,} {o}" for o, n in count_outcomes(t.status for t in drawn).items())
+    return trials[:best] + drawn, (
+        f"Learning curves of the best {best} trials and of {sampled} of the other {len(rest):,} "
+        f"({kinds}), drawn at random with seed {seed}; the other charts show every trial.")
+
+
+def _read_history(client: Any, trial: TrialRecord) -> None:
+    """The trial's per-epoch metrics (a request per metric); a running trial's end: its last epoch."""
+    for key in HISTORY_KEYS:
+        points = client.get_metric_history(trial.run_id, key)
+        trial.history[key] = sorted({m.step: m.value for m in points if math.isfinite(m.value)}.items())
+    if trial.end_ms is None:
+        trial.end_ms = max((m.timestamp for m in client.get_metric_history(trial.run_id, "epoch")),
+                           default=None)
 
 
 def _study_record(client: Any, study_run: Any) -> StudyRecord:
@@ -286,25 +330,17 @@ def _objectives(recorded: str) -> tuple[str, ...]:
     return tuple(ast.literal_eval(recorded)) if recorded.startswith(("(", "[")) else ()
 
 
-def _trial_record(client: Any, run: Any, score: ranking.TrialScore, rank: int | None,
-                  study_status: str, histories: bool) -> TrialRecord:
+def _trial_record(run: Any, score: ranking.TrialScore, rank: int | None,
+                  study_status: str) -> TrialRecord:
     metrics, params, best = run.data.metrics, run.data.params, score.best
     status = score.status
     if status == tags.RUNNING and study_status == tags.INTERRUPTED:
         status = tags.INTERRUPTED  # stopped with the study: `resume` goes on with it
-    end = run.info.end_time
-    history: dict[str, list[tuple[int, float]]] = {}
-    if histories:
-        for key in HISTORY_KEYS:
-            points = client.get_metric_history(run.info.run_id, key)
-            history[key] = sorted({m.step: m.value for m in points if math.isfinite(m.value)}.items())
-        end = end or max((m.timestamp for m in client.get_metric_history(run.info.run_id, "epoch")),
-                         default=None)
     return TrialRecord(
         number=score.number, run_id=run.info.run_id, status=status, params=dict(params),
         value=best.value if rank is not None else None, rank=rank,
         best_epoch=best.epoch if rank is not None else None,
-        start_ms=run.info.start_time or 0, end_ms=end, history=history,
+        start_ms=run.info.start_time or 0, end_ms=run.info.end_time,
         parameters=_int(metrics.get("parameters", params.get(tags.MODEL_PARAM + "parameters"))),
         flops=_int(metrics.get("flops", params.get(tags.MODEL_PARAM + "flops"))),
         trial_id=score.trial_id, val_loss_at_best=best.val_loss if best else None,

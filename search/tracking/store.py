@@ -263,13 +263,31 @@ def registered_champion(client: MlflowClient, study_run, name: str) -> dict[str,
     return champion
 
 
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextlib.contextmanager
+def no_download_bar() -> Iterator[None]:
+    """MLflow draws a progress bar on stderr for every download unless its variable says no:
+    no output of a library call such as load_best. Off for this call only, and only where
+    the caller did not set the variable; the process's environment is then as it was."""
+    if PROGRESS_BAR_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[PROGRESS_BAR_VARIABLE] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_BAR_VARIABLE, None)
+
+
 def champion_class_scores(client: MlflowClient, study_run_id: str) -> dict[str, Any] | None:
     """The champion's test split by class ({"class_names", "confusion"}), once it is scored."""
     artifact = tags.CLASS_SCORES_ARTIFACT
     listed = client.list_artifacts(study_run_id, artifact.split("/")[0])
     if not any(f.path == artifact for f in listed):
         return None
-    with tempfile.TemporaryDirectory(prefix="resnet-search-classes-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="resnet-search-classes-") as scratch, no_download_bar():
         return json.loads(Path(client.download_artifacts(study_run_id, artifact, scratch))
                           .read_text())
 
@@ -314,13 +332,20 @@ def study_objective(study_run) -> tuple[str, str]:
 
 
 def ranked_trial_runs(client: MlflowClient, study_run) -> list[tuple[ranking.TrialScore, Any]]:
-    """(score, run) of every trial of a study, best first: THE ranking every command shows."""
+    """(score, run) of every trial of a study, best first, from every trial run read whole
+    (the readers go through search.tracking.trial_index, which reads far less)."""
+    return rank_runs(study_run, trial_runs(client, study_run))
+
+
+def rank_runs(study_run, runs: list) -> list[tuple[ranking.TrialScore, Any]]:
+    """(score, run) of these trial runs, best first: THE ranking every command shows. `runs`:
+    MLflow runs, or the trial index's digests of them (the same fields)."""
     metric, mode = study_objective(study_run)
-    runs = {}
-    for run in trial_runs(client, study_run):
+    scored = {}
+    for run in runs:
         score = trial_score(run, metric)
-        runs[score.trial_id] = (score, run)
-    return [runs[s.trial_id] for s in ranking.rank([s for s, _ in runs.values()], mode)]
+        scored[score.trial_id] = (score, run)
+    return [scored[s.trial_id] for s in ranking.rank([s for s, _ in scored.values()], mode)]
 
 
 def _quote(value: str) -> str:

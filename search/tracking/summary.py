@@ -18,6 +18,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from search.tracking.records import StudyRecord, count_outcomes, model_label, read_study
+from search.tracking.trial_index import refresh_index
 
 # model_label: the name the CLI knows a network label by.
 __all__ = ["NOTE_TAG", "TOP_TRIALS", "describe", "model_label", "outcome_counts", "update_study_run"]
@@ -32,8 +33,9 @@ def outcome_counts(ranked: list[tuple[Any, Any]]) -> dict[str, int]:
 
 
 def update_study_run(client: MlflowClient, study_run_id: str) -> None:
-    """Rewrite the study run's description and log its study-level metrics."""
-    study = read_study(client, client.get_run(study_run_id), classes=True)
+    """Rewrite the study run's trial index and description, and log its study-level metrics."""
+    study_run = client.get_run(study_run_id)
+    study = read_study(client, study_run, classes=True, runs=refresh_index(client, study_run))
     finished = [t for t in study.trials if t.finished]
     now = int(time.time() * 1000)
     step = len(finished)

@@ -64,6 +64,9 @@ SPACE_PARAM = "space."
 # {"class_names": [...], "confusion": [true class][predicted class] image counts}.
 CLASS_SCORES_ARTIFACT = "test/classes.json"
 
+# The study run's trial index (search.tracking.trial_index): one compact row per trial run.
+TRIAL_INDEX_ARTIFACT = "trial_index.json"
+
 # An Optuna user attribute naming the metric a trial was scored on (RDB storage).
 OPTUNA_METRIC_ATTR = PREFIX + "metric"
 
