@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 
 from resnet_core.dataset_types import DataConfigError, OwnDataSettings
+from resnet_core.decode_workers import decode_in_processes
 from resnet_core.image_folder import (
     FolderListing,
+    decode_errors,
     decode_failure,
     default_image_size,
     folder_root,
@@ -46,7 +48,9 @@ from resnet_core.image_folder import (
 FORMAT = 1
 CACHE_FOLDER = ".resnet-search-cache"
 MANIFEST = "manifest.json"
-CHUNK = 32  # images per thread task: few enough tasks to keep the pool's overhead small
+CHUNK = 32  # images per task: few enough tasks to keep the pool's overhead small
+# Fewer files decode in threads: a worker process's start-up (~0.2 s) costs ~1,000 decodes.
+PROCESSES_FROM = 1000
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def decoder_version() -> str:
     """Part of the manifest: another Pillow (its JPEG decoder) or resize rule rebuilds."""
     import PIL
 
-    return f"pillow {PIL.__version__}; bilinear cover resize, centre crop; alpha over white"
+    return f"pillow {PIL.__version__}; bilinear resize of the centre box; alpha over white"
 
 
 def requested(config: OwnDataSettings) -> dict[str, Any]:
@@ -184,15 +188,8 @@ def _probe_shape(listing: FolderListing, config: OwnDataSettings) -> tuple[int, 
 def _probe_or_failure(path: Path) -> tuple[int, int, bool] | str:
     try:
         return probe_image(path)
-    except _decode_errors() as error:
+    except decode_errors() as error:
         return decode_failure(error)
-
-
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    from PIL import Image
-
-    # What a damaged, truncated or foreign file raises in Pillow's decoders.
-    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def _workers() -> int:
@@ -213,7 +210,7 @@ def _build(listing: FolderListing, config: OwnDataSettings, folder: Path) -> dic
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                            shape=(len(listing.files), *shape))
         stats = np.zeros((len(listing.files), shape[0], 2))
-        failures = _decode_all(listing, shape, images, stats)
+        failures = _decode_all(listing, shape, images, stats, tmp)
         if failures and not config.skip_unreadable:
             raise unreadable_error(listing.root, failures, len(listing.files))
         if len(failures) == len(listing.files):
@@ -243,14 +240,41 @@ def _manifest(listing: FolderListing, config: OwnDataSettings, shape: tuple[int,
 
 
 def _decode_all(listing: FolderListing, shape: tuple[int, int, int], images: np.ndarray,
-                stats: np.ndarray) -> list[tuple[str, str]]:
-    """Decode every file into its row, in threads (Pillow releases the GIL while it decodes
-    and resizes); returns the (file, reason) of those that failed."""
+                stats: np.ndarray, array_path: str) -> list[tuple[str, str]]:
+    """Decode every file into its row (in worker processes where there are enough files and
+    cores, else in threads); returns the (file, reason) of those that failed."""
+    failed_by_chunk: dict[int, list[tuple[str, str]]] = {}
+    progress = _Progress(len(listing.files), f"decoding {len(listing.files)} images of "
+                                             f"{listing.root}")
+    done = 0
+
+    def finished(start: int, end: int, failed: list[tuple[str, str]]) -> None:
+        nonlocal done
+        _chunk_stats(images, stats, start, end)
+        failed_by_chunk[start] = failed
+        done += end - start
+        progress.update(done)
+
+    workers = _workers()
+    if workers > 1 and len(listing.files) >= PROCESSES_FROM:
+        decode_in_processes(listing.root, [name for name, _, _ in listing.files], shape,
+                            array_path, workers, CHUNK, finished)
+    else:
+        _decode_in_threads(listing, shape, images, workers, finished)
+    progress.close()
+    # In the listing's order, as chunks from processes arrive in any.
+    return [failure for start in sorted(failed_by_chunk) for failure in failed_by_chunk[start]]
+
+
+def _decode_in_threads(listing: FolderListing, shape: tuple[int, int, int], images: np.ndarray,
+                       workers: int, finished: Any) -> None:
+    """Threads gain little (Pillow holds the GIL for most of a small image) but start at
+    once: the way for folders too small to pay a worker process's start-up."""
     channels, height, width = shape
     files = listing.files
-    errors = _decode_errors()
+    errors = decode_errors()
 
-    def decode_chunk(start: int) -> list[tuple[str, str]]:
+    def decode_chunk(start: int) -> tuple[int, int, list[tuple[str, str]]]:
         failed = []
         end = min(start + CHUNK, len(files))
         for row in range(start, end):
@@ -259,22 +283,19 @@ def _decode_all(listing: FolderListing, shape: tuple[int, int, int], images: np.
                                             channels)
             except errors as error:
                 failed.append((files[row][0], decode_failure(error)))
-        # One numpy call per chunk, not per image: per-image Python work holds the GIL.
-        block = images[start:end].reshape(end - start, channels, -1)
-        stats[start:end, :, 0] = block.sum(2, dtype=np.float64)
-        stats[start:end, :, 1] = np.einsum("ncp,ncp->nc", block, block, dtype=np.float64)
-        return failed
+        return start, end, failed
 
-    failures: list[tuple[str, str]] = []
-    progress = _Progress(len(files), f"decoding {len(files)} images of {listing.root}")
-    with ThreadPoolExecutor(_workers()) as pool:
-        for start, failed in zip(range(0, len(files), CHUNK),
-                                 pool.map(decode_chunk, range(0, len(files), CHUNK)),
-                                 strict=True):
-            failures += failed
-            progress.update(min(start + CHUNK, len(files)))
-    progress.close()
-    return failures
+    with ThreadPoolExecutor(workers) as pool:
+        for result in pool.map(decode_chunk, range(0, len(files), CHUNK)):
+            finished(*result)
+
+
+def _chunk_stats(images: np.ndarray, stats: np.ndarray, start: int, end: int) -> None:
+    """Each image's per-channel sum and sum of squares: one numpy call per chunk, not per
+    image."""
+    block = images[start:end].reshape(end - start, images.shape[1], -1)
+    stats[start:end, :, 0] = block.sum(2, dtype=np.float64)
+    stats[start:end, :, 1] = np.einsum("ncp,ncp->nc", block, block, dtype=np.float64)
 
 
 def _temp_path(folder: Path, name: str) -> str:

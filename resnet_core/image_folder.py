@@ -35,6 +35,8 @@ HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # EXIF orientations 5-8 turn the image by 90 degrees: width and height swap.
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+ORIENTATION_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM",
+                         5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 UNREADABLE_SHOWN = 3  # files an error names before "and N more"
 
 
@@ -196,6 +198,13 @@ def unreadable_error(root: Path, failures: list[tuple[str, str]], total: int) ->
         f"remove or replace them, or set skip_unreadable = true to train without them")
 
 
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged, truncated or foreign file raises in Pillow's decoders."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
 def decode_failure(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -227,16 +236,29 @@ def prepare_image(image: str | os.PathLike | object, image_size: int | tuple[int
 
 
 def _prepare(image, height: int, width: int, channels: int) -> np.ndarray:
-    from PIL import ImageOps
+    from PIL import Image
 
+    # The EXIF orientation is read once (ImageOps.exif_transpose would parse it again):
+    # from a JPEG's header before decoding, as drafting needs it; after decoding for
+    # the other formats, whose EXIF may follow the pixels (PNG's eXIf chunk).
+    orientation = _orientation(image) if image.format == "JPEG" else 1
     if image.format == "JPEG":
         # Decode a large JPEG at 1/2, 1/4 or 1/8 scale when that still covers the target.
-        turned = image.getexif().get(0x0112, 1) in TRANSPOSING_ORIENTATIONS
+        turned = orientation in TRANSPOSING_ORIENTATIONS
         image.draft(None, (height, width) if turned else (width, height))
-    image = ImageOps.exif_transpose(image)
+    image.load()
+    if image.format != "JPEG":
+        orientation = _orientation(image)
+    if orientation in ORIENTATION_TRANSPOSE:
+        image = image.transpose(Image.Transpose[ORIENTATION_TRANSPOSE[orientation]])
     image = _resize_and_crop(_to_channels(image, channels), height, width)
     array = np.asarray(image, dtype=np.uint8)
     return array[None].copy() if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def _orientation(image) -> int:
+    orientation = image.getexif().get(0x0112, 1)
+    return orientation if isinstance(orientation, int) else 1
 
 
 def _to_channels(image, channels: int):
@@ -257,12 +279,17 @@ def _to_channels(image, channels: int):
 
 
 def _resize_and_crop(image, height: int, width: int):
+    """Scaled to cover height x width and centre-cropped, in one resize of the centre box:
+    no intermediate image, and the same scale on both axes (a resize of the whole image
+    rounds each side to whole pixels)."""
     from PIL import Image
 
     w, h = image.size
-    if (w, h) != (width, height):
-        scale = max(width / w, height / h)
-        size = (max(width, round(w * scale)), max(height, round(h * scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (image.size[0] - width) // 2, (image.size[1] - height) // 2
-    return image.crop((left, top, left + width, top + height))
+    if (w, h) == (width, height):
+        return image
+    scale = max(width / w, height / h)
+    # The side that decides the scale is the whole side: min() keeps rounding inside it.
+    box_w, box_h = min(w, width / scale), min(h, height / scale)
+    left, top = (w - box_w) / 2, (h - box_h) / 2
+    return image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0,
+                        box=(left, top, left + box_w, top + box_h))

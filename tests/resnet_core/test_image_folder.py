@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import resnet_core.image_cache as image_cache
+from resnet_core import prepare_image
 from resnet_core.data import (
     DataConfig,
     DataConfigError,
@@ -190,6 +191,40 @@ def test_two_processes_building_at_once_decode_once(tmp_path, decodes):
         thread.join()
     assert len(results) == 2 and len(decodes) == 50
     assert torch.equal(results[0].train.images, results[1].train.images)
+
+
+@pytest.mark.parametrize("in_processes", [False, True], ids=["threads", "processes"])
+def test_the_cache_holds_the_pixels_predict_makes(tmp_path, monkeypatch, decodes, in_processes):
+    """Each row of the cache is what `prepare_image` (the one function predict and serving
+    use) makes of its file, whether the build decoded in threads or in worker processes; a
+    file that cannot be decoded is a row of zeros, named in the listing's order."""
+    write_digits(tmp_path, per_class=4)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned: the worker must turn it as prepare_image does
+    ramp = np.tile(np.arange(0, 250, 5, dtype=np.uint8), (30, 1))
+    Image.fromarray(ramp, "L").convert("RGB").save(tmp_path / "d4" / "turned.jpg", exif=exif)
+    # A photo, drafted at 1/8 and still slow: its chunk comes back after later ones.
+    photo = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)
+    Image.fromarray(photo, "RGB").save(tmp_path / "d0" / "a_photo.JPG")
+    for bad in ("d0/a_broken.png", "d9/cut.jpg"):
+        (tmp_path / bad).write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    if in_processes:
+        monkeypatch.setattr(image_cache, "PROCESSES_FROM", 0)
+        monkeypatch.setattr(image_cache, "_workers", lambda: 2)
+        monkeypatch.setattr(image_cache, "CHUNK", 3)  # many chunks, answered in any order
+    config = DataConfig("folder", path=str(tmp_path), image_size=[24, 20], channels=3,
+                        skip_unreadable=True)
+    cache = image_cache.load_cache(config)
+    files = [name for name, _, _ in cache.manifest["files"]]
+    assert [name for name, _ in cache.manifest["unreadable"]] == ["d0/a_broken.png", "d9/cut.jpg"]
+    for row, name in enumerate(files):
+        expected = (np.zeros((3, 24, 20), np.uint8) if name in ("d0/a_broken.png", "d9/cut.jpg")
+                    else prepare_image(tmp_path / name, (24, 20), 3))
+        assert np.array_equal(cache.images[row], expected), name
+    assert (len(decodes) == 0) == in_processes, len(decodes)  # processes: none in this one
+    pixels = cache.images.reshape(len(files), 3, -1).astype(np.float64)
+    assert np.allclose(cache.stats[..., 0], pixels.sum(2))
+    assert np.allclose(cache.stats[..., 1], (pixels**2).sum(2))
 
 
 # ---------------------------------------------------------------- errors
