@@ -1,13 +1,25 @@
 """How each reading command's cost grows with the trials of a study (`make bench-scale`).
 
-For each size a fresh SQLite store gets one study written the way the platform writes one
+For each size a SQLite store gets one study written the way the platform writes one
 (tests/scale_store.py: the trial callback's own writes for simulated Tune events, put into
 MLflow's tables in bulk): every 10th trial runs all `--epochs`, the others are pruned after
-their first, as under ASHA. Then each command runs as a user runs it (a new process, so
-start-up is included) and the study run's summary is rewritten once in-process.
+their first, as under ASHA. The store's last step is the platform's summary rewrite, which
+also writes the study's trial index (search.tracking.trial_index). Then:
+
+- each command as a user runs it (a new process, start-up included): status, best,
+  best --pareto, studies, report, resume of the finished study, load_best of its champion;
+- the same reads in one process (start-up excluded), the summary rewrite, and the fallback:
+  status of the study once its index is deleted (every trial run read whole);
+- the start-up alone: a process importing what `status` imports.
+
+load_best needs a champion: a wrn-16-2 trained for one epoch on digits (`resnet-search
+train`) is registered for the study's best trial by the platform's own `register_champion`.
 
     python benchmarks/scale.py [--sizes 1000 10000] [--epochs 20] [--repeats 3] [--timeout 300]
+                               [--stores DIR]
 
+`--stores DIR` keeps each store in DIR (keyed by size, epochs and the version of
+tests/scale_store.py) and reuses it: building 10,000 trials takes about two minutes.
 Prints one JSON object (seconds per command: each repetition, median, spread) and writes it
 to benchmarks/results/scale.json (or --out).
 """
@@ -15,7 +27,9 @@ to benchmarks/results/scale.json (or --out).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,44 +49,131 @@ COMMANDS = {
     "best --pareto": ["best", "scale", "--pareto"],
     "studies": ["studies"],
     "report": ["report", "scale", "--out", "{folder}/report"],
+    "resume (finished)": ["resume", "scale"],
 }
+LOAD_BEST = "from search.results.retrieve import load_best; load_best('scale', {uri!r})"
+STARTUP = "import search.cli.main, search.results.retrieve, search.tracking.records"
 
 
-def timed_command(args: list[str], uri: str, timeout: float) -> float | None:
-    """Wall seconds of `resnet-search ARGS` in a new process; None if it ran past `timeout`."""
+def timed_process(args: list[str], timeout: float) -> float | None:
+    """Wall seconds of a new Python process; None if it ran past `timeout`."""
     started = time.perf_counter()
     try:
-        subprocess.run([sys.executable, "-m", "search.cli", *args, "--tracking-uri", uri],
-                       cwd=ROOT, capture_output=True, check=True, timeout=timeout)
+        subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, check=True,
+                       timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
     return time.perf_counter() - started
 
 
-def summary_rewrite(uri: str, study_run_id: str) -> float:
+def in_process(uri: str, study_run_id: str) -> dict:
+    """The reads behind status, best --pareto, studies, the summary rewrite: callables."""
+    from search.results.pareto import front_rows
+    from search.results.retrieve import study_status
+    from search.results.studies import list_studies
     from search.tracking import store
     from search.tracking.summary import update_study_run
 
     client = store.client_for(uri)
+    return {
+        "status (in-process)": lambda: study_status("scale", uri),
+        "best --pareto (in-process)": lambda: front_rows(client, client.get_run(study_run_id)),
+        "studies (in-process)": lambda: list_studies(uri),
+        "summary rewrite (in-process)": lambda: update_study_run(client, study_run_id),
+    }
+
+
+def without_index(uri: str, study_run_id: str) -> float:
+    """status, in-process, of the study with its index deleted: every trial run read whole
+    (a study written before the index existed; the read writes the index again)."""
+    from search.results.retrieve import study_status
+    from search.tracking import store, tags
+
+    run = store.client_for(uri).get_run(study_run_id)
+    Path(run.info.artifact_uri.removeprefix("file://"), tags.TRIAL_INDEX_ARTIFACT).unlink()
     started = time.perf_counter()
-    update_study_run(client, study_run_id)
+    study_status("scale", uri)
     return time.perf_counter() - started
 
 
-def measure(size: int, epochs: int, repeats: int, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="resnet-search-scale-") as folder:
-        started = time.perf_counter()
-        uri, study_run_id = write_scale_study(Path(folder), trials=size, epochs=epochs,
-                                              best=size - 11)
-        row = {"trials": size, "epochs": epochs, "write_s": round(time.perf_counter() - started, 1)}
-        for name, args in COMMANDS.items():
-            args = [a.format(folder=folder) for a in args]
-            times = [timed_command(args, uri, timeout) for _ in range(repeats)]
-            row[name] = _summary(times, timeout)
-            print(f"{size} trials: {name}: {row[name]}", file=sys.stderr, flush=True)
-        row["summary rewrite"] = _summary([summary_rewrite(uri, study_run_id)
-                                           for _ in range(repeats)], timeout)
+def register_champion_for(folder: Path, uri: str, study_run_id: str) -> None:
+    """A real champion for the study's best trial: a one-epoch wrn-16-2 on digits, scored on
+    the test split, logged and registered by the platform's own register_champion."""
+    from ray.tune import Checkpoint
+
+    from search.study.champion import Winner, register_champion
+    from search.studyfile.config import load_study
+    from search.tracking import store
+    from search.tracking.trial_index import current_trial_runs
+    from search.trial.spec import TrialSpec
+
+    trained = folder / "champion"
+    subprocess.run([sys.executable, "-m", "search.cli", "train", "--model", "wrn-16-2",
+                    "--epochs", "1", "--out", str(trained), "--quiet"], cwd=ROOT, check=True,
+                   capture_output=True)
+    client = store.client_for(uri)
+    study_run = client.get_run(study_run_id)
+    score, run = store.rank_runs(study_run, current_trial_runs(client, study_run))[0]
+    spec = TrialSpec.from_tune({"optuna_trial_number": score.number,
+                                "model": {"family": "wrn", "depth": 16, "width": 2},
+                                "train": {"optimizer": "sgd", "lr": 0.05}})
+    register_champion(load_study(folder / "scale.toml"), uri, study_run_id,
+                      Winner(score, run.info.run_id, spec, Checkpoint.from_directory(trained)))
+
+
+def study_store(size: int, epochs: int, stores: Path | None) -> tuple[Path, str, str, float | None]:
+    """(folder, uri, study run id, seconds it took to write; None: reused) of a study of `size`
+    trials with a registered champion."""
+    version = hashlib.sha256((ROOT / "tests" / "scale_store.py").read_bytes()).hexdigest()[:8]
+    folder = (stores or Path(tempfile.mkdtemp(prefix="resnet-search-scale-"))) / \
+        f"scale-{size}x{epochs}-{version}"
+    ids = folder / "study.json"
+    if ids.is_file():
+        known = json.loads(ids.read_text())
+        return folder, known["uri"], known["study_run_id"], None
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    uri, study_run_id = write_scale_study(folder, trials=size, epochs=epochs, best=size - 11)
+    seconds = time.perf_counter() - started
+    register_champion_for(folder, uri, study_run_id)
+    ids.write_text(json.dumps({"uri": uri, "study_run_id": study_run_id}))
+    return folder, uri, study_run_id, seconds
+
+
+def measure(size: int, epochs: int, repeats: int, timeout: float, stores: Path | None) -> dict:
+    folder, uri, study_run_id, write_s = study_store(size, epochs, stores)
+    row = {"trials": size, "epochs": epochs,
+           "write_s": None if write_s is None else round(write_s, 1),
+           "index_bytes": _index_bytes(uri, study_run_id)}
+    processes = {name: ["-m", "search.cli", *[a.format(folder=folder) for a in args],
+                        "--tracking-uri", uri] for name, args in COMMANDS.items()}
+    processes["load_best"] = ["-c", LOAD_BEST.format(uri=uri)]
+    processes["start-up (imports of status)"] = ["-c", STARTUP]
+    for name, args in processes.items():
+        row[name] = _summary([timed_process(args, timeout) for _ in range(repeats)], timeout)
+        print(f"{size} trials: {name}: {row[name]}", file=sys.stderr, flush=True)
+    for name, read in in_process(uri, study_run_id).items():
+        row[name] = _summary([_timed(read) for _ in range(repeats)], timeout)
+        print(f"{size} trials: {name}: {row[name]}", file=sys.stderr, flush=True)
+    row["status without the index (in-process)"] = _summary([without_index(uri, study_run_id)],
+                                                             timeout)
+    if stores is None:
+        shutil.rmtree(folder.parent, ignore_errors=True)
     return row
+
+
+def _index_bytes(uri: str, study_run_id: str) -> int:
+    from search.tracking import store, tags
+
+    run = store.client_for(uri).get_run(study_run_id)
+    return Path(run.info.artifact_uri.removeprefix("file://"), tags.TRIAL_INDEX_ARTIFACT).stat().st_size
+
+
+def _timed(read) -> float:
+    started = time.perf_counter()
+    read()
+    return time.perf_counter() - started
 
 
 def _summary(times: list[float | None], timeout: float) -> dict:
@@ -90,11 +191,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--stores", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     args = parser.parse_args()
     from machine import machine  # benchmarks/: CPU, flags and library versions
 
-    rows = [measure(size, args.epochs, args.repeats, args.timeout) for size in args.sizes]
+    rows = [measure(size, args.epochs, args.repeats, args.timeout, args.stores)
+            for size in args.sizes]
     result = {"machine": machine(), "store": "sqlite", "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
