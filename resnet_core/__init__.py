@@ -1,4 +1,4 @@
-"""resnet_core: residual networks for small images, and how to train them (plain PyTorch).
+"""resnet_core: residual networks and how to train them (plain PyTorch).
 
 `__all__` is the public API: `search` (and any other user) imports only these names.
 
@@ -39,6 +39,10 @@ _MODULE_OF: dict[str, str] = {
     **dict.fromkeys(("CHECKPOINT_FILE", "InputSpec", "data_config_from_dict", "input_spec",
                      "load_checkpoint", "model_from_checkpoint", "save_checkpoint"), "checkpoint"),
     "PixelClassifier": "serving",
+    # starting from pretrained weights
+    **dict.fromkeys(("IMAGENET_MEAN", "IMAGENET_STD", "InitWeightsError", "StartingWeights",
+                     "TORCHVISION", "check_init", "read_init", "torchvision_file", "torchvision_name"),
+                    "pretrained"),
     # config fields: the one definition that study files, flags and params derive from
     **dict.fromkeys(("ConfigValueError", "accepts", "allowed_text", "check_fields", "field_types",
                      "help_text", "option", "scalar_type", "searchable_fields", "value_problem"),

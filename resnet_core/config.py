@@ -30,6 +30,7 @@ from resnet_core.optim import OPTIMIZERS, SCHEDULES, WRN_STEP_FRACTIONS, WRN_STE
 
 SHORTCUTS = ("A", "B")  # A: identity + zero padding; B: 1x1 projection where shapes change
 BN_POSITIONS = ("before_add", "after_add")
+STEMS = ("imagenet", "cifar")  # 7x7 stride 2 + max-pool; 3x3 stride 1 (families with `stems`)
 
 
 # ---------------------------------------------------------------- field metadata
@@ -253,8 +254,9 @@ class ModelConfig:
     depth: int = option(
         help="total depth as the papers count it: 6n+2 (basic), 9n+2 (bottleneck), 6n+4 (wrn)",
         bounds=at_least(1), searchable=True)
-    width: int = option(1, "width factor k (the WRN k); stage widths are 16k, 32k, 64k",
-                        bounds=at_least(1), searchable=True)
+    width: int = option(1, "width factor k (the WRN k); stage widths are 16k, 32k, 64k "
+                           "(ImageNet ResNets: each block's inner width x k, wide_resnet50_2 "
+                           "is k=2)", bounds=at_least(1), searchable=True)
     block: str | None = option(
         None, "basic (3x3-3x3) or bottleneck (1x1-3x3-1x1, 4x expansion); "
               "unset: the papers' block for this family and depth",
@@ -267,7 +269,13 @@ class ModelConfig:
         "before_add", "before_add (standard) or after_add (BN after the addition, the "
                       "Gross & Wilber ablation; resnet only)",
         choices=BN_POSITIONS, searchable=True, model_option=True)
-    dropout: float = option(0.0, "dropout probability between the convolutions of each block",
+    stem: str | None = option(
+        None, "imagenet (7x7 stride 2 and a max-pool: a quarter of each side) or cifar (3x3 "
+              "stride 1: full resolution, for 32-128 px images); ImageNet ResNets only; "
+              "unset: the family's usual stem", choices=STEMS, searchable=True,
+        model_option=True)
+    dropout: float = option(0.0, "dropout probability between the convolutions of each block "
+                                 "(ImageNet ResNets: before the classifier)",
                             bounds=FRACTION, searchable=True, model_option=True)
     num_classes: int = option(10, "classifier outputs (set from the data)", bounds=at_least(2))
     in_channels: int = option(3, "image channels, 1 for grayscale (set from the data)",
@@ -286,12 +294,25 @@ class ModelConfig:
             raise ConfigValueError("bn_position", self.bn_position,
                                    f"needs family {needed} (an addition followed by BN-ReLU), "
                                    f"not {self.family!r}")
+        self._check_stem(entry)
         if not rule.accepts(self.depth):
             a, b = rule.step, rule.offset
             kind = f" with {self.block} blocks" if entry.has_block_choice else ""
+            if rule.layouts:
+                raise ConfigValueError("depth", self.depth, f"is invalid for {self.family}{kind}: "
+                                       f"depth must be {rule}")
             raise ConfigValueError(
                 "depth", self.depth, f"is invalid for {self.family}{kind}: depth must be "
                 f"{a}n+{b} with n >= 1 (e.g. {a + b}, {2 * a + b}, {3 * a + b})")
+
+    def _check_stem(self, entry: Any) -> None:
+        """A stem only where the family has a choice of stems; unset: its usual one."""
+        if self.stem is None:
+            object.__setattr__(self, "stem", entry.stems[0] if entry.stems else None)
+        elif self.stem not in entry.stems:
+            having = " or ".join(repr(f.name) for f in registered_families() if f.stems)
+            raise ConfigValueError("stem", self.stem, f"needs family {having} (a choice of "
+                                                      f"stem), not {self.family!r}")
 
     @property
     def blocks_per_stage(self) -> int:
@@ -310,6 +331,8 @@ class ModelConfig:
             base += f"-shortcut{self.shortcut}"
         if self.bn_position != "before_add":
             base += "-bn-after-add"
+        if entry.stems and self.stem != entry.stems[0]:
+            base += f"-{self.stem}-stem"
         return base
 
     def to_dict(self) -> dict[str, Any]:
@@ -361,12 +384,23 @@ class TrainConfig:
     seed: int = option(0, "seed of initialisation, shuffling and augmentation (in a study: "
                           "added to [study] seed + the trial number)")
     deterministic: bool = option(False, "bit-reproducible kernels (slower on GPU)")
+    # Last: a study samples the searchable fields in this order (see above).
+    init: str | None = option(
+        None, "start from these weights: a torchvision state dict or a resnet-search checkpoint "
+              "(PATH), or \"torchvision\" (its ImageNet weights of this network); the head is "
+              "replaced when the classes differ (unset: a fresh initialisation)")
+    backbone_lr_factor: float = option(
+        1.0, "the learning rate of every layer but the classifier, as a fraction of lr "
+             "(fine-tuning pretrained weights: e.g. 0.1)", bounds=Bounds(0, 1),
+        searchable=True)
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.warmup_epochs > self.epochs:
             raise ConfigValueError("warmup_epochs", self.warmup_epochs,
                                    f"must be in [0, epochs={self.epochs}]")
+        if self.init is not None and not self.init.strip():
+            raise ConfigValueError("init", self.init, "must be a file's path or \"torchvision\"")
         if not self.milestones or any(not 0 < m < 1 for m in self.milestones):
             raise ConfigValueError("milestones", list(self.milestones),
                                    "must be fractions of training in (0, 1), e.g. [0.5, 0.75]")

@@ -30,22 +30,43 @@ _SIZE = re.compile(r"(?P<depth>\d+)(?:-(?P<k>\d+))?")
 
 @dataclass(frozen=True)
 class DepthRule:
-    """Valid depths of one block kind: `step * n + offset` for n >= 1 (blocks per stage)."""
+    """Valid depths of one block kind: `step * n + offset` for n >= 1 (blocks per stage).
+
+    With `layouts` (the ImageNet ResNets, whose stages differ in length) only those layouts
+    are valid: each is the number of blocks of every stage, and its depth is
+    `step * sum(blocks) + offset` (2 layers a basic block, 3 a bottleneck, + stem and head).
+    """
 
     block: str
     step: int
     offset: int
+    layouts: tuple[tuple[int, ...], ...] = ()
 
     def accepts(self, depth: int) -> bool:
+        if self.layouts:
+            return depth in self._depths()
         return depth > self.offset and (depth - self.offset) % self.step == 0
 
     def blocks_per_stage(self, depth: int) -> int:
         return (depth - self.offset) // self.step
 
+    def stage_blocks(self, depth: int, stages: int) -> tuple[int, ...]:
+        """The blocks of each stage at this depth: its layout, else n in each of `stages`."""
+        if self.layouts:
+            return self._depths()[depth]
+        return (self.blocks_per_stage(depth),) * stages
+
+    def _depths(self) -> dict[int, tuple[int, ...]]:
+        return {self.step * sum(layout) + self.offset: layout for layout in self.layouts}
+
     def first(self, count: int) -> list[int]:
+        if self.layouts:
+            return sorted(self._depths())[:count]
         return [self.step * n + self.offset for n in range(1, count + 1)]
 
     def __str__(self) -> str:
+        if self.layouts:
+            return "one of " + ", ".join(map(str, sorted(self._depths())))
         return f"{self.step}n+{self.offset}"
 
 
@@ -69,6 +90,11 @@ class NetworkFamily:
         example: the name help texts and errors show; unset: the first named network.
         bottleneck_from_depth: with both blocks valid, depths from here get the bottleneck,
             as in the papers (ResNet-164 and -1001 use bottlenecks, -110 and -1202 do not).
+        width_optional: names may leave out k = 1 (`imagenet-resnet-50` is k = 1,
+            `imagenet-resnet-50-2` the wide one), as torchvision names them.
+        stems: the stems its networks may start with, its usual one first (`ModelConfig.stem`);
+            empty: the family's one stem, not a choice.
+        projection_shortcuts: option B by default at every depth (the ImageNet ResNets).
     """
 
     name: str
@@ -84,6 +110,9 @@ class NetworkFamily:
     extra_models: tuple[str, ...] = ()
     example: str = ""
     bottleneck_from_depth: int = 164
+    width_optional: bool = False
+    stems: tuple[str, ...] = ()
+    projection_shortcuts: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.fullmatch(self.name):
@@ -99,7 +128,7 @@ class NetworkFamily:
         for model in self.named_models():
             size = self.parse_size(model.removeprefix(f"{self.name}-"))
             if (not model.startswith(f"{self.name}-") or size is None
-                    or (size[1] is not None) != self.has_width or not self.accepts_depth(size[0])):
+                    or not self.width_fits(size[1]) or not self.accepts_depth(size[0])):
                 raise ValueError(f"family {self.name!r}: its network {model!r} is not named "
                                  f"{self.name_format} with a depth its rules accept")
 
@@ -109,6 +138,11 @@ class NetworkFamily:
     def blocks(self) -> tuple[str, ...]:
         """The block kinds it accepts, its usual one first."""
         return tuple(rule.block for rule in self.depth_rules)
+
+    @property
+    def has_stem_choice(self) -> bool:
+        """Whether a study can choose its stem (the CIFAR families have one stem)."""
+        return len(self.stems) > 1
 
     @property
     def has_block_choice(self) -> bool:
@@ -148,14 +182,20 @@ class NetworkFamily:
         if block is not None or not self.has_block_choice:
             rule = self.depth_rule(block or self.blocks[0])
             who = block if self.has_block_choice else self.name
+            if rule.layouts:
+                return f"{who} depths are {rule}"
             return f"{who} depths are {rule}: {', '.join(map(str, rule.first(4)))}, ..."
         rules = " or ".join(f"{rule} ({rule.block})" for rule in self.depth_rules)
+        if any(rule.layouts for rule in self.depth_rules):
+            return f"depths are {rules}"
         first = sorted({d for rule in self.depth_rules for d in rule.first(4)})[:4]
         return f"depths are {rules}: {', '.join(map(str, first))}, ..."
 
     def default_shortcut(self, block: str) -> str:
         """Option A (zero padding) for basic post-activation blocks, as He et al. 2015
         trained them on CIFAR; B (projection) elsewhere, as the later papers did."""
+        if self.projection_shortcuts:
+            return "B"
         return "A" if not self.preactivation and block == "basic" else "B"
 
     # ------------------------------------------------------------ names
@@ -163,6 +203,8 @@ class NetworkFamily:
     @property
     def name_format(self) -> str:
         """How its names read: `resnet-D`, `wrn-D-K`."""
+        if self.width_optional:
+            return f"{self.name}-D[-K]"
         return f"{self.name}-D-K" if self.has_width else f"{self.name}-D"
 
     @property
@@ -171,7 +213,15 @@ class NetworkFamily:
 
     def model_name(self, depth: int | str, width: int | str = 1) -> str:
         """The name of its network at this depth (and width, for a family with one)."""
-        return f"{self.name}-{depth}-{width}" if self.has_width else f"{self.name}-{depth}"
+        if self.has_width and not (self.width_optional and str(width) == "1"):
+            return f"{self.name}-{depth}-{width}"
+        return f"{self.name}-{depth}"
+
+    def width_fits(self, k: int | None) -> bool:
+        """Whether a name's width part (None: the name has none) suits this family."""
+        if k is None:
+            return not self.has_width or self.width_optional
+        return self.has_width
 
     def model_label(self, depth: int | str, width: int | str = 1, block: str | None = None,
                     bn_position: str | None = None) -> str:
@@ -322,3 +372,30 @@ register_family(NetworkFamily(
     paper_params={"wrn-16-4": 2.7e6, "wrn-16-8": 11.0e6, "wrn-28-10": 36.5e6,
                   "wrn-40-4": 8.9e6},
     extra_models=("wrn-16-1", "wrn-16-2", "wrn-22-2", "wrn-28-2"), example="wrn-28-10"))
+
+# The ImageNet ResNets (He et al. 2015, Table 1): a 7x7 stride-2 stem and a max-pool, four
+# stages of 64, 128, 256, 512 base channels, the stages' lengths per depth. Named and built
+# as torchvision's (`imagenet-resnet-50` is torchvision's resnet50, `-50-2` wide_resnet50_2),
+# so torchvision's weights load as they are. ResNet-200 is the Identity Mappings paper's.
+_IMAGENET_RULES = (
+    DepthRule("basic", 2, 2, layouts=((2, 2, 2, 2), (3, 4, 6, 3))),
+    DepthRule("bottleneck", 3, 2, layouts=((3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3),
+                                            (3, 24, 36, 3))))
+# Stems: "imagenet" (7x7 stride 2, max-pool: a quarter of each side), "cifar" (3x3 stride 1,
+# no pool), which keeps the resolution of 32-128 px images for the four stages.
+IMAGENET_STEMS = ("imagenet", "cifar")
+register_family(NetworkFamily(
+    "imagenet-resnet", "ImageNet ResNet, torchvision's", preactivation=False, shortcuts=True,
+    depth_rules=_IMAGENET_RULES, has_width=True, width_optional=True, stems=IMAGENET_STEMS,
+    projection_shortcuts=True, builder="resnet_core.imagenet:ImageNetResNet",
+    # Their parameter counts are torchvision's at 1000 classes, exactly: the papers' are
+    # for CIFAR-10 (`paper_params`), so these are named networks of their own.
+    extra_models=("imagenet-resnet-18", "imagenet-resnet-34", "imagenet-resnet-50",
+                  "imagenet-resnet-101", "imagenet-resnet-152", "imagenet-resnet-50-2"),
+    example="imagenet-resnet-50"))
+register_family(NetworkFamily(
+    "imagenet-preact-resnet", "ImageNet ResNet, pre-activation", preactivation=True,
+    shortcuts=True, depth_rules=_IMAGENET_RULES, has_width=True, width_optional=True,
+    stems=IMAGENET_STEMS, projection_shortcuts=True,
+    builder="resnet_core.imagenet:ImageNetResNet",
+    extra_models=("imagenet-preact-resnet-50",), example="imagenet-preact-resnet-50"))

@@ -278,12 +278,14 @@ def parse_model_name(name: str, **overrides: Any) -> ModelConfig:
             f"(registered: {', '.join(list_models())})"
         )
     entry, (depth, k) = split[0], size
-    if entry.has_width != (k is not None):
-        wide = [f for f in registered_families() if f.has_width]
+    if not entry.width_fits(k):
+        wide = [f for f in registered_families() if f.has_width and not f.width_optional]
+        optional = [f.name for f in registered_families() if f.width_optional]
         examples = ", ".join(f"{f.name_format}, e.g. {f.example_name}" for f in wide)
+        may = f"; {' and '.join(optional)} names may" if optional else ""
         raise ValueError(
             f"unknown model {name!r}: only {' and '.join(f.name for f in wide)} names carry a "
-            f"width ({examples})" if wide else f"unknown model {name!r}: no family has a width"
+            f"width ({examples}){may}" if wide else f"unknown model {name!r}: no family has a width"
         )
     fields: dict[str, Any] = {"family": entry.name, "depth": depth}
     if k is not None:
@@ -331,6 +333,8 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int
     """
     if isinstance(model, ResidualNetwork):
         return _residual_network_flops(model, input_size)
+    if callable(getattr(model, "multiply_adds", None)):  # a network that counts its own
+        return model.multiply_adds(tuple(input_size))
     first = _first_conv(model)
     probe = model if first.weight.device.type == "meta" else copy.deepcopy(model).to("meta")
     total = 0
@@ -356,19 +360,29 @@ def count_flops(model: nn.Module, input_size: tuple[int, int] = (32, 32)) -> int
     return total
 
 
+def conv_cost(module: nn.Conv2d | nn.MaxPool2d, size: tuple[int, int]
+              ) -> tuple[int, tuple[int, int]]:
+    """(multiply-adds, output height and width) of a convolution (a max-pool: 0 and its
+    output size) on an input of this height and width, from its shape alone."""
+    def pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
+        return value if isinstance(value, tuple) else (value, value)
+
+    out = tuple(
+        (side + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+        for side, pad, dilation, kernel, stride in zip(
+            size, pair(module.padding), pair(module.dilation), pair(module.kernel_size),
+            pair(module.stride), strict=True))
+    if not isinstance(module, nn.Conv2d):
+        return 0, out
+    per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+    return out[0] * out[1] * module.out_channels * per_output, out
+
+
 def _residual_network_flops(model: ResidualNetwork, input_size: tuple[int, int]) -> int:
     """count_flops of a ResidualNetwork from its layers: the stem sees the image; in each
     block the branch's convolutions run one after another, a projection shortcut sees the
     block's input; the classifier sees the pooled channels."""
-    def conv(module: nn.Conv2d, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
-        out = tuple(
-            (side + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-            for side, pad, dilation, kernel, stride in zip(
-                size, module.padding, module.dilation, module.kernel_size, module.stride,
-                strict=True))
-        per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
-        return out[0] * out[1] * module.out_channels * per_output, out
-
+    conv = conv_cost
     total, size = conv(model.stem, tuple(input_size))
     for block in model.blocks:
         if block.shortcut is not None:

@@ -25,9 +25,19 @@ WRN_STEP_GAMMA = 0.2
 
 
 def parameter_groups(
-    model: nn.Module, weight_decay: float, exempt_bn_and_bias: bool
+    model: nn.Module, weight_decay: float, exempt_bn_and_bias: bool,
+    head: nn.Module | None = None, backbone_lr: float | None = None,
 ) -> list[dict]:
-    """Split parameters so that BN weights and biases can skip weight decay."""
+    """Split parameters so that BN weights and biases can skip weight decay, and (with
+    `backbone_lr`) so that every layer but the `head` learns at that rate."""
+    if head is not None and backbone_lr is not None:
+        head_ids = {id(p) for p in head.parameters()}
+        groups = []
+        for group in parameter_groups(model, weight_decay, exempt_bn_and_bias):
+            body = [p for p in group["params"] if id(p) not in head_ids]
+            top = [p for p in group["params"] if id(p) in head_ids]
+            groups += [{**group, "params": body, "lr": backbone_lr}, {**group, "params": top}]
+        return [group for group in groups if group["params"]]
     if not exempt_bn_and_bias or weight_decay == 0:
         return [{"params": [p for p in model.parameters() if p.requires_grad],
                  "weight_decay": weight_decay}]
@@ -51,15 +61,22 @@ def build_optimizer(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     exempt_bn_and_bias: bool = False,
+    head: nn.Module | None = None,
+    backbone_lr_factor: float = 1.0,
 ) -> torch.optim.Optimizer:
-    """`sgd` (heavy-ball momentum), `nesterov`, `adam`, `adamw`, `adagrad`, `rmsprop`."""
+    """`sgd` (heavy-ball momentum), `nesterov`, `adam`, `adamw`, `adagrad`, `rmsprop`.
+
+    `backbone_lr_factor` < 1: every parameter outside `head` learns at lr x factor (a
+    pretrained backbone fine-tuned gently under a fresh classifier); 1 keeps one rate."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
     if not lr > 0:
         raise ValueError(f"lr={lr!r} must be > 0")
     import torch
 
-    groups = parameter_groups(model, weight_decay, exempt_bn_and_bias)
+    split = head is not None and backbone_lr_factor != 1.0
+    groups = parameter_groups(model, weight_decay, exempt_bn_and_bias, head if split else None,
+                              lr * backbone_lr_factor if split else None)
     if name in ("sgd", "nesterov"):
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=name == "nesterov")
     if name == "adam":

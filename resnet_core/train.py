@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from resnet_core.hardware import bf16_is_fast, default_device, seed_everything
 from resnet_core.loader import DeviceLoader, make_loaders
 from resnet_core.models import build_model
 from resnet_core.optim import build_optimizer, build_scheduler, lr_multiplier
+from resnet_core.pretrained import classifier_name, load_starting_weights, read_init
 
 # Check the loss for NaN/inf every this many steps: each check waits for the
 # device, so checking every step would slow GPU training.
@@ -81,7 +83,14 @@ class TrainingRun:
         seed_everything(train_config.seed)
 
         memory_format = torch.channels_last if train_config.channels_last else torch.preserve_format
-        self.model = build_model(self.model_config).to(self.device, memory_format=memory_format)
+        model = build_model(self.model_config)
+        if train_config.init is not None:
+            starting = read_init(train_config.init, self.model_config)
+            load_starting_weights(model, starting, self.model_config.name)
+            # The weights expect the input standardised as they were trained: the loaders
+            # apply it, and the checkpoint's data_info records it for predict and serve.
+            data = self.data = replace(data, mean=tuple(starting.mean), std=tuple(starting.std))
+        self.model = model.to(self.device, memory_format=memory_format)
         self.train_model: nn.Module = wrap_model(self.model) if wrap_model else self.model
         if train_config.compile:
             self.train_model = torch.compile(self.train_model)
@@ -119,6 +128,8 @@ class TrainingRun:
             train_config.optimizer, self.model, train_config.lr,
             momentum=train_config.momentum, weight_decay=train_config.weight_decay,
             exempt_bn_and_bias=train_config.exempt_bn_and_bias,
+            head=self.model.get_submodule(classifier_name(self.model)),
+            backbone_lr_factor=train_config.backbone_lr_factor,
         )
         steps_per_epoch = len(self.train_loader)
         self.scheduler = build_scheduler(self.optimizer, lr_multiplier(
@@ -178,7 +189,7 @@ class TrainingRun:
             "train_accuracy": train_correct / train_seen,
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.optimizer.param_groups[-1]["lr"],  # the head's: lr itself
             "epoch_seconds": time.perf_counter() - start,
             "train_seconds": train_seconds,
             "val_seconds": time.perf_counter() - start - train_seconds,

@@ -189,7 +189,9 @@ def test_what_each_family_has():
     assert shape == {"plain": (both, False, False, False, False),
                      "resnet": (both, False, True, False, True),
                      "preact-resnet": (both, False, False, True, True),
-                     "wrn": (("basic",), True, False, True, True)}
+                     "wrn": (("basic",), True, False, True, True),
+                     "imagenet-resnet": (both, True, False, False, True),
+                     "imagenet-preact-resnet": (both, True, False, True, True)}
 
 
 def test_names_and_labels():
@@ -203,6 +205,8 @@ def test_names_and_labels():
 
 def test_an_unknown_family_is_a_config_value_error_listing_the_families():
     with pytest.raises(ConfigValueError, match="family='densenet' is not one of plain, resnet, "
-                                               "preact-resnet, wrn") as error:
+                                               "preact-resnet, wrn, imagenet-resnet, "
+                                               "imagenet-preact-resnet") as error:
         family("densenet")
-    assert error.value.choices == ("plain", "resnet", "preact-resnet", "wrn")
+    assert error.value.choices == ("plain", "resnet", "preact-resnet", "wrn", "imagenet-resnet",
+                                   "imagenet-preact-resnet")
