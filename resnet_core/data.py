@@ -179,14 +179,17 @@ def normalisation(config: DataConfig) -> tuple[tuple[float, ...], tuple[float, .
     return (0.5,) * channels, (0.29,) * channels
 
 
-def load_data(config: DataConfig) -> DataSplits:
-    """Load a dataset and split it into train / validation / test."""
+def load_data(config: DataConfig, *, build_cache: bool = True) -> DataSplits:
+    """Load a dataset and split it into train / validation / test.
+
+    `build_cache=False` (trials): a folder's decode cache is only read, never started; a
+    cache this process cannot read is a DataConfigError naming its folder."""
     import torch
 
     if config.dataset == "folder":
         from resnet_core.user_data import load_folder
 
-        return load_folder(config)
+        return load_folder(config, build_cache)
     if config.dataset == "arrays":
         from resnet_core.npz_arrays import load_arrays
 

@@ -109,9 +109,15 @@ def staleness(manifest: dict[str, Any] | None, listing: FolderListing,
     return None
 
 
-def load_cache(config: OwnDataSettings) -> FolderCache:
-    """The folder's decoded images: read from a fresh cache, else decoded into a new one."""
+def load_cache(config: OwnDataSettings, build: bool = True) -> FolderCache:
+    """The folder's decoded images: read from a fresh cache, else decoded into a new one.
+
+    `build=False` (a trial: the study's driver built the cache before any trial started)
+    refuses to start a cache where none can be read: on a cluster, a node that does not see
+    the driver's cache folder would otherwise decode the whole folder again on its own disk."""
     folder = cache_folder(config)
+    if not build:
+        _check_readable(folder)
     listing = scan_folder(config.path, skip=folder)
     for _ in range(3):  # a rebuild by another process may replace the files between reads
         manifest = read_manifest(folder)
@@ -124,6 +130,16 @@ def load_cache(config: OwnDataSettings) -> FolderCache:
         if staleness(manifest, listing, config) is not None:
             manifest = _build(listing, config, folder)
         return _open(folder, manifest, config)
+
+
+def _check_readable(folder: Path) -> None:
+    try:
+        json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise DataConfigError(
+            f"cannot read the image cache {folder} on this node ({decode_failure(error)}); the "
+            f"study's driver built it there: every node must see that folder (put [storage] "
+            f"path, or cache_dir, on storage that all nodes mount)") from None
 
 
 def _open(folder: Path, manifest: dict[str, Any], config: OwnDataSettings) -> FolderCache:

@@ -99,11 +99,12 @@ def train_statistics(stats: np.ndarray, rows: np.ndarray,
     return tuple(float(m) / 255 for m in mean), tuple(float(s) / 255 for s in std)
 
 
-def load_folder(config: OwnDataSettings) -> DataSplits:
-    """The folder's splits as uint8 tensors (decoded once, then read from the cache)."""
+def load_folder(config: OwnDataSettings, build_cache: bool = True) -> DataSplits:
+    """The folder's splits as uint8 tensors (decoded once, then read from the cache;
+    `build_cache=False`: only read, see image_cache.load_cache)."""
     import torch
 
-    cache = load_cache(config)
+    cache = load_cache(config, build=build_cache)
     manifest = cache.manifest
     rows = _rows_of(manifest, config)
     channels, height, width = manifest["image_shape"]

@@ -291,6 +291,24 @@ def test_unreadable_images_are_named_or_skipped_and_counted(tmp_path):
         load_data(DataConfig("folder", path=str(tmp_path), image_size=32))
 
 
+def test_a_trial_only_reads_the_cache_and_names_it_when_it_cannot(tmp_path, decodes):
+    """Trials load with build_cache=False: the driver built the cache; a node that does not
+    see its folder fails with one line naming it, and decodes nothing."""
+    write_digits(tmp_path / "images", per_class=3)
+    cache = tmp_path / "storage" / "data-cache" / "images-1234"
+    config = DataConfig("folder", path=str(tmp_path / "images"), cache_dir=str(cache))
+    with pytest.raises(DataConfigError) as raised:
+        load_data(config, build_cache=False)
+    message = str(raised.value)
+    assert message.startswith(f"cannot read the image cache {cache} on this node (")
+    assert "No such file or directory" in message and "\n" not in message
+    assert decodes == [] and not cache.exists()
+    built = load_data(config)  # the driver's load builds it
+    assert len(decodes) == 30
+    read = load_data(config, build_cache=False)
+    assert len(decodes) == 30 and torch.equal(built.train.images, read.train.images)
+
+
 @pytest.mark.parametrize("settings, fragment", [
     ({"dataset": "folder"}, "path=None is required for dataset 'folder'"),
     ({"dataset": "digits", "path": "x"}, "path='x' applies to dataset folder or arrays only"),
