@@ -50,8 +50,10 @@ def cached_data(config: DataConfig) -> DataSplits:
     """A dataset loaded once per trial process: Tune reuses the process for the next trial.
 
     The splits are read-only to training (batches are fresh tensors), so trials can share them.
+    A folder's cache is only read: the driver built it before any trial started, and a node
+    that cannot see it fails with one line naming it instead of decoding the folder again.
     """
-    return load_data(config)
+    return load_data(config, build_cache=False)
 
 
 def build_run(trial: TrialSpec, device: torch.device | str, checkpoint: Any,
