@@ -32,8 +32,11 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
     # Paths as the run resolves them; search.study.run imports torch (seconds), which the
     # other commands must not pay at start.
     from search.study.run import absolute_paths
+    from search.studyfile.init_weights import check_init
 
     resolved = absolute_paths(config)
+    dataset = _dataset(config, resolved)
+    check_init(resolved)  # weights that do not fit a network of the space: refused here
     fixed_model = {spec.name: spec.default for spec in searchable_fields(ModelConfig)
                    if spec.name not in config.space}
     study = asdict(config.study)
@@ -57,7 +60,7 @@ def resolve_study(config: StudyConfig) -> dict[str, Any]:
         "tracking": {**asdict(config.tracking), "uri": redact_url(uri), "uri_from": source,
                      "registered_model": config.registered_model},
         "storage": {"path": resolved.storage.path},
-        "dataset": _dataset(config, resolved),
+        "dataset": dataset,
     }
 
 

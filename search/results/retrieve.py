@@ -156,9 +156,10 @@ def evaluate_model_uri(model_uri: str, *, tracking_uri: str | None = None,
                        dataset: str | None = None, root: str | None = None, split: str = "test",
                        device: str | None = None) -> dict[str, Any]:
     # torch and the data loaders: only `evaluate` pays them, not `status` or `best`.
-    from search.trial.single_run import evaluate_module
+    from search.trial.single_run import evaluate_module, trained_normalisation
 
     model, state = load_model_uri(model_uri, tracking_uri)
     data_config = data_config_from_dict(state.get("data_config") or {})
     return evaluate_module(model, data_config, dataset=dataset, root=root, split=split,
-                           device=device, source=model_uri)
+                           device=device, source=model_uri,
+                           normalisation=trained_normalisation(state))

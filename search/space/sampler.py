@@ -4,7 +4,8 @@ The space is conditional (`search.studyfile.space_rules.CONDITIONS`, from the fa
 entries):
 - `block` is sampled only for families that have a choice (WRN is basic only),
 - `bn_position` only for families where BN may follow the addition,
-- `width` only for families with a width factor (the WRN k),
+- `width` only for families with a width factor (the WRN k, the ImageNet ResNets' k),
+- `stem` only for families with a choice of stem (the ImageNet ResNets),
 - `momentum` only for optimizers that use it (sgd, nesterov, rmsprop),
 - `depth` only among the values that the sampled family and block accept.
 - a per-optimizer entry (`lr.sgd = {...}`, `lr.adam = {...}`) from the sampled

@@ -141,10 +141,11 @@ def _restore(checkpoint, scratch: Path):
 def _score_on_test(model, state: dict[str, Any], source: str) -> dict[str, Any]:
     """The one touch of the test split in a study."""
     from resnet_core import data_config_from_dict
-    from search.trial.single_run import evaluate_module
+    from search.trial.single_run import evaluate_module, trained_normalisation
 
     data_config = data_config_from_dict(state["data_config"])
-    return evaluate_module(model, data_config, split="test", device="cpu", source=source)
+    return evaluate_module(model, data_config, split="test", device="cpu", source=source,
+                           normalisation=trained_normalisation(state))
 
 
 def _log_scores(client, study_run_id: str, winner: Winner, test_accuracy: float,
@@ -167,10 +168,11 @@ def _log_model(mlflow, study_run_id: str, model, state: dict[str, Any], checkpoi
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from resnet_core import PixelClassifier, data_config_from_dict, load_data
+    from resnet_core import PixelClassifier, data_config_from_dict, input_spec, load_data
 
     data = load_data(data_config_from_dict(state["data_config"]))
-    servable = PixelClassifier(model.float().cpu().eval(), data.mean, data.std).eval()
+    spec = input_spec(state)  # the network's own standardisation (a pretrained start's)
+    servable = PixelClassifier(model.float().cpu().eval(), spec.mean, spec.std).eval()
     channels, height, width = data.test.images.shape[1:]
     example = data.test.images[:2].float().numpy()
     signature = ModelSignature(

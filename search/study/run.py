@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from resnet_core import TORCHVISION
 from search.study.interrupt import (
     StorageFull,
     StudyFailed,
@@ -42,6 +43,7 @@ from search.study.storage_state import (
 )
 from search.study.warmup import start_warm_up
 from search.studyfile.config import ConfigError, StudyConfig, parse_study
+from search.studyfile.init_weights import check_init
 from search.studyfile.paths import default_artifact_root, default_storage_path
 from search.tracking import tags
 from search.tracking.phases import phases_for, timed
@@ -102,7 +104,9 @@ def absolute_paths(config: StudyConfig, base: Path | None = None) -> StudyConfig
         cache_dir = str(Path(storage) / "data-cache" / f"{Path(images).name}-{key}")
     data = replace(config.data, root=absolute(config.data.root), path=absolute(config.data.path),
                    cache_dir=absolute(cache_dir))
-    return replace(config, data=data, storage=replace(config.storage, path=storage))
+    init = config.train.init
+    train = replace(config.train, init=init if init in (None, TORCHVISION) else absolute(init))
+    return replace(config, data=data, train=train, storage=replace(config.storage, path=storage))
 
 
 def prepare_data(config: StudyConfig) -> None:
@@ -295,6 +299,7 @@ def run_study(config: StudyConfig, *, address: str | None = None,
     uri = store.resolve_tracking_uri(tracking_uri, config.tracking.uri)
     store.check_tracking_reachable(uri)
     prepare_data(config)
+    check_init(config)  # the starting weights fit every network of the space
     check_optuna_storage(config)
     check_storage_writable(config.storage.path)
     check_resources_before_start(config, address)

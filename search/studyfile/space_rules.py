@@ -335,6 +335,7 @@ CONDITIONS: dict[str, Condition] = {
     "block": _family_condition("has_block_choice", "a family with a choice of block"),
     "width": _family_condition("has_width", "a family with a width factor"),
     "bn_position": _family_condition("has_bn_position", "a family with a choice of BN position"),
+    "stem": _family_condition("has_stem_choice", "a family with a choice of stem"),
     "momentum": Condition("optimizer", uses_momentum,
                           lambda: f"optimizer in {', '.join(MOMENTUM_OPTIMIZERS)}", per_value=True),
 }

@@ -29,6 +29,7 @@ from resnet_core import (
     default_device,
     evaluate_model,
     fit,
+    input_spec,
     load_checkpoint,
     load_data,
     model_from_checkpoint,
@@ -38,7 +39,7 @@ from resnet_core import (
 METRICS_FILE = "metrics.json"
 
 __all__ = ["data_config_from_dict", "evaluate_checkpoint", "evaluate_module",
-           "train_to_directory"]
+           "train_to_directory", "trained_normalisation"]
 
 
 def train_to_directory(
@@ -150,7 +151,14 @@ def evaluate_checkpoint(
     data_config = data_config_from_dict(state.get("data_config"))
     return evaluate_module(model, data_config, dataset=dataset, root=root, split=split,
                            device=device, batch_size=batch_size,
-                           source=str(checkpoint))
+                           source=str(checkpoint), normalisation=trained_normalisation(state))
+
+
+def trained_normalisation(state: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a checkpoint's network was trained with (a pretrained start's, which
+    may not be its dataset's): what scoring and serving it must standardise with."""
+    spec = input_spec(state)
+    return spec.mean, spec.std
 
 
 def evaluate_module(
@@ -163,8 +171,10 @@ def evaluate_module(
     device: str | None = None,
     batch_size: int = 512,
     source: str = "",
+    normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> dict[str, Any]:
-    """Score a ready model on one split of its dataset (or another given dataset)."""
+    """Score a ready model on one split of its dataset (or another given dataset), its input
+    standardised with `normalisation` (mean, std: the model's own), else the dataset's."""
     overrides: dict[str, Any] = {}
     if dataset is not None:
         overrides["dataset"] = dataset
@@ -176,7 +186,8 @@ def evaluate_module(
     chosen = torch.device(device) if device else default_device()
     model = model.to(chosen).eval()
     # Plain batches (no shuffling, no augmentation), whichever split is scored.
-    loader = DeviceLoader(getattr(data, split), batch_size, data.mean, data.std, chosen)
+    mean, std = normalisation or (data.mean, data.std)
+    loader = DeviceLoader(getattr(data, split), batch_size, mean, std, chosen)
     confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
     loss, accuracy = evaluate_model(model, loader, amp=bf16_is_fast(chosen), confusion=confusion)
     return {

@@ -63,7 +63,9 @@ def test_every_data_and_train_field_is_a_study_key(tmp_path):
     chosen = {
         "data": {f.name: example_value(DataConfig, f) for f in fields(DataConfig)
                  if f.name not in OWN_DATA_FIELDS} | {"dataset": "synthetic"},
-        "train": {f.name: example_value(TrainConfig, f) for f in fields(TrainConfig)},
+        # init names weights that must fit the network: tests/search/cli/test_init.py.
+        "train": {f.name: example_value(TrainConfig, f) for f in fields(TrainConfig)
+                  if f.name != "init"},
     }
     assert chosen["train"]["epochs"] >= chosen["train"]["warmup_epochs"]
     text = MINIMAL + "".join(
@@ -77,10 +79,11 @@ def test_every_data_and_train_field_is_a_study_key(tmp_path):
     expected_root = str((ROOT / "elsewhere").resolve())  # made absolute as `run` does
     assert recipe["data"] == {**chosen["data"], "root": expected_root,
                               **dict.fromkeys(OWN_DATA_FIELDS, None), "skip_unreadable": False}
-    assert recipe["train"] == chosen["train"]
+    assert recipe["train"] == {**chosen["train"], "init": None}
     for cls, section in ((DataConfig, "data"), (TrainConfig, "train")):
         for spec in fields(cls):  # each value differs from the default: it was really read
-            if spec.default is not MISSING and spec.name not in ("root", *OWN_DATA_FIELDS):
+            if spec.default is not MISSING and spec.name not in ("root", "init",
+                                                                 *OWN_DATA_FIELDS):
                 default = spec.default
                 assert chosen[section][spec.name] != (list(default) if isinstance(
                     default, tuple) else default), spec.name

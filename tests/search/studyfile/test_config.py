@@ -133,15 +133,16 @@ BAD_STUDIES = [
      "[space] momentum.adam: optimizer 'adam' is never sampled with momentum"),
     # a conditional key that no trial of the space can sample (GOOD: family wrn, sgd)
     ("width without wrn", "[space]\nfamily = ['resnet', 'plain']\ndepth = 20\nwidth = [2, 4]",
-     "[space] width: no trial can sample it: it applies when family is wrn (a family with a "
-     "width factor), and [space] "
+     "[space] width: no trial can sample it: it applies when family in wrn, imagenet-resnet, "
+     "imagenet-preact-resnet (a family with a width factor), and [space] "
      "family = ['resnet', 'plain'] has none; remove it"),
     ("momentum with adam only", "[train]\noptimizer = 'adam'\n[space]\nmomentum = 0.9",
      "[space] momentum: no trial can sample it: it applies when optimizer in sgd, nesterov, "
      "rmsprop, and [train] optimizer = 'adam' has none"),
     ("block with wrn only", "[space]\nblock = ['basic']",
      "[space] block: no trial can sample it: it applies when family in plain, resnet, "
-     "preact-resnet (a family with a choice of block)"),
+     "preact-resnet, imagenet-resnet, imagenet-preact-resnet (a family with a choice of "
+     "block)"),
     ("per-optimizer bad range", "[space]\nlr.sgd = { low = 0.1, high = 0.01 }",
      "[space] lr.sgd: low=0.1 must be < high=0.01"),
     ("per-optimizer nested", "[space]\nlr.sgd.adam = 0.1",
@@ -219,8 +220,10 @@ def test_space_keys_are_the_searchable_fields_of_the_configs():
         for spec in fields(cls):
             if spec.name in ("family", "depth"):
                 continue
-            # Both families, so that block and bn_position (resnet only) can be sampled.
-            raw = study(f"[space]\nfamily = ['wrn', 'resnet']\ndepth = [10, 14]\n"
+            # Both families, so that block and bn_position (resnet only) can be sampled; the
+            # stem is the ImageNet ResNets'.
+            families = "['imagenet-resnet']" if spec.name == "stem" else "['wrn', 'resnet']"
+            raw = study(f"[space]\nfamily = {families}\ndepth = [10, 14, 18]\n"
                         f"{spec.name} = {json.dumps(_space_value(spec))}")
             raw["train"].pop("epochs") if spec.name == "epochs" else None
             if spec.metadata["searchable"]:
@@ -231,7 +234,8 @@ def test_space_keys_are_the_searchable_fields_of_the_configs():
                     parse_study(raw)
     assert set(SPACE_KEYS) == {"family", "depth", "width", "block", "shortcut", "bn_position",
                                "dropout", "optimizer", "lr", "momentum", "weight_decay",
-                               "batch_size", "label_smoothing", "schedule", "warmup_epochs"}
+                               "batch_size", "label_smoothing", "schedule", "warmup_epochs",
+                               "stem", "backbone_lr_factor"}
 
 
 def test_params_hold_every_field_but_secrets():
