@@ -21,7 +21,8 @@ from study_helpers import (
     wait_for,
 )
 
-from search.tracking import store, tags
+from search.results.retrieve import study_status
+from search.tracking import records, store, tags, trial_index
 
 pytestmark = pytest.mark.slow
 
@@ -388,14 +389,32 @@ def test_asha_stops_weak_trials_early(studies):
                            *((run_id, tags.RUNNING) for run_id in lost.values())):
         client.set_tag(run_id, tags.STATUS, status)
         client.update_run(run_id, status="RUNNING")
+    # The trial index, written when the run ended, still has both trials ended: the readers
+    # see them as their runs now say (stopped with the interrupted study).
+    shown = {t["mlflow_run_id"]: t["status"] for t in study_status("asha", studies.tracking_uri)["trials"]}
+    assert {shown[run_id] for run_id in lost.values()} == {tags.INTERRUPTED}
     resumed = studies.cli("resume", "asha", "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "| network " not in resumed.stdout  # --quiet, although the run showed its table
-    assert "registered model: models:/asha-model@champion (version 2)" in resumed.stdout
+    # The champion the study registered before (version 1) is the same winner: no second
+    # version of it (a driver killed after the registration left one, test_chaos.py).
+    assert "registered model: models:/asha-model@champion (version 1)" in resumed.stdout
     assert {status: client.get_run(run_id).data.tags[tags.STATUS]
             for status, run_id in lost.items()} == {tags.PRUNED: tags.PRUNED,
                                                     tags.COMPLETED: tags.COMPLETED}
-    assert store.find_study_run(client, "asha").data.tags[tags.STATUS] == tags.COMPLETED
+    study_run = store.find_study_run(client, "asha")
+    assert study_run.data.tags[tags.STATUS] == tags.COMPLETED
+    # The resumed study's index, alone, says what every trial run read whole says.
+    rows, _ = trial_index.read_index(client, study_run)
+    assert _status_rows(client, study_run, rows) == _status_rows(
+        client, study_run, store.trial_runs(client, study_run))
+
+
+def _status_rows(client, study_run, runs) -> list[dict]:
+    """`status --json`'s trial rows of these trial runs (the index's or MLflow's)."""
+    from search.results.retrieve import _trial_row
+
+    return [_trial_row(t) for t in records.read_study(client, study_run, runs=runs).by_rank()]
 
 
 def test_killed_driver_resumes_without_repeating_trials(studies):
