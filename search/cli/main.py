@@ -65,6 +65,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _class_count(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 2 (a classifier tells classes apart)")
+    return value
+
+
 def _folder(text: str) -> Path:
     """A folder to write into: it may not exist yet, but it and its parents must not be files
     (the command would fail at its first write, after the work)."""
@@ -101,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.add_argument("--input-size", type=_positive_int, default=32,
                         help="image side for FLOP counts (default 32)")
+    models.add_argument("--num-classes", type=_class_count, default=10,
+                        help="classifier outputs the parameters are counted at (default 10; "
+                             "torchvision's ImageNet counts: 1000)")
 
     train = commands.add_parser("train", help="train one model")
     train.add_argument("--model", default="wrn-16-2", help="registry name, e.g. resnet-20, wrn-16-2")

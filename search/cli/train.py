@@ -15,12 +15,13 @@ from search.cli.errors import UsageError, user_input
 
 def cmd_models(args: argparse.Namespace) -> int:
     # Counting FLOPs builds each network: torch's import (2-3 s) is paid here, not at start.
-    from resnet_core import architecture_cost, list_models, parse_model_name
+    from resnet_core import architecture_cost, list_models, parse_model_name, registered_families
 
     rows = []
     for name in list_models():
         config = parse_model_name(name)
-        parameters, flops = architecture_cost(config, (args.input_size, args.input_size))
+        parameters, flops = architecture_cost(config, (args.input_size, args.input_size),
+                                              num_classes=args.num_classes)
         rows.append({
             "name": name, "family": config.family, "depth": config.depth, "width": config.width,
             "block": config.block, "shortcut": config.shortcut,
@@ -29,13 +30,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<20} {'family':<14} {'depth':>5} {'width':>5} {'block':<10} "
-          f"{'params':>9} {'MFLOPs':>9}")
+    name_width = max(20, *(len(r["name"]) for r in rows))
+    family_width = max(14, *(len(r["family"]) for r in rows))
+    print(f"{'name':<{name_width}} {'family':<{family_width}} {'depth':>5} {'width':>5} "
+          f"{'block':<10} {'params':>9} {'MFLOPs':>9}")
     for r in rows:
-        print(f"{r['name']:<20} {r['family']:<14} {r['depth']:>5} {r['width']:>5} "
-              f"{r['block']:<10} {r['parameters'] / 1e6:>8.2f}M {r['flops'] / 1e6:>9.1f}")
-    print(f"\nAny valid depth parses too (plain-D, resnet-D, preact-resnet-D, wrn-D-K); "
-          f"FLOPs are multiply-adds per {args.input_size}x{args.input_size} image.")
+        print(f"{r['name']:<{name_width}} {r['family']:<{family_width}} {r['depth']:>5} "
+              f"{r['width']:>5} {r['block']:<10} {r['parameters'] / 1e6:>8.2f}M "
+              f"{r['flops'] / 1e6:>9.1f}")
+    formats = ", ".join(entry.name_format for entry in registered_families())
+    print(f"\nAny valid depth parses too ({formats}); FLOPs are multiply-adds per "
+          f"{args.input_size}x{args.input_size} image, parameters at {args.num_classes} classes.")
     return 0
 
 

@@ -237,6 +237,23 @@ def test_models_command_lists_the_registry_as_json():
     assert rows["resnet-20"]["flops"] == count_flops(build_model("resnet-20"))
 
 
+def test_models_lists_the_imagenet_resnets_with_flops_at_the_image_size():
+    from study_helpers import cli_in_process
+
+    from resnet_core import architecture_cost
+
+    code, out, err = cli_in_process(["models", "--json", "--input-size", "64",
+                                     "--num-classes", "1000"])
+    assert code == 0, err
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["imagenet-resnet-50"]["parameters"] == 25_557_032  # torchvision's resnet50
+    assert rows["imagenet-resnet-50-2"]["parameters"] == 68_883_240
+    assert rows["imagenet-resnet-18"]["flops"] == architecture_cost(
+        "imagenet-resnet-18", (64, 64), num_classes=1000)[1] == 148_557_824
+    code, out, _ = cli_in_process(["models"])
+    assert "imagenet-preact-resnet-50" in out and "imagenet-resnet-D[-K]" in out
+
+
 def test_evaluate_of_a_torn_checkpoint_is_one_line_exit_2(tmp_path):
     from resnet_core import TrainingRun, parse_model_name, save_checkpoint
 
