@@ -204,20 +204,26 @@ def check_resources_before_start(config: StudyConfig, address: str | None) -> No
                               "GPU": float(torch.cuda.device_count())}], where="this machine")
 
 
-def check_storage_shared(storage_path: str) -> None:
-    """On a multi-node cluster a local results folder must be visible to every node."""
+def check_storage_shared(storage_path: str, image_cache: str | None = None) -> None:
+    """On a multi-node cluster a local results folder, and a folder dataset's decode cache
+    (built by the driver, read by every trial), must be visible to every node."""
     import ray
 
-    from search.study.resources import storage_visible_on_all_nodes
+    from search.study.resources import nodes_missing, storage_visible_on_all_nodes
 
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    if len(alive) <= 1 or "://" in storage_path:
+    if len(alive) <= 1:
         return
-    missing = storage_visible_on_all_nodes(storage_path)
+    missing = [] if "://" in storage_path else storage_visible_on_all_nodes(storage_path)
     if missing:
         raise ConfigError(f"[storage] path {storage_path} is not shared: node(s) "
                           f"{', '.join(missing)} cannot see it; use a shared file system (NFS) "
                           f"or an object store URI (s3://, gs://) visible to all nodes")
+    missing = nodes_missing(image_cache) if image_cache else []
+    if missing:
+        raise ConfigError(f"the image cache {image_cache} is not shared: node(s) "
+                          f"{', '.join(missing)} cannot see it; put [storage] path (or "
+                          f"[data] cache_dir) on a file system all nodes mount")
 
 
 def concurrent_trial_capacity(config: StudyConfig, autoscaler: Autoscaler | None = None) -> int:

@@ -74,27 +74,34 @@ def storage_visible_on_all_nodes(storage_path: str) -> list[str]:
     import os
     import uuid
 
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     os.makedirs(storage_path, exist_ok=True)
     marker = os.path.join(storage_path, f".resnet-search-probe-{uuid.uuid4().hex}")
     with open(marker, "w") as handle:
         handle.write("probe\n")
+    try:
+        return nodes_missing(marker)
+    finally:
+        os.remove(marker)
+
+
+def nodes_missing(path: str) -> list[str]:
+    """The alive nodes on which `path` does not exist (a task pinned to each node looks), as
+    "NODEID (ADDRESS)"."""
+    import os
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
     def sees(path: str) -> bool:
         return os.path.exists(path)
 
-    try:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        checks = {
-            n["NodeID"][:12] + f" ({n.get('NodeManagerAddress', '?')})": sees.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(marker)
-            for n in nodes
-        }
-        return [name for name, ref in checks.items()
-                if not ray.get(ref, timeout=STORAGE_PROBE_TIMEOUT_S)]
-    finally:
-        os.remove(marker)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    checks = {
+        n["NodeID"][:12] + f" ({n.get('NodeManagerAddress', '?')})": sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(path)
+        for n in nodes
+    }
+    return [name for name, ref in checks.items()
+            if not ray.get(ref, timeout=STORAGE_PROBE_TIMEOUT_S)]

@@ -313,7 +313,7 @@ def run_study(config: StudyConfig, *, address: str | None = None,
         raise ConfigError(f"study {config.study.name!r} already exists in {uri}; continue it with "
                           f"`resnet-search resume {config.study.name}` or pick another --name")
     cluster = start_study_ray(config, address)
-    check_storage_shared(config.storage.path)
+    check_storage_shared(config.storage.path, config.data.cache_dir)
     experiment_id = store.get_or_create_experiment(
         client, config.tracking.experiment, _artifact_root(uri))
     study_run_id = store.create_study_run(client, experiment_id, config, config.storage.path,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from common import cli
 from image_folders import folder_study, write_digit_folder
+from study_helpers import SHARED_RAY, study_toml
 
 from search.results.retrieve import load_best
 
@@ -100,6 +103,75 @@ def test_a_study_on_a_folder_of_images_and_its_cache_reused(studies, digit_folde
     stale = cli("check", str(second), env={"RESNET_SEARCH_HOME": str(studies.home)})
     assert stale.returncode == 0, stale.stderr
     assert "stale" in stale.stdout.split("\ndataset\n", 1)[1]
+
+
+@pytest.mark.slow
+def test_a_node_that_cannot_see_the_cache_fails_naming_it(studies, tmp_path):
+    """The driver builds the cache under the study's [storage] path; a node that does not see
+    that folder fails its trials with one line naming it. Shown for real on one machine: the
+    driver runs in a mount namespace where STORAGE/data-cache is its own tmpfs, so the cache
+    it builds is invisible to the trial processes (started by the shared Ray's raylet)."""
+    folder = tmp_path / "digits"
+    write_digit_folder(folder, every=9)
+    storage = tmp_path / "storage"
+    (storage / "data-cache").mkdir(parents=True)
+    study = studies.write("unseen-cache", study_toml(
+        "unseen-cache", study={"num_samples": 1, "seed": 0},
+        data={"dataset": "folder", "path": str(folder), "image_size": 16},
+        train={"epochs": 1, "batch_size": 64}, storage={"path": str(storage)},
+        space={"family": "wrn", "depth": 10, "width": 1}, replace_space=True))
+    env = {**studies.env, "RAY_ADDRESS": SHARED_RAY.address(), "RAY_AUTH_MODE": "token"}
+    driver = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"',
+         str(storage / "data-cache"), sys.executable, "-m", "search.cli", "run", str(study)],
+        capture_output=True, text=True, cwd=studies.home.parent, env=env, timeout=600)
+    assert driver.returncode == 1, driver.stdout + driver.stderr[-3000:]
+    assert list((storage / "data-cache").iterdir()) == []  # built where only the driver saw it
+    # The driver's last line: the study failed, and why, naming the folder the node lacks.
+    said = driver.stderr.strip().splitlines()[-1]
+    assert said.startswith("resnet-search: study unseen-cache failed: no trial finished"), said
+    assert "cannot read the image cache " in said and "(No such file or directory)" in said, said
+    cache = said.split("cannot read the image cache ", 1)[1].split()[0]
+    assert Path(cache).parent == storage / "data-cache", said
+    # The trial's own error says it too: one line, naming the folder.
+    from search.tracking import store, tags
+
+    client = studies.client()
+    study_run = store.find_study_run(client, "unseen-cache")
+    trials = client.search_runs([study_run.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{study_run.info.run_id}'")
+    assert [run.data.tags[tags.STATUS] for run in trials] == [tags.FAILED]
+    error = Path(trials[0].data.tags[tags.ERROR_FILE]).read_text()
+    assert f"cannot read the image cache {cache} on this node (" in error, error[-2000:]
+
+
+PROBE = """
+import json, sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+from search.study.resources import nodes_missing
+print(json.dumps([nodes_missing(sys.argv[2]), nodes_missing(sys.argv[3])]))
+"""
+
+
+@pytest.mark.slow
+def test_run_asks_every_node_whether_it_sees_the_cache(studies, tmp_path):
+    """What `run` checks on a multi-node cluster before any trial starts: a task on each
+    node looks for the cache folder. Asked from a driver whose folder the node cannot see
+    (the driver's own tmpfs, in a mount namespace), that node is named; a folder it sees is
+    not."""
+    hidden, seen = tmp_path / "private", tmp_path / "seen"
+    hidden.mkdir()
+    seen.mkdir()
+    env = {**studies.env, "RAY_AUTH_MODE": "token"}
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && mkdir "$0/cache" '
+         '&& exec "$@"', str(hidden), sys.executable, "-c", PROBE, SHARED_RAY.address(),
+         str(hidden / "cache"), str(seen)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    missing, missing_seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert len(missing) == 1, missing  # the one node, by its id and address
+    assert missing_seen == []
 
 
 @pytest.mark.parametrize("damage, said", [
