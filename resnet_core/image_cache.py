@@ -136,10 +136,13 @@ def _check_readable(folder: Path) -> None:
     try:
         json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as error:
+        # The reason alone: an OSError's text repeats the (long) path the message names.
+        why = error.strerror if isinstance(error, OSError) and error.strerror else \
+            decode_failure(error)
         raise DataConfigError(
-            f"cannot read the image cache {folder} on this node ({decode_failure(error)}); the "
-            f"study's driver built it there: every node must see that folder (put [storage] "
-            f"path, or cache_dir, on storage that all nodes mount)") from None
+            f"cannot read the image cache {folder} on this node ({why}); the study's driver "
+            f"built it there: every node must see that folder (put [storage] path, or "
+            f"cache_dir, on storage that all nodes mount)") from None
 
 
 def _open(folder: Path, manifest: dict[str, Any], config: OwnDataSettings) -> FolderCache:
@@ -151,8 +154,25 @@ def _open(folder: Path, manifest: dict[str, Any], config: OwnDataSettings) -> Fo
     return FolderCache(manifest, images, stats)
 
 
+def check_cache_writable(folder: Path) -> None:
+    """Said before anything is built (by `check` too): a cache folder that cannot be made,
+    because a file stands where a folder must be or the file system is read-only."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        why = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK):
+        why = f"{existing} is read-only"
+    else:
+        return
+    raise DataConfigError(f"cannot write the image cache in {folder} ({why}); set cache_dir to "
+                          f"a writable folder")
+
+
 @contextlib.contextmanager
 def _build_lock(folder: Path) -> Iterator[None]:
+    check_cache_writable(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / ".lock", "a")  # noqa: SIM115 (held for the whole build)

@@ -17,6 +17,7 @@ import numpy as np
 from resnet_core.dataset_types import DataConfigError, DataSplits, OwnDataSettings, Split, crop_padding_for
 from resnet_core.image_cache import (
     cache_folder,
+    check_cache_writable,
     load_cache,
     read_manifest,
     resolve_shape,
@@ -159,6 +160,8 @@ def describe_folder(config: OwnDataSettings) -> str:
     listing = scan_folder(config.path, skip=folder)
     manifest = read_manifest(folder)
     stale = staleness(manifest, listing, config)
+    if stale is not None:
+        check_cache_writable(folder)  # run would fail there: say it now
     unreadable = {name for name, _ in manifest["unreadable"]} if stale is None else set()
     usable = np.array([name not in unreadable for name, _, _ in listing.files], dtype=bool)
     labels, splits = np.asarray(listing.labels), np.asarray(listing.splits)

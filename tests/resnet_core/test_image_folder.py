@@ -309,6 +309,20 @@ def test_a_trial_only_reads_the_cache_and_names_it_when_it_cannot(tmp_path, deco
     assert len(decodes) == 30 and torch.equal(built.train.images, read.train.images)
 
 
+def test_a_cache_folder_that_cannot_be_made_is_said_by_check_and_load(tmp_path, decodes):
+    write_digits(tmp_path / "images", per_class=2)
+    (tmp_path / "storage").write_text("a file where the cache's parent folder should be")
+    cache = tmp_path / "storage" / "data-cache" / "images"
+    config = DataConfig("folder", path=str(tmp_path / "images"), cache_dir=str(cache))
+    for said_by in (describe_dataset, load_data):  # `check`, then `run`'s driver
+        with pytest.raises(DataConfigError) as raised:
+            said_by(config)
+        assert str(raised.value) == (f"cannot write the image cache in {cache} ({tmp_path}/"
+                                     f"storage is a file, not a folder); set cache_dir to a "
+                                     f"writable folder")
+    assert decodes == []
+
+
 @pytest.mark.parametrize("settings, fragment", [
     ({"dataset": "folder"}, "path=None is required for dataset 'folder'"),
     ({"dataset": "digits", "path": "x"}, "path='x' applies to dataset folder or arrays only"),
