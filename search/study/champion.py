@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_core import CHECKPOINT_FILE, model_from_checkpoint
+from search import fault_points
 from search.studyfile.config import StudyConfig
 from search.tracking import ranking, tags
 from search.trial.spec import TrialSpec
@@ -102,14 +103,20 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
                         tags.CLASS_SCORES_ARTIFACT)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        with EXPORT_LOCK:  # not while the driver's warm-up exports (torch.export is not thread-safe)
-            info = _log_model(mlflow, study_run_id, model, state, checkpoint_file, test_accuracy)
-    # MLflow prints its own two lines on a registration; the study says it in its result.
-    with _quiet_stderr() if os.environ.get("RESNET_SEARCH_QUIET") else contextlib.nullcontext():
-        version = mlflow.register_model(info.model_uri, config.registered_model, tags={
-            "test_accuracy": f"{test_accuracy:.6f}", "test_loss": f"{test_loss:.6f}",
-            "study": config.study.name, "trial_id": winner.score.trial_id,
-            "best_epoch": str(winner.score.best.epoch)})
+        version = registered_version(client, config.registered_model, study_run_id, winner)
+        if version is None:
+            fault_points.reached("champion_export")
+            with EXPORT_LOCK:  # not while the driver's warm-up exports (torch.export is not thread-safe)
+                info = _log_model(mlflow, study_run_id, model, state, checkpoint_file,
+                                  test_accuracy)
+    if version is None:
+        # MLflow prints its own two lines on a registration; the study says it in its result.
+        with _quiet_stderr() if os.environ.get("RESNET_SEARCH_QUIET") else contextlib.nullcontext():
+            version = mlflow.register_model(info.model_uri, config.registered_model, tags={
+                "test_accuracy": f"{test_accuracy:.6f}", "test_loss": f"{test_loss:.6f}",
+                "study": config.study.name, "trial_id": winner.score.trial_id,
+                "best_epoch": str(winner.score.best.epoch)})
+        fault_points.reached("champion_register")
     client.set_registered_model_alias(config.registered_model, tags.CHAMPION_ALIAS, version.version)
     best_summary = {
         "trial_id": winner.score.trial_id,
@@ -122,6 +129,22 @@ def register_champion(config: StudyConfig, uri: str, study_run_id: str, winner: 
         "checkpoint": str(winner.checkpoint.path),
     }
     return {"best": best_summary, "version": version.version, "test_accuracy": test_accuracy}
+
+
+def registered_version(client, model_name: str, study_run_id: str, winner: Winner):
+    """The version this study already registered for this winner, or None.
+
+    A driver killed between the registration and the study's end leaves one: `resume` moves
+    the alias to it instead of registering the same champion a second time."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(
+            f"name = '{model_name}' and run_id = '{study_run_id}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    mine = [v for v in versions if v.tags.get("trial_id") == winner.score.trial_id]
+    return max(mine, key=lambda v: int(v.version)) if mine else None
 
 
 def _quiet_stderr():

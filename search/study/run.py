@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from resnet_core import TORCHVISION
+from search import fault_points
+from search.study.forgotten_trials import drop_forgotten_trial_runs
 from search.study.interrupt import (
     StorageFull,
     StudyFailed,
@@ -260,7 +262,7 @@ def build_tuner(config: StudyConfig, callback, capacity: int, *, restore: bool =
             num_to_keep=2, checkpoint_score_attribute=config.study.metric,
             checkpoint_score_order=config.study.mode,
         ),
-        failure_config=tune.FailureConfig(max_failures=3),
+        failure_config=tune.FailureConfig(max_failures=config.resources.max_failures),
         callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
         progress_reporter=progress_table(config),
         verbose=table_verbosity(),
@@ -404,6 +406,9 @@ def resume_study(name: str, *, address: str | None = None,
 
     uri, client, study_run = store.open_study(name, tracking_uri)
     if study_run.data.tags.get(tags.STATUS) == tags.COMPLETED:
+        if tags.WRAPPED_UP not in study_run.data.tags:  # its driver died after the champion
+            describe_and_report(client, study_run.info.run_id)
+            mark_wrapped_up(client, study_run.info.run_id)
         raise StudyAlreadyCompleted(name, client, study_run)
     config = study_config_from_run(client, study_run)
     check_storage_writable(config.storage.path)
@@ -434,6 +439,7 @@ def resume_study(name: str, *, address: str | None = None,
         tuner = build_tuner(config, callback, cluster.capacity)
     with _study_run_guard(client, study_run_id), graceful_stop() as signals:
         results = fit_checking_storage(tuner, config, uri, study_run_id)
+        drop_forgotten_trial_runs(client, study_run_id, results)
         settle_trial_runs(client, study_run_id, results, config.train.epochs)
         check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
                        signals)
@@ -510,7 +516,7 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
     """Register the ranking's winner (scored once on the test split) as the champion."""
     from search.study.champion import pick_winner, register_champion
     from search.tracking import store
-    from search.tracking.summary import outcome_counts, update_study_run
+    from search.tracking.summary import outcome_counts
     from search.tracking.trial_index import current_trial_runs
 
     stop_ray_in_background()  # the trials are done: nothing below uses Ray
@@ -533,18 +539,36 @@ def finish_study(config: StudyConfig, results, uri: str, study_run_id: str) -> S
         from search.results.pareto import record_pareto_front
 
         record_pareto_front(client, study_run_id)
-    _end_study_run(client, study_run_id, tags.COMPLETED)
-    update_study_run(client, study_run_id)
+    # Completed (the champion is registered) but not wrapped up: a driver killed while it
+    # writes the summary or the report leaves a study whose `resume` writes those two.
+    client.set_tag(study_run_id, tags.STATUS, tags.COMPLETED)
     with timed(times, "report"):
-        _log_report(client, study_run_id)
+        describe_and_report(client, study_run_id)
     client.log_batch(study_run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0)
                                             for k, v in times.metrics().items()])
+    mark_wrapped_up(client, study_run_id)
     return StudyOutcome(
         name=config.study.name, tracking_uri=uri, study_run_id=study_run_id,
         best=champion["best"], registered_model=config.registered_model,
         model_version=champion["version"], test_accuracy=champion["test_accuracy"],
         trials=len(results), outcomes=outcome_counts(ranked), phases=times.summary(),
     )
+
+
+def describe_and_report(client, study_run_id: str) -> None:
+    """The completed study's last words: its run's description and its HTML report."""
+    from search.tracking.summary import update_study_run
+
+    fault_points.reached("summary")
+    update_study_run(client, study_run_id)
+    _log_report(client, study_run_id)
+
+
+def mark_wrapped_up(client, study_run_id: str) -> None:
+    """The summary and the report are written: the study run ends (a later `resume` has
+    nothing left to do)."""
+    client.set_tag(study_run_id, tags.WRAPPED_UP, "true")
+    client.set_terminated(study_run_id, "FINISHED")
 
 
 def _log_report(client, study_run_id: str) -> None:
@@ -555,6 +579,7 @@ def _log_report(client, study_run_id: str) -> None:
     """
     from search.results.report import log_report
 
+    fault_points.reached("report")
     try:
         log_report(client, study_run_id, png=False)
     except Exception as error:  # a report must never cost a finished study

@@ -37,6 +37,9 @@ CHECKPOINT_RESTORE = PREFIX + "checkpoint_restore"
 FEASIBLE = PREFIX + "feasible"  # (trial) "true" | "false": meets every [constraints] limit
 PARETO = PREFIX + "pareto_front"  # (trial) "true" on the trials of a multi-objective front
 STATUS = "status"  # running | completed | pruned | diverged | failed | interrupted
+# (study) "true" once a completed study's summary and report are written: a driver killed
+# between its champion and those leaves STATUS completed without it, for `resume` to finish.
+WRAPPED_UP = PREFIX + "wrapped_up"
 
 # MLflow's own tags.
 PARENT = "mlflow.parentRunId"

@@ -36,6 +36,7 @@ from resnet_core import (
     load_data,
     save_checkpoint,
 )
+from search import fault_points
 from search.trial.spec import TrialSpec
 
 # The score a diverged trial reports: the worst possible for each metric.
@@ -154,6 +155,7 @@ def train_and_report(run: TrainingRun, extra: dict[str, Any], report: Reporter) 
             return
         with tempfile.TemporaryDirectory(prefix="resnet-search-ckpt-") as directory:
             save_checkpoint(run.state_dict(), Path(directory) / CHECKPOINT_FILE)
+            fault_points.reached("checkpoint")
             saved = time.perf_counter()
             report({**epoch_result(metrics), **costs}, directory)
         costs.update(checkpoint_seconds=saved - start, report_seconds=time.perf_counter() - saved)
