@@ -33,7 +33,7 @@ from search.tracking.store import (
     study_champion,
     study_objective,
 )
-from search.tracking.trial_index import current_trial_runs
+from search.tracking.trial_index import current_trial_runs, no_gc_passes
 
 HISTORY_KEYS = ("val_accuracy", "val_loss", "train_loss")
 # The report reads the per-epoch history (a request per trial and metric) of every trial up to
@@ -258,11 +258,12 @@ def read_study(client: Any, study_run: Any, *, trials: bool = True, classes: boo
     if classes and record.champion is not None:
         record.classes = champion_class_scores(client, record.run_id)
     if trials:
-        runs = current_trial_runs(client, study_run) if runs is None else runs
-        for place, (score, run) in enumerate(rank_runs(study_run, runs)):
-            record.trials.append(_trial_record(run, score, place if score.ranked else None,
-                                               record.status))
-        record.trials.sort(key=lambda t: (t.number, t.start_ms))
+        with no_gc_passes():
+            runs = current_trial_runs(client, study_run) if runs is None else runs
+            for place, (score, run) in enumerate(rank_runs(study_run, runs)):
+                record.trials.append(_trial_record(run, score, place if score.ranked else None,
+                                                   record.status))
+            record.trials.sort(key=lambda t: (t.number, t.start_ms))
     return record
 
 

@@ -27,9 +27,12 @@ changed since the last one, not the whole study.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,13 +118,16 @@ def _current(client: Any, study_run: Any, keep: bool) -> tuple[list[Any], int]:
 
 def changed_since(client: Any, study_run: Any, since_ms: int) -> list[Any]:
     """The trial runs that may differ from an index taken at `since_ms`: tagged running,
-    started or ended since. Three searches that each return only those runs."""
-    parent = f"tags.`{tags.PARENT}` = '{study_run.info.run_id}'"
+    started or ended since. Three searches that each return only those runs (of any study of
+    the experiment: a filter on the parent's tag too costs SQLite a join over every tag of
+    every run, 5x the search; the few runs of other studies are left out here)."""
+    study_run_id = study_run.info.run_id
     found: dict[str, Any] = {}
     for condition in (f"tags.`{tags.STATUS}` = '{tags.RUNNING}'",
                       f"attributes.start_time >= {since_ms}", f"attributes.end_time >= {since_ms}"):
-        for run in all_runs(client, [study_run.info.experiment_id], f"{parent} and {condition}"):
-            found[run.info.run_id] = run
+        for run in all_runs(client, [study_run.info.experiment_id], condition):
+            if run.data.tags.get(tags.PARENT) == study_run_id:
+                found[run.info.run_id] = run
     return list(found.values())
 
 
@@ -136,18 +142,26 @@ def read_index(client: Any, study_run: Any) -> tuple[list[TrialDigest], int] | N
         index = json.loads(text)
         if index.get("format") != FORMAT or index.get("study_run_id") != run_id:
             return None
-        return [_row(index["columns"], values) for values in index["rows"]], int(index["taken_ms"])
+        return _rows(index["columns"], index["rows"]), int(index["taken_ms"])
     except Exception:  # noqa: BLE001 - none, torn or foreign: the full read answers instead
         return None
 
 
-def _row(columns: list[str], values: list[Any]) -> TrialDigest:
-    row = TrialDigest(RunInfo(values[0], values[1], values[2]), RunData())
-    parts = {"p": row.data.params, "m": row.data.metrics, "t": row.data.tags}
-    for column, value in zip(columns[3:], values[3:], strict=True):
-        if value is not None:
-            parts[column[0]][column[2:]] = value
-    return row
+def _rows(columns: list[str], table: list[list[Any]]) -> list[TrialDigest]:
+    """The digests of the index's table (after run_id, start and end: "m:" metrics, "p:"
+    params and "t:" tags, each kind's columns together)."""
+    spans = {}
+    for kind in "mpt":
+        at = [i for i, c in enumerate(columns) if c.startswith(f"{kind}:")]
+        spans[kind] = (at[0], at[-1] + 1, [columns[i][2:] for i in at]) if at else (0, 0, [])
+
+    def part(values: list[Any], kind: str) -> dict[str, Any]:
+        start, end, names = spans[kind]
+        return {k: v for k, v in zip(names, values[start:end], strict=True) if v is not None}
+
+    return [TrialDigest(RunInfo(values[0], values[1], values[2]),
+                        RunData(params=part(values, "p"), metrics=part(values, "m"),
+                                tags=part(values, "t"))) for values in table]
 
 
 # ---------------------------------------------------------------- writing
@@ -155,8 +169,9 @@ def _row(columns: list[str], values: list[Any]) -> TrialDigest:
 
 def refresh_index(client: Any, study_run: Any) -> list[Any]:
     """Write the study run's index as the trial runs are now; returns those runs."""
-    runs, stamp = _current(client, study_run, keep=False)
-    write_index(client, study_run, runs, stamp)
+    with no_gc_passes():
+        runs, stamp = _current(client, study_run, keep=False)
+        write_index(client, study_run, runs, stamp)
     return runs
 
 
@@ -166,8 +181,8 @@ def write_index(client: Any, study_run: Any, runs: list[Any], taken_ms: int) -> 
     Columnar (a list of column names, a list of values per row): ~300 bytes a trial."""
     searched = {k.removeprefix(tags.SPACE_PARAM) for k in study_run.data.params
                 if k.startswith(tags.SPACE_PARAM)}
-    rows = [digest(run, searched) for run in runs]
-    columns = ["run_id", "start_ms", "end_ms"] + sorted(
+    rows = [run if isinstance(run, TrialDigest) else digest(run, searched) for run in runs]
+    columns = ["run_id", "start_ms", "end_ms"] + sorted(  # sorted: each kind's together
         {f"p:{k}" for r in rows for k in r.data.params}
         | {f"m:{k}" for r in rows for k in r.data.metrics}
         | {f"t:{k}" for r in rows for k in r.data.tags})
@@ -188,6 +203,21 @@ def _keep_index(client: Any, study_run: Any, runs: list[Any], stamp: int) -> Non
         write_index(client, study_run, runs, stamp)
     except Exception:  # noqa: BLE001, S110 - see above
         pass
+
+
+@contextlib.contextmanager
+def no_gc_passes() -> Iterator[None]:
+    """Python's cycle collector paused while a study's trials are read or written: 10,000
+    trials are ~1M new objects, and it would walk all of them again every few thousand
+    allocations (half of `status`'s time at 10,000 trials, measured; benchmarks/RESULTS.md).
+    They hold no cycles to collect; the collector runs again as before afterwards."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _now_ms() -> int:
