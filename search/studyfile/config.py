@@ -114,6 +114,9 @@ class ResourcesSection(_Section):
     # cluster starts with zero workers), else refuse a trial no node can run. true: wait on
     # any cluster; false: count only the nodes alive when the study starts.
     wait_for_autoscaler: bool | None = None
+    # Retries of a failed trial, each from its last checkpoint (a dead process or node is
+    # the usual cause). 0 fails a trial at its first error: for errors a retry repeats.
+    max_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -435,6 +438,9 @@ def _check_resources(check: _Checker, config: StudyConfig, raw: dict[str, Any]) 
                    f"whole number of GPUs")
     if workers < 1:
         check.fail(f"[resources] workers_per_trial: {workers} must be >= 1")
+    if resources.max_failures < 0:
+        check.fail(f"[resources] max_failures: {resources.max_failures} must be >= 0 "
+                   f"(retries of a failed trial; 0: none)")
     if gpus == "auto" and workers > 1:
         check.fail("[resources] gpus_per_trial: \"auto\" packs single-worker trials; with "
                    f"workers_per_trial={workers} give the GPUs per trial as a number")

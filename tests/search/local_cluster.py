@@ -81,9 +81,11 @@ class LocalCluster:
         subprocess.run([str(LOCAL_SH), "down"], env=self.env, capture_output=True, timeout=120)
 
 
-def multinode_study(name: str, samples: int, cpus: float, gpus: float, storage: str) -> str:
+def multinode_study(name: str, samples: int, cpus: float, gpus: float, storage: str,
+                    max_failures: int = 3) -> str:
     """A small study whose trials need `cpus` and `gpus` each, results in shared `storage`."""
     return study_toml(name, study={"num_samples": samples, "seed": 2},
                       space={"width": None, "lr": {"low": 0.05, "high": 0.2, "log": True}},
-                      resources={"cpus_per_trial": cpus, "gpus_per_trial": gpus},
+                      resources={"cpus_per_trial": cpus, "gpus_per_trial": gpus,
+                                 "max_failures": max_failures},
                       storage={"path": str(storage)})

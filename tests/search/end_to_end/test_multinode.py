@@ -45,8 +45,10 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(studies, tmp_path):
         # Without the CPU fallback, a trial given a GPU that torch cannot use fails (a GPU
         # node whose driver is too old): a study whose every trial failed says the first
         # trial's error in one line.
+        # max_failures = 0: the error repeats on every retry (4 attempts by default).
         unusable = studies.write("unusable", multinode_study(
-            name="unusable", samples=1, cpus=0.5, gpus=0.25, storage=tmp_path / "results"))
+            name="unusable", samples=1, cpus=0.5, gpus=0.25, storage=tmp_path / "results",
+            max_failures=0))
         failed = studies.cli("run", str(unusable), "--address", address,
                              env={"RAY_AUTH_MODE": "token"})
         # The GPU is logical (this machine has none): its trials train on the CPU.

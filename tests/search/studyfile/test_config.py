@@ -89,6 +89,8 @@ BAD_STUDIES = [
      "[resources] gpus_per_trial: 1.5 must be a fraction in [0, 1] or a whole number"),
     ("batch not divisible by workers", "[resources]\nworkers_per_trial = 3",
      "batch_size 128 is not divisible by [resources] workers_per_trial=3"),
+    ("negative retries", "[resources]\nmax_failures = -1",
+     "[resources] max_failures: -1 must be >= 0 (retries of a failed trial; 0: none)"),
     ("auto gpus with ddp", "[resources]\ngpus_per_trial = 'auto'\nworkers_per_trial = 2",
      "[resources] gpus_per_trial: \"auto\" packs single-worker trials"),
     ("after_add without resnet", "[space]\nbn_position = ['before_add', 'after_add']",
