@@ -41,7 +41,6 @@ def test_a_study_killed_at_random_moments_through_its_life_ends_whole(studies, t
         loop.kill(kill, "run" if number == 0 else "resume")
     last_resume = loop.finish()
     context = loop.context()
-    assert "exited" not in context, f"{context}\n(a kill that did not land)\n{loop.log_tail()}"
     assert_study_whole(studies, name, SAMPLES, storage, context)
     client = studies.client()
     study_run = client.get_run(studies.trial_runs(name)[0].data.tags[tags.PARENT])
@@ -50,6 +49,8 @@ def test_a_study_killed_at_random_moments_through_its_life_ends_whole(studies, t
     assert study_run.data.tags[NOTE_TAG].startswith(f"## Study {name}: completed"), context
     assert any(a.path == "report" for a in client.list_artifacts(study_run.info.run_id)), context
     assert not loop.leftovers(), f"{context}\nprocesses left: {loop.leftovers()}"
+    # Last: a kill that did not land (its command ended first) leaves a phase untested.
+    assert "exited" not in context, f"{context}\n(a kill that did not land)\n{loop.log_tail()}"
     resumed = loop.seconds_to_first_epoch()
     print(f"RELIABILITY chaos: seed {seed}; {len(plan)} kills survived; trial runs {SAMPLES} / "
           f"{len(studies.trial_runs(name))}; epochs redone {redone_epochs(storage, name)} in all; "
