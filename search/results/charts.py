@@ -7,6 +7,7 @@ returns a plotly figure; colours mean the same outcome on every chart.
 from __future__ import annotations
 
 import html
+import itertools
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -48,13 +49,14 @@ def _minutes(study: StudyRecord, trial: TrialRecord) -> float | None:
 def _status_markers(fig: go.Figure, trials: list[TrialRecord], xs: list[float], ys: list[float],
                     col: int, shown: set[str], text: list[str] | None = None) -> None:
     """One marker trace per outcome, so the legend names each outcome once."""
+    text = text or [t.label for t in trials]  # once: a study may have 10,000 trials
     for status in sorted({t.status for t in trials}):
         pick = [i for i, t in enumerate(trials) if t.status == status]
         fig.add_trace(go.Scatter(
             x=[xs[i] for i in pick], y=[ys[i] for i in pick], mode="markers", name=status,
             legendgroup=status, showlegend=status not in shown,
             marker={"color": STATUS_COLOURS.get(status, "#555"), "size": 9},
-            text=[(text or [t.label for t in trials])[i] for i in pick],
+            text=[text[i] for i in pick],
             hovertemplate="%{text}<br>x=%{x}<br>y=%{y:.4f}<extra>" + status + "</extra>",
         ), row=1, col=col)
         shown.add(status)
@@ -68,7 +70,7 @@ def history_figure(study: StudyRecord) -> go.Figure:
     for col, key in ((1, lambda t: t.number), (2, lambda t: _minutes(study, t))):
         trials = sorted((t for t in study.scored() if key(t) is not None), key=key)
         xs, ys = [key(t) for t in trials], [t.value for t in trials]
-        best = [study.better(ys[: i + 1]) for i in range(len(ys))]
+        best = list(itertools.accumulate(ys, lambda so_far, y: study.better((so_far, y))))
         fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv", "color": "black"},
                                  name="best so far", legendgroup="best", showlegend=col == 1),
                       row=1, col=col)

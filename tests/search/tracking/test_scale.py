@@ -62,8 +62,9 @@ def test_best_names_the_10040th_trial(big_study):
 
 @pytest.mark.slow
 def test_studies_counts_every_trial(big_study):
-    row = next(line for line in command_output(big_study, "studies").splitlines()
-               if line.startswith("scale "))
+    shown = cli("studies", "--tracking-uri", big_study[0])
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("scale "))
     assert row.split()[1:3] == ["completed", str(TRIALS)]
 
 
