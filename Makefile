@@ -60,7 +60,7 @@ mutate: $(STAMP)
 fuzz: $(STAMP)
 	RESNET_SEARCH_FUZZ_EXAMPLES=$(or $(N),5000) $(BIN)/python -m pytest -q tests/search/cli/test_fuzz.py
 
-# The chaos loop N times (default 5), each with a fresh seed: a study killed at 9 moments of
+# The chaos loop N times (default 5), each with a fresh seed: a study killed at 10 moments of
 # its life (~7-10 min on 2 shared cores) and, every other run (the 1st, 3rd, ...), a worker
 # node killed on a local cluster (~2-3 min). Replay one: RESNET_SEARCH_CHAOS_SEED=S make chaos N=1
 chaos: $(STAMP)
