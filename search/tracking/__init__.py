@@ -1,6 +1,6 @@
 """MLflow: the names a study writes, the store, the writer thread, the trial callback,
-the study run's summary, the one ranking of trials and the typed read model of a study
-(records: StudyRecord, TrialRecord) that every command reads.
+the study run's summary and trial index, the one ranking of trials and the typed read model
+of a study (records: StudyRecord, TrialRecord) that every command reads.
 """
 
 from search import lazy_exports
@@ -37,6 +37,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "find_study_run": "store",
     "get_or_create_experiment": "store",
     "open_study": "store",
+    "rank_runs": "store",
     "ranked_trial_runs": "store",
     "registered_champion": "store",
     "sqlite_path": "store",
@@ -72,7 +73,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "STUDY_FILE": "tags",
     "TRAIN_PARAM": "tags",
     "TRIAL_ID": "tags",
+    "TRIAL_INDEX_ARTIFACT": "tags",
     "champion_uri": "tags",
+    "current_trial_runs": "trial_index",
+    "refresh_index": "trial_index",
     "MAX_RETRY_DELAY_S": "writer",
     "NOTICE_EVERY_S": "writer",
     "TrackingWriter": "writer",

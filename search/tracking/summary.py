@@ -6,7 +6,9 @@ wall time and CPU/GPU-hours. Study-level metrics give the search's progress as
 charts: the best value so far after each finished trial (step = number of
 trials finished) and the trial counts by outcome. Both are rewritten as trials
 finish (at most every few seconds: `search.tracking.callback.STUDY_UPDATE_INTERVAL_S`) and when
-the trials are done, so the dashboard is current while the study runs.
+the trials are done, so the dashboard is current while the study runs. Each rewrite also
+rewrites the study's trial index (search.tracking.trial_index), from the last index and the
+trial runs changed since it.
 """
 
 from __future__ import annotations
