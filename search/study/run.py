@@ -41,6 +41,7 @@ from search.study.storage_state import (
     check_storage_writable,
     keep_driver_state,
     repair_experiment_state,
+    stand_in_for_deleted_checkpoints,
     storage_is_full,
 )
 from search.study.warmup import start_warm_up
@@ -431,6 +432,7 @@ def resume_study(name: str, *, address: str | None = None,
         # Used once: a later resume must not put back this (by then older) copy.
         client.delete_tag(study_run_id, DRIVER_STATE_TAG)
     if tune.Tuner.can_restore(experiment_path):
+        stand_in_for_deleted_checkpoints(experiment_path)
         print(f"resuming study {name} from {experiment_path}", file=sys.stderr)
         tuner = build_tuner(config, callback, cluster.capacity, restore=True)
     else:  # the driver died before Ray saved any state: start the trials afresh

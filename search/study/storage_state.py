@@ -88,3 +88,41 @@ def repair_experiment_state(experiment_path: str, staging: str | None) -> None:
     if restored:
         print(f"resnet-search: Tune's state on storage differed from the driver's copy (storage "
               f"full); restored {', '.join(restored)} from {staging}", file=sys.stderr)
+
+
+def stand_in_for_deleted_checkpoints(experiment_path: str) -> list[str]:
+    """An empty folder for each trial's latest checkpoint that Tune's saved state names but
+    storage no longer holds; the trial folders given one.
+
+    Tune deletes a checkpoint past `num_to_keep` as soon as a newer one arrives, and saves
+    its experiment state every few seconds: a driver killed between the two leaves a state
+    whose trial resumes from a deleted checkpoint, and Tune's restore fails on it at every
+    retry ("does not exist on storage anymore"), failing the trial (found by the chaos
+    loop). With the folder there, the trial's own restore (search.trial.trainable) finds
+    nothing readable in it and goes on as from a torn checkpoint: an older one, else from
+    scratch, saying so on its trial run."""
+    import json
+
+    states = sorted(Path(experiment_path).glob("experiment_state-*.json"))
+    if not states:
+        return []
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+    except (OSError, ValueError, KeyError):
+        return []  # a torn state: Tune's restore says so itself
+    made = []
+    for trial_json, runtime_json in trial_data:
+        try:
+            trial_id = json.loads(trial_json)["trial_id"]
+            name = json.loads(runtime_json).get("last_result", {}).get("checkpoint_dir_name")
+        except (ValueError, KeyError, AttributeError):
+            continue
+        folder = Path(experiment_path) / f"trial_{trial_id}"
+        if name and folder.is_dir() and not (folder / name).exists():
+            (folder / name).mkdir()
+            made.append(f"{folder.name}/{name}")
+    if made:
+        print(f"resnet-search: Tune's state names checkpoints deleted since it was saved: "
+              f"{', '.join(made)}; those trials go on from an older checkpoint or from scratch",
+              file=sys.stderr)
+    return made
