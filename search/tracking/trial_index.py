@@ -14,8 +14,9 @@ started or ended after the stamp (less CLOCK_MARGIN_MS). Every write to a trial 
 those: its start creates it (start_time); its epochs are written while it is tagged running;
 its end, its failure, `resume`'s settling of a trial whose end was lost, and a replayed end all
 set end_time. So a driver killed between a trial's end and the index's next rewrite leaves an
-index that misses that end, and the reader reads that run again. The writes made once the
-study is over (the champion's test score, the Pareto tags) come before the final rewrite.
+index that misses that end, and the reader reads that run again. The two writes to a trial
+run that change neither (the champion's test score, the Pareto front's tag) are fields the
+index does not keep.
 
 No index (a study written before it existed), an unreadable one (torn by a concurrent write,
 another format) or one of another study run: the full read, every trial run.
@@ -48,9 +49,9 @@ CLOCK_MARGIN_MS = 60_000
 # them) and the params of the study's [space]: what the commands print, rank and chart by.
 TRAIN_PARAMS = ("optimizer", "lr")
 METRICS = ("epoch", "val_accuracy", "val_loss", "best_val_accuracy", "best_epoch",
-           "val_loss_at_best", "parameters", "flops", "latency_ms", "test_accuracy")
+           "val_loss_at_best", "parameters", "flops", "latency_ms")
 TAGS = (tags.STATUS, tags.TRIAL_ID, tags.OPTUNA_NUMBER, tags.FEASIBLE, tags.CHECKPOINT,
-        tags.NODE_ID, tags.PARETO)
+        tags.NODE_ID)
 
 
 @dataclass
