@@ -129,6 +129,11 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str,
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a data_config this version cannot use "
                               f"({_first_sentence(error)})") from None
+    try:  # the standardisation its input takes (a pretrained start's may not be its data's)
+        input_spec(state)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} holds a data_info this version cannot use "
+                              f"({_first_sentence(error)})") from None
     return model.eval(), state
 
 
