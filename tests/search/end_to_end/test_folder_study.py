@@ -119,6 +119,7 @@ def test_a_node_that_cannot_see_the_cache_fails_naming_it(studies, tmp_path):
         "unseen-cache", study={"num_samples": 1, "seed": 0},
         data={"dataset": "folder", "path": str(folder), "image_size": 16},
         train={"epochs": 1, "batch_size": 64}, storage={"path": str(storage)},
+        resources={"max_failures": 0},  # a retry on the same node would fail alike
         space={"family": "wrn", "depth": 10, "width": 1}, replace_space=True))
     env = {**studies.env, "RAY_ADDRESS": SHARED_RAY.address(), "RAY_AUTH_MODE": "token"}
     driver = subprocess.run(
