@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -245,3 +246,23 @@ def test_headless_chromium_draws_every_chart_without_a_script_error(report_dir, 
     assert sorted(probe["charts"]) == sorted(f"chart-{k}" for k in SECTION_KEYS)
     for chart, drawn in probe["charts"].items():
         assert drawn["svg"] >= 1 and drawn["marks"] > 20, (chart, drawn)
+
+
+def test_a_big_study_draws_the_best_curves_and_a_seeded_sample_and_the_page_says_so(tmp_path):
+    """300 trials: the curves are the best 50 and 150 of the others, the same ones on every
+    report of the study; the page names what was sampled. Every trial stays in the other charts."""
+    trials = [_trial(n, tags.PRUNED if n % 10 else tags.COMPLETED, 0.5 + n / 1000, [1.0])
+              for n in range(300)]
+    for rank, trial in enumerate(sorted(trials, key=lambda t: -t.value)):
+        trial.rank = rank
+    study = StudyRecord(name="s", run_id="r", status="completed", metric="val_accuracy", mode="max",
+                        dataset="digits", start_ms=0, searched={}, trials=trials)
+    chosen, note = records.curve_trials(study)
+    assert [t.number for t in chosen[:50]] == list(range(299, 249, -1))  # the best 50, in full
+    assert len(chosen) == 200 and len({t.number for t in chosen}) == 200
+    assert [t.number for t in records.curve_trials(study)[0]] == [t.number for t in chosen]
+    assert note.startswith("Learning curves of the best 50 trials and of 150 of the other 250 (")
+    study.curves_note = note
+    page = report.write_report(study, tmp_path, png=False)[0].read_text()
+    assert html.escape(note) in page
+    assert records.curve_trials(replace(study, trials=trials[:200]))[1] is None  # all drawn
