@@ -18,7 +18,6 @@ from typing import Any
 
 from resnet_core import TORCHVISION
 from search import fault_points
-from search.study.forgotten_trials import drop_forgotten_trial_runs
 from search.study.interrupt import (
     StorageFull,
     StudyFailed,
@@ -441,6 +440,8 @@ def resume_study(name: str, *, address: str | None = None,
         tuner = build_tuner(config, callback, cluster.capacity)
     with _study_run_guard(client, study_run_id), graceful_stop() as signals:
         results = fit_checking_storage(tuner, config, uri, study_run_id)
+        # here: it loads MLflow, and `check` imports this module for absolute_paths
+        from search.study.forgotten_trials import drop_forgotten_trial_runs
         drop_forgotten_trial_runs(client, study_run_id, results)
         settle_trial_runs(client, study_run_id, results, config.train.epochs)
         check_finished(config.study.name, finished_trials(uri, study_run_id), config.study.num_samples,
