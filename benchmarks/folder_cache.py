@@ -103,27 +103,33 @@ def time_reference(folder: Path, workers: int) -> Clock:
 
 
 def measure(folder: Path, repetitions: int, workers: int) -> dict:
-    """Reference, build and load, interleaved; the load average before each repetition."""
+    """Reference, build and load, interleaved; the load average before and after each
+    repetition (other work on the machine moves the wall times, less the CPU seconds)."""
     runs: dict[str, list[float]] = {key: [] for key in (
-        "reference_s", "reference_cpu_s", "build_s", "build_cpu_s", "load_s", "loadavg")}
+        "reference_s", "reference_cpu_s", "build_s", "build_cpu_s", "load_s", "loadavg",
+        "loadavg_end")}
     for repetition in range(repetitions):
         runs["loadavg"].append(os.getloadavg()[0])
         reference = time_reference(folder, workers)
         built, loaded = time_cache(folder)
         for key, value in (("reference_s", reference.wall), ("reference_cpu_s", reference.cpu),
                            ("build_s", built.wall), ("build_cpu_s", built.cpu),
-                           ("load_s", loaded)):
+                           ("load_s", loaded), ("loadavg_end", os.getloadavg()[0])):
             runs[key].append(value)
-        print(f"  repetition {repetition + 1} (load {runs['loadavg'][-1]:.1f}): reference "
+        print(f"  repetition {repetition + 1} (load {runs['loadavg'][-1]:.1f}-"
+              f"{runs['loadavg_end'][-1]:.1f}): reference "
               f"{reference.wall:.2f} s ({reference.cpu:.2f} CPU s), cache build {built.wall:.2f} s "
               f"({built.cpu:.2f} CPU s), cache load {loaded:.3f} s, ratio "
-              f"{reference.wall / built.wall:.2f}x", flush=True)
+              f"{reference.wall / built.wall:.2f}x wall, {reference.cpu / built.cpu:.2f}x CPU",
+              flush=True)
     ratios = [r / b for r, b in zip(runs["reference_s"], runs["build_s"], strict=True)]
+    cpu_ratios = [r / b for r, b in zip(runs["reference_cpu_s"], runs["build_cpu_s"], strict=True)]
     return {"seconds": {"reference_one_pass": spread(runs["reference_s"]),
                         "cache_build": spread(runs["build_s"]), "cache_load": spread(runs["load_s"])},
             "cpu_seconds": {"reference_one_pass": spread(runs["reference_cpu_s"]),
                             "cache_build": spread(runs["build_cpu_s"])},
-            "reference_over_build": spread(ratios), "runs": runs}
+            "reference_over_build": spread(ratios), "reference_over_build_cpu": spread(cpu_ratios),
+            "runs": runs}
 
 
 def main() -> None:

@@ -6,15 +6,16 @@ Processes use them all. The workers are fresh interpreters (`python -m
 resnet_core.decode_workers`), not multiprocessing's: a fork beside torch's and Ray's
 threads can deadlock on a lock one of them held, and multiprocessing's spawn and forkserver
 re-import the user's main script, which runs it again where it lacks an
-`if __name__ == "__main__"` guard. A worker imports only numpy, Pillow and image_folder
-(about 0.2 s), maps the cache's .npy file (the array is a file on disk) and writes the rows
-of each chunk of files it is handed; the parent hands out the next chunk as each worker
-finishes one, so a worker slowed by other load does less of the work.
+`if __name__ == "__main__"` guard. A worker imports only Pillow and image_pixels (no numpy:
+its import was two thirds of a worker's start-up) and writes each chunk of files it is
+handed, as consecutive rows, into the cache's .npy file with one write at the rows' offset;
+the parent hands out the next chunk as each worker finishes one, so a worker slowed by
+other load does less of the work.
 
 Protocol, one line each way per chunk: the parent writes the job (JSON: root, files,
-shape, array path) as the first line, then "START END" lines; the worker answers each with
-the JSON list of the chunk's failures, [[file, reason], ...]. End of input: the worker
-flushes its map and exits.
+shape, array path, the offset of its data) as the first line, then "START END" lines; the
+worker answers each with the JSON list of the chunk's failures, [[file, reason], ...],
+once the rows are written. End of input: the worker exits.
 """
 
 from __future__ import annotations
@@ -33,17 +34,18 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
 
 
 def decode_in_processes(root: Path, files: list[str], shape: tuple[int, int, int],
-                        array_path: str, workers: int, chunk: int,
+                        array_path: str, offset: int, workers: int, chunk: int,
                         on_chunk: Callable[[int, int, Failures], None]) -> None:
     """Decode `files` (relative to `root`) into the rows of the uint8 (N, C, H, W) .npy at
-    `array_path`, in `workers` processes; `on_chunk(start, end, failures)` is called in this
-    thread as each chunk is written. Raises OSError when a worker cannot start or dies."""
+    `array_path` (its data from byte `offset` on), in `workers` processes; `on_chunk(start,
+    end, failures)` is called in this thread as each chunk is written. Raises OSError when a
+    worker cannot start or dies."""
     todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
     for start in range(0, len(files), chunk):
         todo.put((start, min(start + chunk, len(files))))
     done: queue.SimpleQueue[tuple[int, int, Failures] | BaseException] = queue.SimpleQueue()
     job = json.dumps({"root": str(root), "files": files, "shape": list(shape),
-                      "array": array_path})
+                      "array": array_path, "offset": offset})
     children: list[subprocess.Popen] = []
     feeders: list[threading.Thread] = []
     try:
@@ -108,28 +110,30 @@ def _drain(todo: queue.SimpleQueue) -> Iterator[tuple[int, int]]:
 
 
 def _work() -> None:
-    """The worker's side: decode each chunk it is handed into the mapped array."""
-    import numpy as np
-
-    from resnet_core.image_folder import decode_errors, decode_failure, prepare_image
+    """The worker's side: decode each chunk it is handed into its rows of the array file."""
+    from resnet_core.image_pixels import decode_errors, decode_failure, prepared_planes
 
     job = json.loads(sys.stdin.readline())
     root, files = Path(job["root"]), job["files"]
-    _, height, width = job["shape"]
-    channels = job["shape"][0]
-    images = np.load(job["array"], mmap_mode="r+")
+    channels, height, width = job["shape"]
+    row_bytes = channels * height * width
     errors = decode_errors()
-    for line in sys.stdin:
-        start, end = map(int, line.split())
-        failed = []
-        for row in range(start, end):
-            try:
-                images[row] = prepare_image(root / files[row], (height, width), channels)
-            except errors as error:
-                failed.append((files[row], decode_failure(error)))
-        sys.stdout.write(json.dumps(failed) + "\n")
-        sys.stdout.flush()
-    images.flush()
+    array = os.open(job["array"], os.O_WRONLY)
+    try:
+        for line in sys.stdin:
+            start, end = map(int, line.split())
+            rows, failed = bytearray(), []
+            for row in range(start, end):
+                try:
+                    rows += prepared_planes(root / files[row], height, width, channels)
+                except errors as error:
+                    rows += bytes(row_bytes)  # an unreadable file's row stays zeros
+                    failed.append((files[row], decode_failure(error)))
+            os.pwrite(array, rows, job["offset"] + start * row_bytes)
+            sys.stdout.write(json.dumps(failed) + "\n")
+            sys.stdout.flush()
+    finally:
+        os.close(array)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from resnet_core.dataset_types import DataConfigError, DatasetNotFoundError
+from resnet_core.image_pixels import (  # noqa: F401 (decode_errors, decode_failure: re-exported)
+    GREY_MODES,
+    TRANSPOSING_ORIENTATIONS,
+    decode_errors,
+    decode_failure,
+    prepared_planes,
+)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
                               ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"})
@@ -30,13 +37,6 @@ SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "te
 # An unset image_size takes the images' most common size; photographs (thousands of pixels)
 # are scaled down to this shorter side, the scale the CIFAR-style networks here are made for.
 MAX_DEFAULT_SHORT_SIDE = 64
-GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
-ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-# EXIF orientations 5-8 turn the image by 90 degrees: width and height swap.
-TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-ORIENTATION_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM",
-                         5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 UNREADABLE_SHOWN = 3  # files an error names before "and N more"
 
 
@@ -198,23 +198,11 @@ def unreadable_error(root: Path, failures: list[tuple[str, str]], total: int) ->
         f"remove or replace them, or set skip_unreadable = true to train without them")
 
 
-def decode_errors() -> tuple[type[BaseException], ...]:
-    """What a damaged, truncated or foreign file raises in Pillow's decoders."""
-    from PIL import Image
-
-    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def decode_failure(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 # ---------------------------------------------------------------- one image
 
 
 def prepare_image(image: str | os.PathLike | object, image_size: int | tuple[int, int],
-                  channels: int) -> np.ndarray:
+                  channels: int, out: np.ndarray | None = None) -> np.ndarray:
     """One image as the network sees it: uint8 (channels, height, width).
 
     EXIF orientation is applied; palette, alpha (over white), 16-bit and CMYK images are
@@ -225,71 +213,12 @@ def prepare_image(image: str | os.PathLike | object, image_size: int | tuple[int
         image: a file path or a PIL image.
         image_size: height and width (one number: a square).
         channels: 1 (greyscale) or 3 (RGB).
+        out: a uint8 (channels, height, width) array to write into (a row of the decode
+            cache) instead of a new one; returned.
     """
-    from PIL import Image
-
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if isinstance(image, Image.Image):
-        return _prepare(image, height, width, channels)
-    with Image.open(image) as opened:
-        return _prepare(opened, height, width, channels)
-
-
-def _prepare(image, height: int, width: int, channels: int) -> np.ndarray:
-    from PIL import Image
-
-    # The EXIF orientation is read once (ImageOps.exif_transpose would parse it again):
-    # from a JPEG's header before decoding, as drafting needs it; after decoding for
-    # the other formats, whose EXIF may follow the pixels (PNG's eXIf chunk).
-    orientation = _orientation(image) if image.format == "JPEG" else 1
-    if image.format == "JPEG":
-        # Decode a large JPEG at 1/2, 1/4 or 1/8 scale when that still covers the target.
-        turned = orientation in TRANSPOSING_ORIENTATIONS
-        image.draft(None, (height, width) if turned else (width, height))
-    image.load()
-    if image.format != "JPEG":
-        orientation = _orientation(image)
-    if orientation in ORIENTATION_TRANSPOSE:
-        image = image.transpose(Image.Transpose[ORIENTATION_TRANSPOSE[orientation]])
-    image = _resize_and_crop(_to_channels(image, channels), height, width)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None].copy() if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
-def _orientation(image) -> int:
-    orientation = image.getexif().get(0x0112, 1)
-    return orientation if isinstance(orientation, int) else 1
-
-
-def _to_channels(image, channels: int):
-    from PIL import Image
-
-    if image.mode in HIGH_DEPTH_MODES or image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        # 16-bit levels map onto 8-bit ones (65535 -> 255); float images are taken as 0..255.
-        scaled = values / 257.0 if image.mode in HIGH_DEPTH_MODES else values
-        image = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ALPHA_MODES:
-        # Transparent pixels hold arbitrary colours: show them over white, as a viewer does.
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return image.convert("L" if channels == 1 else "RGB")
-
-
-def _resize_and_crop(image, height: int, width: int):
-    """Scaled to cover height x width and centre-cropped, in one resize of the centre box:
-    no intermediate image, and the same scale on both axes (a resize of the whole image
-    rounds each side to whole pixels)."""
-    from PIL import Image
-
-    w, h = image.size
-    if (w, h) == (width, height):
-        return image
-    scale = max(width / w, height / h)
-    # The side that decides the scale is the whole side: min() keeps rounding inside it.
-    box_w, box_h = min(w, width / scale), min(h, height / scale)
-    left, top = (w - box_w) / 2, (h - box_h) / 2
-    return image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0,
-                        box=(left, top, left + box_w, top + box_h))
+    planes = prepared_planes(image, height, width, channels)
+    if out is None:
+        out = np.empty((channels, height, width), np.uint8)
+    out[...] = np.frombuffer(planes, np.uint8).reshape(channels, height, width)
+    return out

@@ -211,7 +211,7 @@ def test_the_cache_holds_the_pixels_predict_makes(tmp_path, monkeypatch, decodes
     if in_processes:
         monkeypatch.setattr(image_cache, "PROCESSES_FROM", 0)
         monkeypatch.setattr(image_cache, "_workers", lambda: 2)
-        monkeypatch.setattr(image_cache, "CHUNK", 3)  # many chunks, answered in any order
+        monkeypatch.setattr(image_cache, "PROCESS_CHUNK", 3)  # many chunks, answered in any order
     config = DataConfig("folder", path=str(tmp_path), image_size=[24, 20], channels=3,
                         skip_unreadable=True)
     cache = image_cache.load_cache(config)
