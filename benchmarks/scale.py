@@ -16,12 +16,20 @@ load_best needs a champion: a wrn-16-2 trained for one epoch on digits (`resnet-
 train`) is registered for the study's best trial by the platform's own `register_champion`.
 
     python benchmarks/scale.py [--sizes 1000 10000] [--epochs 20] [--repeats 3] [--timeout 300]
-                               [--stores DIR]
+                               [--stores DIR] [--store sqlite|postgresql]
+    python benchmarks/scale.py --real-study [--trials 1000]
 
 `--stores DIR` keeps each store in DIR (keyed by size, epochs and the version of
 tests/scale_store.py) and reuses it: building 10,000 trials takes about two minutes.
+`--store postgresql`: the same study written to a new database of the PostgreSQL server the
+tests use (tests/postgres.py: RESNET_SEARCH_TEST_PG_HOST/_PORT/_USER, 127.0.0.1:5432 by default;
+the artifacts stay in a local folder), dropped at the end unless `--stores` keeps it.
 Prints one JSON object (seconds per command: each repetition, median, spread) and writes it
 to benchmarks/results/scale.json (or --out).
+
+`--real-study`: instead, a real study of `--trials` one-epoch trials on a 2-worker local cluster,
+the driver's CPU and SQL statements per finished trial, first 100 against last 100
+(benchmarks/scale_real_study.py); written to benchmarks/results/scale-real-study.json (or --out).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -121,29 +130,51 @@ def register_champion_for(folder: Path, uri: str, study_run_id: str) -> None:
                       Winner(score, run.info.run_id, spec, Checkpoint.from_directory(trained)))
 
 
-def study_store(size: int, epochs: int, stores: Path | None) -> tuple[Path, str, str, float | None]:
+def study_store(size: int, epochs: int, stores: Path | None, backend: str = "sqlite"
+                ) -> tuple[Path, str, str, float | None]:
     """(folder, uri, study run id, seconds it took to write; None: reused) of a study of `size`
-    trials with a registered champion."""
+    trials with a registered champion, in a SQLite file or a PostgreSQL database."""
     version = hashlib.sha256((ROOT / "tests" / "scale_store.py").read_bytes()).hexdigest()[:8]
-    folder = (stores or Path(tempfile.mkdtemp(prefix="resnet-search-scale-"))) / \
-        f"scale-{size}x{epochs}-{version}"
+    store_name = f"scale-{size}x{epochs}-{version}" + ("-pg" if backend == "postgresql" else "")
+    folder = (stores or Path(tempfile.mkdtemp(prefix="resnet-search-scale-"))) / store_name
     ids = folder / "study.json"
     if ids.is_file():
         known = json.loads(ids.read_text())
         return folder, known["uri"], known["study_run_id"], None
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    uri = postgres_database(store_name.replace("-", "_")) if backend == "postgresql" else None
     started = time.perf_counter()
-    uri, study_run_id = write_scale_study(folder, trials=size, epochs=epochs, best=size - 11)
+    uri, study_run_id = write_scale_study(folder, trials=size, epochs=epochs, best=size - 11,
+                                          uri=uri)
     seconds = time.perf_counter() - started
     register_champion_for(folder, uri, study_run_id)
     ids.write_text(json.dumps({"uri": uri, "study_run_id": study_run_id}))
     return folder, uri, study_run_id, seconds
 
 
-def measure(size: int, epochs: int, repeats: int, timeout: float, stores: Path | None) -> dict:
-    folder, uri, study_run_id, write_s = study_store(size, epochs, stores)
-    row = {"trials": size, "epochs": epochs,
+def postgres_database(name: str) -> str:
+    """The URI of a new, empty database `name` on the tests' PostgreSQL server (any old one of
+    that name dropped first: a store kept by --stores is found by its folder, not here)."""
+    from postgres import admin_connection, database_uri  # tests/: the one PostgreSQL helper
+
+    with admin_connection() as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return database_uri(name)
+
+
+def drop_postgres_database(uri: str) -> None:
+    from postgres import admin_connection
+
+    with admin_connection() as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{uri.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def measure(size: int, epochs: int, repeats: int, timeout: float, stores: Path | None,
+            backend: str = "sqlite") -> dict:
+    folder, uri, study_run_id, write_s = study_store(size, epochs, stores, backend)
+    row = {"trials": size, "epochs": epochs, "store": backend,
            "write_s": None if write_s is None else round(write_s, 1),
            "index_bytes": _index_bytes(uri, study_run_id)}
     processes = {name: ["-m", "search.cli", *[a.format(folder=folder) for a in args],
@@ -160,6 +191,8 @@ def measure(size: int, epochs: int, repeats: int, timeout: float, stores: Path |
                                                              timeout)
     if stores is None:
         shutil.rmtree(folder.parent, ignore_errors=True)
+        if backend == "postgresql":
+            drop_postgres_database(uri)
     return row
 
 
@@ -192,15 +225,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--stores", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--real-study", action="store_true",
+                        help="a real study on a 2-worker local cluster instead")
+    parser.add_argument("--trials", type=int, default=1000, help="trials of --real-study")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.trials < 1:
+        parser.error(f"--trials: {args.trials} must be at least 1")
     from machine import machine  # benchmarks/: CPU, flags and library versions
 
-    rows = [measure(size, args.epochs, args.repeats, args.timeout, args.stores)
-            for size in args.sizes]
-    result = {"machine": machine(), "store": "sqlite", "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    if args.real_study:
+        from scale_real_study import run_real_study  # benchmarks/
+
+        result = {"machine": machine(), "store": "sqlite", "real_study": run_real_study(args.trials)}
+        out = args.out or ROOT / "benchmarks" / "results" / "scale-real-study.json"
+    else:
+        rows = [measure(size, args.epochs, args.repeats, args.timeout, args.stores, args.store)
+                for size in args.sizes]
+        result = {"machine": machine(), "store": args.store, "results": rows}
+        out = args.out or ROOT / "benchmarks" / "results" / "scale.json"
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

@@ -68,6 +68,33 @@ def test_commands_that_read_a_store_do_not_import_torch():
     assert result.stdout.strip() == "[]", result.stdout
 
 
+def test_reading_a_local_store_imports_no_mlflow():
+    """`status`, `best` (--pareto), `studies` and `load_best` read a local SQLite store without
+    MLflow (search.tracking.local_store; its import is 4-5 s of a 2-s budget at 10,000 trials,
+    benchmarks/RESULTS.md): the modules they import must not pull it in, nor Ray, SQLAlchemy
+    (MLflow's store) or torch. tests/search/tracking/test_local_store.py runs the commands."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import search.cli.main as cli; cli.build_parser(); "
+            "import search.cli.status, search.results.retrieve, search.results.studies, "
+            "search.results.pareto, search.tracking.local_store, search.tracking.records, "
+            "search.tracking.trial_index, search.tracking.store; "
+            "print(sorted(m for m in ('mlflow', 'ray', 'sqlalchemy', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_local_reader_imports_no_mlflow_even_late():
+    """local_store is the path that must never need MLflow: not even an import in a function."""
+    late = [f"{f}:{line} {module}" for f, line, module, _ in imports("search/tracking")
+            if f == "local_store.py" and module.split(".")[0] in ("mlflow", "ray", "torch",
+                                                                  "sqlalchemy")]
+    assert not late, late
+
+
 # search's folders from the bottom floor up: a module may import from its own floor and below.
 FLOORS = ("studyfile", "trial", "tracking", "space", "results", "study", "cli")
 

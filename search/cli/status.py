@@ -10,8 +10,9 @@ from typing import Any
 
 from search.tracking.tags import champion_uri
 
-# MLflow's import costs seconds: the commands below import the modules that read a store when
-# they run, so that the parser and the other commands never pay it.
+# Reading a store imports what it reads with (MLflow, for a store that is not a local SQLite
+# file: seconds): the commands below import those modules when they run, so that the parser
+# and the other commands never pay it.
 
 
 # Trials `status` lists unless told otherwise: a study of thousands stays one screen.
@@ -19,7 +20,7 @@ STATUS_TOP = 10
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from search.results.retrieve import study_status  # MLflow: see above
+    from search.results.retrieve import study_status  # see above
 
     status = study_status(args.name, args.tracking_uri)
     if args.json:
@@ -74,7 +75,7 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from search.results.retrieve import export_best_checkpoint, study_status  # MLflow
+    from search.results.retrieve import export_best_checkpoint, study_status  # see above
 
     if getattr(args, "pareto", False):
         return _print_pareto(args)
@@ -112,11 +113,12 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 def _print_pareto(args: argparse.Namespace) -> int:
     """`best NAME --pareto`: the trials no other trial beats on every objective."""
-    from search.results.pareto import front_rows, markdown_table  # MLflow
-    from search.tracking import store  # MLflow
+    from search.results.pareto import front_rows, markdown_table
+    from search.tracking import local_store, store
 
-    _, client, study_run = store.open_study(args.name, args.tracking_uri)
-    front = front_rows(client, study_run)
+    front = local_store.first_of(  # a local store without MLflow's import, any other through it
+        lambda: front_rows(*local_store.open_study(args.name, args.tracking_uri)[1:]),
+        lambda: front_rows(*store.open_study(args.name, args.tracking_uri)[1:]))
     if args.json:
         print(json.dumps({"study": args.name, **front}, indent=2))
         return 0
@@ -133,7 +135,7 @@ def _print_pareto(args: argparse.Namespace) -> int:
 
 def cmd_studies(args: argparse.Namespace) -> int:
     """Every study in the tracking store, newest first."""
-    from search.results.studies import format_studies, list_studies  # MLflow
+    from search.results.studies import format_studies, list_studies  # see above
 
     listing = list_studies(args.tracking_uri)
     print(json.dumps(listing, indent=2) if args.json else format_studies(listing))

@@ -12,9 +12,11 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from search.results.sampling import comparable_trials
 from search.studyfile.space_rules import CONDITIONS, sampled_when
 from search.tracking import tags
 from search.tracking.records import StudyRecord, TrialRecord, parse_param
@@ -50,20 +52,24 @@ def _status_markers(fig: go.Figure, trials: list[TrialRecord], xs: list[float], 
                     col: int, shown: set[str], text: list[str] | None = None) -> None:
     """One marker trace per outcome, so the legend names each outcome once."""
     text = text or [t.label for t in trials]  # once: a study may have 10,000 trials
-    for status in sorted({t.status for t in trials}):
+    # Pruned first: the finished and the best trials are drawn over them.
+    for status in sorted({t.status for t in trials}, key=lambda s: (s != tags.PRUNED, s)):
         pick = [i for i, t in enumerate(trials) if t.status == status]
         fig.add_trace(go.Scatter(
-            x=[xs[i] for i in pick], y=[ys[i] for i in pick], mode="markers", name=status,
+            x=np.array([xs[i] for i in pick], dtype=float),
+            y=np.array([ys[i] for i in pick], dtype=float), mode="markers", name=status,
             legendgroup=status, showlegend=status not in shown,
             marker={"color": STATUS_COLOURS.get(status, "#555"), "size": 9},
-            text=[text[i] for i in pick],
+            text=np.array([text[i] for i in pick], dtype=object),
             hovertemplate="%{text}<br>x=%{x}<br>y=%{y:.4f}<extra>" + status + "</extra>",
         ), row=1, col=col)
         shown.add(status)
 
 
-def history_figure(study: StudyRecord) -> go.Figure:
-    """Each trial's score and the best so far, by trial number and by wall time."""
+def history_figure(study: StudyRecord, dots: list[TrialRecord] | None = None) -> go.Figure:
+    """Each trial's score (a dot per trial of `dots`: sampling.marker_trials; every scored
+    one by default) and the best so far over every trial, by trial number and by wall time."""
+    dotted = {id(t) for t in (study.scored() if dots is None else dots)}
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "by trial number", "by wall time (minutes since the study started)"))
     shown: set[str] = set()
@@ -71,42 +77,86 @@ def history_figure(study: StudyRecord) -> go.Figure:
         trials = sorted((t for t in study.scored() if key(t) is not None), key=key)
         xs, ys = [key(t) for t in trials], [t.value for t in trials]
         best = list(itertools.accumulate(ys, lambda so_far, y: study.better((so_far, y))))
-        fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv", "color": "black"},
+        steps = _steps(best)
+        fig.add_trace(go.Scatter(x=[xs[i] for i in steps], y=[best[i] for i in steps],
+                                 mode="lines", line={"shape": "hv", "color": "black"},
                                  name="best so far", legendgroup="best", showlegend=col == 1),
                       row=1, col=col)
-        _status_markers(fig, trials, xs, ys, col, shown)
+        pick = [i for i, t in enumerate(trials) if id(t) in dotted]
+        _status_markers(fig, [trials[i] for i in pick], [xs[i] for i in pick],
+                        [ys[i] for i in pick], col, shown)
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     fig.update_xaxes(title_text="minutes", row=1, col=2)
     fig.update_yaxes(title_text=study.value_name)
     return fig
 
 
+def _steps(best: list[float]) -> list[int]:
+    """The places a best-so-far line changes, and its end: a step line ("hv") through them
+    draws the same line as through every point, from a few points instead of 10,000."""
+    return [i for i, y in enumerate(best) if i == 0 or i == len(best) - 1 or y != best[i - 1]]
+
+
 def curves_figure(study: StudyRecord) -> go.Figure:
-    """Per-epoch validation metric and training loss of every trial, coloured by outcome."""
+    """Per-epoch validation metric and training loss of the trials whose histories were read,
+    coloured by outcome: one trace per outcome and panel, its trials' curves joined by gaps.
+
+    A trace per trial made plotly build (and the browser lay out) hundreds of traces for a
+    big study; a gap (None) between trials draws the same lines from a few traces.
+    """
     val_key = "val_loss" if study.metric.endswith("loss") else "val_accuracy"
     fig = make_subplots(rows=1, cols=2, subplot_titles=(val_key, "train_loss"))
-    shown: set[str] = set()
+    by_status: dict[str, list[TrialRecord]] = {}
     for trial in study.trials:
-        colour = STATUS_COLOURS.get(trial.status, "#555")
+        by_status.setdefault(trial.status, []).append(trial)
+    # Pruned curves underneath: the completed and the best ones are drawn over them.
+    shown: set[str] = set()
+    for status in sorted(by_status, key=lambda s: (s != tags.PRUNED, s)):
         for col, key in ((1, val_key), (2, "train_loss")):
-            points = trial.history.get(key, [])
-            if not points:
+            curve = _joined_curves(by_status[status], key)
+            if curve is None:
                 continue
-            # A pruned trial's curve is dotted; a diverged one ends in a cross where it blew up.
-            symbols = ["circle"] * (len(points) - 1) + [
-                "x" if trial.status == tags.DIVERGED else "circle"]
             fig.add_trace(go.Scatter(
-                x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                name=trial.status, legendgroup=trial.status,
-                showlegend=trial.status not in shown,
-                line={"color": colour, "dash": "dot" if trial.status == tags.PRUNED else "solid"},
-                marker={"symbol": symbols, "size": [5] * (len(points) - 1) + [10]},
-                hovertemplate=f"trial {trial.number}: {html.escape(trial.label)}<br>"
-                              "epoch %{x}<br>%{y:.4f}<extra></extra>",
+                **curve, mode="lines+markers", name=status, legendgroup=status,
+                showlegend=status not in shown,
+                line={"color": STATUS_COLOURS.get(status, "#555"),
+                      "dash": "dot" if status == tags.PRUNED else "solid"},
+                hovertemplate="%{text}<br>epoch %{x}<br>%{y:.4f}<extra></extra>",
             ), row=1, col=col)
-            shown.add(trial.status)
+            shown.add(status)
     fig.update_xaxes(title_text="epoch")
     return fig
+
+
+def _joined_curves(trials: list[TrialRecord], key: str) -> dict[str, list[Any]] | None:
+    """x, y, text and per-point markers of the trials' curves, a None gap between two trials;
+    None where no trial has this metric. A curve's last point is larger, and a cross where a
+    diverged trial blew up."""
+    xs: list[Any] = []
+    ys: list[Any] = []
+    text: list[str] = []
+    symbols: list[str] = []
+    sizes: list[int] = []
+    for trial in trials:
+        points = trial.history.get(key, [])
+        if not points:
+            continue
+        if xs:  # a gap, so the line does not join one trial's last epoch to the next's first
+            for column, gap in ((xs, None), (ys, None), (text, ""), (symbols, "circle"), (sizes, 0)):
+                column.append(gap)
+        label = f"trial {trial.number}: {html.escape(trial.label)}"
+        xs += [p[0] for p in points]
+        ys += [p[1] for p in points]
+        text += [label] * len(points)
+        symbols += ["circle"] * (len(points) - 1) + ["x" if trial.status == tags.DIVERGED else "circle"]
+        sizes += [5] * (len(points) - 1) + [10]
+    if not xs:
+        return None
+    # numpy arrays: plotly validates a list element by element (seconds for a big study's
+    # curves), an array at once; NaN is written as null, a gap in the line.
+    return {"x": np.array(xs, dtype=float), "y": np.array(ys, dtype=float),
+            "text": np.array(text, dtype=object),
+            "marker": {"symbol": np.array(symbols, dtype=object), "size": np.array(sizes)}}
 
 
 def pareto_front(points: list[tuple[float, float]], mode: str) -> list[tuple[float, float]]:
@@ -119,8 +169,10 @@ def pareto_front(points: list[tuple[float, float]], mode: str) -> list[tuple[flo
     return front
 
 
-def cost_figure(study: StudyRecord) -> go.Figure:
-    """Score against multiply-adds and against parameters, with the Pareto front."""
+def cost_figure(study: StudyRecord, dots: list[TrialRecord] | None = None) -> go.Figure:
+    """Score against multiply-adds and against parameters (a dot per trial of `dots`, every
+    scored one by default), with the Pareto front over every scored trial."""
+    dotted = {id(t) for t in (study.scored() if dots is None else dots)}
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "score vs multiply-adds per image (millions)", "score vs parameters (millions)"))
     shown: set[str] = set()
@@ -128,8 +180,10 @@ def cost_figure(study: StudyRecord) -> go.Figure:
         trials = [t for t in study.scored() if getattr(t, attribute) is not None]
         xs = [getattr(t, attribute) / 1e6 for t in trials]
         ys = [t.value for t in trials]
-        _status_markers(fig, trials, xs, ys, col, shown,
-                        text=[f"trial {t.number}: {t.label}" for t in trials])
+        pick = [i for i, t in enumerate(trials) if id(t) in dotted]
+        _status_markers(fig, [trials[i] for i in pick], [xs[i] for i in pick],
+                        [ys[i] for i in pick], col, shown,
+                        text=[f"trial {trials[i].number}: {trials[i].label}" for i in pick])
         front = pareto_front(list(zip(xs, ys, strict=True)), study.mode)
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front],
                                  mode="lines", line={"shape": "hv", "color": "black", "dash": "dash"},
@@ -138,13 +192,6 @@ def cost_figure(study: StudyRecord) -> go.Figure:
     fig.update_xaxes(type="log")
     fig.update_yaxes(title_text=study.value_name)
     return fig
-
-
-def comparable_trials(study: StudyRecord) -> list[TrialRecord]:
-    """The trials whose scores compare: those that ran to the end (early-stopped scores are
-    biased low), or every scored trial when fewer than two did (the page says so)."""
-    finished = [t for t in study.scored() if t.status == tags.COMPLETED]
-    return finished if len(finished) >= 2 else study.scored()
 
 
 def group_rows(study: StudyRecord) -> list[dict[str, Any]]:
@@ -186,11 +233,12 @@ def groups_figure(study: StudyRecord, rows: list[dict[str, Any]]) -> go.Figure:
 # ---------------------------------------------------------------- Optuna's views
 
 
-def optuna_study(study: StudyRecord) -> Any:
-    """An in-memory Optuna study of the scored trials, for Optuna's importance and plots."""
+def optuna_study(study: StudyRecord, trials: list[TrialRecord] | None = None) -> Any:
+    """An in-memory Optuna study of the scored trials (or of `trials`), for Optuna's importance
+    and plots."""
     import optuna  # ~1 s: only a report with two or more scored trials asks Optuna
 
-    trials = comparable_trials(study)
+    trials = comparable_trials(study) if trials is None else trials
     distributions = _distributions(study, trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = optuna.create_study(study_name=study.name,
@@ -248,14 +296,16 @@ def _optuna_value(text: str, distribution: Any) -> Any:
     return int(parse_param(text)) if isinstance(distribution, IntDistribution) else float(parse_param(text))
 
 
-def optuna_figures(study: StudyRecord) -> tuple[dict[str, go.Figure], list[str]]:
-    """Importance (fANOVA), parallel coordinates and slices; a note for each that cannot be drawn."""
+def optuna_figures(study: StudyRecord, trials: list[TrialRecord] | None = None
+                   ) -> tuple[dict[str, go.Figure], list[str]]:
+    """Importance (fANOVA), parallel coordinates and slices over the comparable trials (or
+    `trials`: optuna_trials); a note for each that cannot be drawn."""
     import optuna
     from optuna.importance import FanovaImportanceEvaluator
 
     figures: dict[str, go.Figure] = {}
     notes: list[str] = []
-    in_memory = optuna_study(study)
+    in_memory = optuna_study(study, trials)
     if len(in_memory.trials) < 2 or not any(t.params for t in in_memory.trials):
         return figures, ["importance, parallel coordinates and slices need at least two scored "
                          "trials that differ in a searched hyperparameter"]

@@ -20,6 +20,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,14 @@ from search.results.charts import (
     history_figure,
     optuna_figures,
 )
+from search.results.sampling import marker_trials, optuna_trials
 from search.tracking import tags
 from search.tracking.records import StudyRecord, TrialRecord, collect_study
 from search.tracking.store import open_study
 
 REPORT_FILE = "report.html"
+# A bounded chart's PNG says so in a line (the page's note is too long for an image).
+SAMPLED_PNG = "the best trials and a seeded sample of the others: report.html says which"
 CHART_DIR = "charts"
 ARTIFACT_DIR = "report"
 
@@ -77,38 +81,59 @@ SECTIONS = {
 }
 
 
-def build_figures(study: StudyRecord) -> tuple[dict[str, go.Figure], list[dict[str, Any]], list[str]]:
-    """Every chart of the report in page order, the grouped-comparison rows, and notes."""
-    figures: dict[str, go.Figure] = {}
-    notes: list[str] = []
+@dataclass
+class ReportCharts:
+    """The report's charts in page order, the grouped-comparison rows, the page's notes, and
+    per chart which trials it shows where it does not show every one (a big study's)."""
+
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sampled: dict[str, str] = field(default_factory=dict)
+
+
+def build_figures(study: StudyRecord) -> ReportCharts:
+    """Every chart of the report, in page order, with what it shows of a big study."""
     if not study.scored():
-        return figures, [], ["no trial has a score yet: nothing to chart"]
-    figures["history"] = history_figure(study)
+        return ReportCharts(notes=["no trial has a score yet: nothing to chart"])
+    charts = ReportCharts()
+    figures = charts.figures
+    dots, dots_note = marker_trials(study)
+    figures["history"] = history_figure(study, dots)
     figures["curves"] = curves_figure(study)
-    extra, extra_notes = optuna_figures(study)
+    if study.curves_note:
+        charts.sampled["curves"] = study.curves_note
+    chosen, optuna_note = optuna_trials(study)
+    extra, extra_notes = optuna_figures(study, chosen)
     figures.update(extra)
-    notes += extra_notes
-    figures["cost"] = cost_figure(study)
-    rows = group_rows(study)
-    if rows:
-        figures["groups"] = groups_figure(study, rows)
+    charts.notes += extra_notes
+    if optuna_note:
+        charts.sampled.update({key: optuna_note for key in extra})
+    figures["cost"] = cost_figure(study, dots)
+    if dots_note:
+        charts.sampled.update(history=dots_note, cost=dots_note)
+    charts.rows = group_rows(study)
+    if charts.rows:
+        figures["groups"] = groups_figure(study, charts.rows)
     for fig in figures.values():
         # Optuna's slices fix a width per parameter; the page's column decides instead.
         fig.update_layout(template="plotly_white", height=440, title=None, width=None, autosize=True,
                           margin={"t": 50, "l": 60, "r": 30, "b": 60})
-    return {k: figures[k] for k in SECTIONS if k in figures}, rows, notes
+    charts.figures = {k: figures[k] for k in SECTIONS if k in figures}
+    return charts
 
 
 def write_report(study: StudyRecord, out_dir: Path, png: bool = True) -> list[Path]:
     """report.html (and charts/*.png) under out_dir; returns the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures, rows, notes = build_figures(study)
+    charts = build_figures(study)
+    figures, notes = charts.figures, charts.notes
     written: list[Path] = []
     if png and figures:
-        written += _write_pngs(figures, out_dir / CHART_DIR, notes)
-    sections = [_section(key, study.curves_note if key == "curves" else None) for key in figures]
-    if rows:
-        sections.append(_group_table(rows))
+        written += _write_pngs(figures, charts.sampled, out_dir / CHART_DIR, notes)
+    sections = [_section(key, charts.sampled.get(key)) for key in figures]
+    if charts.rows:
+        sections.append(_group_table(charts.rows))
     if study.classes:
         sections.append(_class_table(study.classes))
     page = PAGE.format(title=html.escape(f"Study {study.name}: report"), plotly=get_plotlyjs(),
@@ -135,7 +160,21 @@ def chrome_for_charts() -> str | None:
         return "unknown"
 
 
-def _write_pngs(figures: dict[str, go.Figure], directory: Path, notes: list[str]) -> list[Path]:
+def png_figures(figures: dict[str, go.Figure], sampled: dict[str, str]) -> list[go.Figure]:
+    """The charts as their PNGs show them. On the page each chart sits under its heading and
+    its note; a PNG alone (MLflow's preview) needs its own title, and a line saying that a
+    sampled chart is one."""
+    titled = []
+    for key, fig in figures.items():
+        title: dict[str, Any] = {"text": SECTIONS[key][0]}
+        if key in sampled:
+            title["subtitle"] = {"text": SAMPLED_PNG}
+        titled.append(go.Figure(fig).update_layout(title=title, margin={"t": 100 if key in sampled else 80}))
+    return titled
+
+
+def _write_pngs(figures: dict[str, go.Figure], sampled: dict[str, str], directory: Path,
+                notes: list[str]) -> list[Path]:
     """PNG copies through kaleido (a headless Chrome); the HTML page does not need them."""
     if chrome_for_charts() is None:
         notes.append("PNG charts not written: no Chrome/Chromium on this machine "
@@ -143,9 +182,7 @@ def _write_pngs(figures: dict[str, go.Figure], directory: Path, notes: list[str]
         return []
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{i:02d}-{key}.png" for i, key in enumerate(figures, start=1)]
-    # On the page each chart sits under its heading; a PNG alone needs its own title.
-    titled = [go.Figure(fig).update_layout(title=SECTIONS[key][0], margin={"t": 80})
-              for key, fig in figures.items()]
+    titled = png_figures(figures, sampled)
     try:
         pio.write_images(titled, paths, width=1200, height=480, scale=1)
     except Exception as error:  # kaleido without a Chrome/Chromium: the page still works

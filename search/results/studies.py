@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from search.tracking import tags
+from search.tracking.local_store import LocalClient, first_of
 from search.tracking.records import read_study
 from search.tracking.store import (
     all_experiment_ids,
@@ -23,13 +24,21 @@ from search.tracking.store import (
 
 
 def list_studies(tracking_uri: str | None = None) -> dict[str, Any]:
-    """{"tracking_uri", "studies": [...]}: every study in the store, newest first."""
+    """{"tracking_uri", "studies": [...]}: every study in the store, newest first. A local store
+    is read without MLflow (search.tracking.local_store), any other through it."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():
         # No store holds no study; opening it would create one (and its folders) at a typo.
         return {"tracking_uri": uri, "studies": []}
+    return first_of(lambda: _listing(uri, LocalClient.open(uri)), lambda: _through_mlflow(uri))
+
+
+def _through_mlflow(uri: str) -> dict[str, Any]:
     check_tracking_reachable(uri)
-    client = client_for(uri)
+    return _listing(uri, client_for(uri))
+
+
+def _listing(uri: str, client: Any) -> dict[str, Any]:
     experiments = all_experiment_ids(client)
     runs = all_runs(client, experiments, f"tags.`{tags.KIND}` = '{tags.KIND_STUDY}'",
                     ["attributes.start_time DESC"]) if experiments else []

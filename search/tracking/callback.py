@@ -26,6 +26,7 @@ from search.tracking import tags
 from search.tracking.journal import RecordWriter
 from search.tracking.phases import PhaseTimes, phases_for, timed
 from search.tracking.store import client_for
+from search.tracking.trial_index import IndexKeeper
 from search.tracking.writer import TrackingWriter, writer_for
 from search.trial.spec import TrialSpec
 
@@ -96,17 +97,19 @@ class MlflowTrialCallback(Callback):
         self._records: RecordWriter | None = None
         self._started: set[str] = set()  # trials whose start record this driver queued
         self._summary_update = SummaryUpdate()
+        self._index: IndexKeeper | None = None  # the trial index as the last rewrite wrote it
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _records=None, _started=set(), _summary_update=None)
+        state.update(_client=None, _records=None, _started=set(), _summary_update=None,
+                     _index=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Callbacks pickled by an older version lack the newer fields (and have old caches).
         state = {k: v for k, v in state.items() if k not in ("_runs", "_best")}
         self.__dict__.update({"metric": "val_accuracy", "mode": "max", "journal_path": None,
-                              "_records": None, "_started": set(), **state})
+                              "_records": None, "_started": set(), "_index": None, **state})
         self._summary_update = SummaryUpdate()
 
     @property
@@ -232,8 +235,10 @@ class MlflowTrialCallback(Callback):
     def _write_study_summary(self) -> None:
         from search.tracking.summary import update_study_run
 
+        if self._index is None:
+            self._index = IndexKeeper()
         with self._summary_update.timed():
-            update_study_run(self.client, self.study_run_id)
+            update_study_run(self.client, self.study_run_id, self._index)
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._summary_update.cancel_deferred():  # the trials are done: rewrite it now

@@ -16,14 +16,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-from mlflow.entities import Param
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from search.studyfile.config import ConfigError, redact_url, study_params
 from search.studyfile.paths import home_hint, resolve_tracking_uri
 from search.tracking import ranking, tags
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 # MLflow 3 opens an experiment of unknown kind on its GenAI "Traces" page; this kind makes
 # the dashboard open on the training runs.
@@ -88,6 +88,10 @@ def client_for(uri: str) -> MlflowClient:
     error. `<db>.lock` serialises the creation: the first process creates the schema, the
     others wait for it and find it there.
     """
+    # Imported here: the local reader (search.tracking.local_store) reads a SQLite store
+    # through this module's functions without MLflow's import (seconds).
+    from mlflow.tracking import MlflowClient
+
     if not uri.startswith("sqlite:///") or uri in _READY_STORES:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     database = sqlite_path(uri)
@@ -356,6 +360,8 @@ def create_study_run(
     client: MlflowClient, experiment_id: str, config, storage_path: str, space: dict[str, str]
 ) -> str:
     """The study's parent run: settings and space as params, the file as an artifact."""
+    from mlflow.entities import Param
+
     run = client.create_run(experiment_id, run_name=config.study.name, tags={
         tags.KIND: tags.KIND_STUDY, tags.STUDY: config.study.name, tags.STORAGE: storage_path,
         tags.STUDY_FILE: config.path, tags.STATUS: tags.RUNNING,

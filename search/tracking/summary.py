@@ -20,7 +20,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from search.tracking.records import StudyRecord, count_outcomes, model_label, read_study
-from search.tracking.trial_index import refresh_index
+from search.tracking.trial_index import IndexKeeper, refresh_index
 
 # model_label: the name the CLI knows a network label by.
 __all__ = ["NOTE_TAG", "TOP_TRIALS", "describe", "model_label", "outcome_counts", "update_study_run"]
@@ -34,10 +34,15 @@ def outcome_counts(ranked: list[tuple[Any, Any]]) -> dict[str, int]:
     return count_outcomes(score.status for score, _ in ranked)
 
 
-def update_study_run(client: MlflowClient, study_run_id: str) -> None:
-    """Rewrite the study run's trial index and description, and log its study-level metrics."""
+def update_study_run(client: MlflowClient, study_run_id: str,
+                     keeper: IndexKeeper | None = None) -> None:
+    """Rewrite the study run's trial index and description, and log its study-level metrics.
+
+    `keeper`: the trial index as this process last wrote it (the trial callback's, while the
+    study runs): only the trial runs changed since are read (search.tracking.trial_index)."""
     study_run = client.get_run(study_run_id)
-    study = read_study(client, study_run, classes=True, runs=refresh_index(client, study_run))
+    runs = refresh_index(client, study_run, keeper)
+    study = read_study(client, study_run, classes=True, runs=runs)
     finished = [t for t in study.trials if t.finished]
     now = int(time.time() * 1000)
     step = len(finished)

@@ -33,7 +33,7 @@ import gc
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,11 +168,19 @@ def _rows(columns: list[str], table: list[list[Any]]) -> list[TrialDigest]:
 # ---------------------------------------------------------------- writing
 
 
-def refresh_index(client: Any, study_run: Any) -> list[Any]:
-    """Write the study run's index as the trial runs are now; returns those runs."""
+def refresh_index(client: Any, study_run: Any, keeper: IndexKeeper | None = None) -> list[Any]:
+    """Write the study run's index as the trial runs are now; returns those runs.
+
+    `keeper`: the writer's own copy of the index from its last refresh (IndexKeeper), so that
+    only the trial runs changed since are read and encoded again."""
     with no_gc_passes():
-        runs, stamp = _current(client, study_run, keep=False)
-        write_index(client, study_run, runs, stamp)
+        if keeper is None:
+            runs, stamp = _current(client, study_run, keep=False)
+            write_index(client, study_run, runs, stamp)
+            return runs
+        runs, stamp = keeper.current(client, study_run)
+        client.log_text(study_run.info.run_id, keeper.encode(study_run, runs, stamp),
+                        tags.TRIAL_INDEX_ARTIFACT)
     return runs
 
 
@@ -180,20 +188,94 @@ def write_index(client: Any, study_run: Any, runs: list[Any], taken_ms: int) -> 
     """The index of these trial runs, as they were at `taken_ms`, on the study run.
 
     Columnar (a list of column names, a list of values per row): ~300 bytes a trial."""
-    searched = {k.removeprefix(tags.SPACE_PARAM) for k in study_run.data.params
-                if k.startswith(tags.SPACE_PARAM)}
-    rows = [run if isinstance(run, TrialDigest) else digest(run, searched) for run in runs]
-    columns = ["run_id", "start_ms", "end_ms"] + sorted(  # sorted: each kind's together
+    client.log_text(study_run.info.run_id, IndexKeeper().encode(study_run, runs, taken_ms),
+                    tags.TRIAL_INDEX_ARTIFACT)
+
+
+def _columns(rows: Iterable[TrialDigest]) -> list[str]:
+    """run_id, start and end, then every param, metric and tag a row has, each kind's together."""
+    return ["run_id", "start_ms", "end_ms"] + sorted(
         {f"p:{k}" for r in rows for k in r.data.params}
         | {f"m:{k}" for r in rows for k in r.data.metrics}
         | {f"t:{k}" for r in rows for k in r.data.tags})
-    parts = {"p": "params", "m": "metrics", "t": "tags"}
-    table = [[r.info.run_id, r.info.start_time, r.info.end_time]
-             + [getattr(r.data, parts[c[0]]).get(c[2:]) for c in columns[3:]] for r in rows]
-    index = {"format": FORMAT, "study_run_id": study_run.info.run_id, "taken_ms": taken_ms,
-             "columns": columns, "rows": table}
-    client.log_text(study_run.info.run_id, json.dumps(index, separators=(",", ":")),
-                    tags.TRIAL_INDEX_ARTIFACT)
+
+
+def _encoded_row(row: TrialDigest, columns: list[str]) -> str:
+    parts = {"p": row.data.params, "m": row.data.metrics, "t": row.data.tags}
+    values = [row.info.run_id, row.info.start_time, row.info.end_time] + [
+        parts[c[0]].get(c[2:]) for c in columns[3:]]
+    return json.dumps(values, separators=(",", ":"))
+
+
+class IndexKeeper:
+    """The index as its writer last wrote it, kept in memory between the study run's summary
+    rewrites while the study runs (the trial callback's, on its writer thread).
+
+    Without it each rewrite read the index file back, parsed it, and encoded every row again:
+    O(trials) a rewrite (~1.4 s at 10,000 trials), so the driver's CPU per finished trial grew
+    with the study (benchmarks/RESULTS.md, the real study). With it a rewrite reads from MLflow
+    only the runs changed since its last one and encodes only their rows; the file written is
+    the same. The first rewrite starts from the index file, as any reader does.
+
+    Only the one writer of the index while Tune runs may keep one: an index written by anyone
+    else meanwhile would go unseen (resume's drop of forgotten trial runs comes after Tune's
+    run, and the last rewrite, after it, reads the file)."""
+
+    # Every write to the study's trial runs while it keeps the index is this process's, in
+    # order on the writer thread, stamped by this clock: the margin only covers the clock
+    # stepping back a little (CLOCK_MARGIN_MS covers two drivers' clocks, for a first read).
+    MARGIN_MS = 5_000
+
+    def __init__(self) -> None:
+        self.rows: dict[str, TrialDigest] | None = None  # by run id, as of `taken_ms`
+        self.taken_ms = 0
+        self._searched: set[str] | None = None
+        self._columns: list[str] = []
+        self._encoded: dict[str, str] = {}  # run id -> its row in `_columns`' order
+
+    def current(self, client: Any, study_run: Any) -> tuple[list[Any], int]:
+        """(every trial run as it is now, the stamp of that): the kept rows, with the runs
+        changed since read again (as _current reads an index file)."""
+        if self.rows is None:
+            runs, stamp = _current(client, study_run, keep=False)
+        else:
+            stamp = _now_ms()
+            by_run: dict[str, Any] = dict(self.rows)
+            for run in changed_since(client, study_run, self.taken_ms - self.MARGIN_MS):
+                by_run[run.info.run_id] = run
+            runs = list(by_run.values())
+        return runs, stamp
+
+    def encode(self, study_run: Any, runs: list[Any], taken_ms: int) -> str:
+        """The index file's text of these runs; they become the kept rows, as of `taken_ms`.
+        Rows the keeper holds already (the same digest object) are not encoded again."""
+        if self._searched is None:
+            self._searched = {k.removeprefix(tags.SPACE_PARAM) for k in study_run.data.params
+                              if k.startswith(tags.SPACE_PARAM)}
+        kept = self.rows or {}
+        rows = {run.info.run_id: run if isinstance(run, TrialDigest) else digest(run, self._searched)
+                for run in runs}
+        fresh = [r for run_id, r in rows.items() if kept.get(run_id) is not r]
+        columns = _columns(rows.values()) if not self._columns or not _fits(fresh, self._columns) \
+            else self._columns
+        if columns != self._columns:
+            self._columns, self._encoded = columns, {}
+        encoded = {run_id: self._encoded.get(run_id) if kept.get(run_id) is r else None
+                   for run_id, r in rows.items()}
+        self._encoded = {run_id: text or _encoded_row(rows[run_id], columns)
+                         for run_id, text in encoded.items()}
+        self.rows, self.taken_ms = rows, taken_ms
+        head = json.dumps({"format": FORMAT, "study_run_id": study_run.info.run_id,
+                           "taken_ms": taken_ms, "columns": columns}, separators=(",", ":"))
+        return f'{head[:-1]},"rows":[{",".join(self._encoded.values())}]}}'
+
+
+def _fits(rows: list[TrialDigest], columns: list[str]) -> bool:
+    """Every param, metric and tag of these rows has a column already."""
+    have = set(columns)
+    return all(f"{kind}:{k}" in have for r in rows
+               for kind, part in (("p", r.data.params), ("m", r.data.metrics), ("t", r.data.tags))
+               for k in part)
 
 
 def _keep_index(client: Any, study_run: Any, runs: list[Any], stamp: int) -> None:

@@ -266,3 +266,115 @@ def test_a_big_study_draws_the_best_curves_and_a_seeded_sample_and_the_page_says
     page = report.write_report(study, tmp_path, png=False)[0].read_text()
     assert html.escape(note) in page
     assert records.curve_trials(replace(study, trials=trials[:200]))[1] is None  # all drawn
+
+
+# ---------------------------------------------------------------- a big study's page
+
+BIG = 2_500  # over sampling.MARKERS_MAX scored trials; 500 completed: over Optuna's 300
+
+
+def _big_study() -> StudyRecord:
+    """2,500 trials, every 5th run to the end, each with its own lr and score; the best is #1235."""
+    trials = []
+    for n in range(BIG):
+        value = 0.99 if n == 1235 else 0.5 + ((n * 7919) % BIG) / 10_000
+        trial = _trial(n, tags.COMPLETED if n % 5 == 0 else tags.PRUNED, value,
+                       [1.0, 0.8] if n % 5 == 0 else [1.0], **{"train.lr": f"{0.001 + n * 1e-5:.5f}"})
+        trial.parameters, trial.flops = 700_000 + n, 100_000_000 + 1000 * n
+        trials.append(trial)
+    for rank, trial in enumerate(sorted(trials, key=lambda t: -t.value)):
+        trial.rank = rank
+    return StudyRecord(name="big", run_id="r", status="completed", metric="val_accuracy",
+                       mode="max", dataset="digits", start_ms=0, trials=trials,
+                       searched={"lr": "[0.001, 0.1] log"})
+
+
+def _section_text(page: str, key: str) -> str:
+    start = page.index(f'<section id="{key}">')
+    return page[start:page.index("</section>", start)]
+
+
+def test_a_big_study_charts_the_best_trials_and_the_page_says_what_was_sampled(tmp_path):
+    from search.results import sampling
+
+    study = _big_study()
+    ranked = study.ranked()
+    charts = report.build_figures(study)
+    # History and cost: a dot for the best trials and every completed one, 2,000 in all; the
+    # best-so-far line still reaches the best score.
+    for key in ("history", "cost"):
+        dots = [t for t in charts.figures[key].data if t.mode == "markers" and t.xaxis == "x"]
+        assert sum(len(t.x) for t in dots) == sampling.MARKERS_MAX, key
+    assert any(text.startswith("trial 1235:") for t in charts.figures["cost"].data
+               if t.mode == "markers" for text in t.text)
+    history_dots = [t for t in charts.figures["history"].data if t.mode == "markers"
+                    and t.xaxis == "x"]
+    numbers = {int(x) for t in history_dots for x in t.x}
+    assert {t.number for t in ranked[:sampling.MARKERS_BEST]} <= numbers
+    assert {t.number for t in study.trials if t.status == tags.COMPLETED} <= numbers
+    (line,) = [t for t in charts.figures["history"].data if t.name == "best so far" and t.xaxis == "x"]
+    assert max(line.y) == 0.99 and len(line.x) < 100  # the steps only, not 2,500 points
+    # Optuna's charts: 300 of the 500 completed trials, the best 100 among them.
+    lrs = sorted(x for t in charts.figures["slices"].data if t.x is not None for x in t.x)
+    assert len(lrs) == sampling.OPTUNA_BEST + sampling.OPTUNA_SAMPLED
+    best_completed = [t for t in ranked if t.status == tags.COMPLETED][:sampling.OPTUNA_BEST]
+    assert {float(t.setting("lr")) for t in best_completed} <= set(lrs)
+    # The page says, under each chart, what it shows.
+    page = report.write_report(study, tmp_path, png=False)[0].read_text()
+    dots_note = html.escape(charts.sampled["history"])
+    assert dots_note.startswith("Dots for 2,000 of the 2,500 scored trials (500 of 500 completed, "
+                                "1,500 of 2,000 pruned)")
+    for key in ("history", "cost"):
+        assert dots_note in _section_text(page, key), key
+    for key in ("importance", "parallel", "slices"):
+        assert ("Over 300 of the 500 trials that ran to the end: the best 100 and 200 of the other "
+                "400, drawn at random with seed 0.") in _section_text(page, key), key
+    # A PNG alone (MLflow's preview) says it is a sample; an unsampled one does not.
+    titles = {key: fig.layout.title for key, fig in
+              zip(charts.figures, report.png_figures(charts.figures, charts.sampled), strict=True)}
+    assert {key for key, t in titles.items() if t.subtitle.text == report.SAMPLED_PNG} == {
+        "history", "cost", "importance", "parallel", "slices"}
+    assert titles["groups"].text == "Grouped comparison" and not titles["groups"].subtitle.text
+    # ... and the same trials on every report of the study.
+    assert report.build_figures(study).sampled == charts.sampled
+    # A study under the bounds: every trial, no note.
+    small = replace(study, trials=study.trials[:300])
+    assert not report.build_figures(small).sampled
+
+
+def test_curves_are_one_trace_per_outcome_with_a_gap_between_trials():
+    trials = [_trial(n, tags.PRUNED if n % 3 else tags.COMPLETED, 0.5 + n / 100,
+                     [1.0, 0.9, 0.8] if n % 3 == 0 else [1.2]) for n in range(30)]
+    study = StudyRecord(name="s", run_id="r", status="completed", metric="val_accuracy", mode="max",
+                        dataset="digits", start_ms=0, searched={}, trials=trials)
+    traces = report_charts.curves_figure(study).data
+    assert sorted((t.name, t.xaxis) for t in traces) == sorted(
+        (s, axis) for s in (tags.COMPLETED, tags.PRUNED) for axis in ("x", "x2"))
+    completed = next(t for t in traces if t.name == tags.COMPLETED and t.xaxis == "x2")
+    # 10 trials of 3 epochs: 30 points and 9 gaps, so no line joins two trials.
+    assert len(completed.x) == 39 and sum(1 for x in completed.x if x != x) == 9
+    assert {text for text in completed.text if text} == {
+        f"trial {n}: {trials[n].label}" for n in range(0, 30, 3)}
+
+
+def test_the_report_reads_each_curve_as_mlflow_holds_it(tmp_path):
+    """A real SQLite store of 260 trials (2 still running): the curves the report draws (read in
+    one query per metric) are each trial's metric history as MLflow's client returns it."""
+    from scale_store import write_scale_study
+
+    from search.tracking.store import client_for, find_study_run
+
+    uri, _ = write_scale_study(tmp_path, trials=260, epochs=3, best=250, running=2)
+    client = client_for(uri)
+    study = records.collect_study(client, find_study_run(client, "scale"))
+    drawn = [t for t in study.trials if t.history]
+    assert len(drawn) == records.CURVES_BEST + records.CURVES_SAMPLED
+    assert any(len(t.history["val_accuracy"]) == 3 for t in drawn)
+    for trial in drawn:
+        for key in records.HISTORY_KEYS:
+            held = client.get_metric_history(trial.run_id, key)
+            assert trial.history[key] == sorted({m.step: m.value for m in held}.items()), key
+    running = [t for t in drawn if t.status == tags.RUNNING]
+    assert all(t.end_ms for t in running)
+    page = report.write_report(study, tmp_path / "report", png=False)[0].read_text()
+    assert html.escape(study.curves_note) in _section_text(page, "curves")

@@ -198,8 +198,11 @@ def test_a_loss_study_ranks_reports_and_summarises_lowest_first(tmp_path, monkey
     # The report: lower is better, the best trial first, the best-so-far line falling.
     assert "lower is better" in report._summary(study)
     assert report._best_table(study).index("#0") < report._best_table(study).index("#1")
+    # A step line through the places the best so far changes and its end: trial 0's 0.5
+    # holds from the first scored trial to the last (a max study would climb to 1.2).
     best_line = report_charts.history_figure(study).data[0]
-    assert list(best_line.y) == [0.5, 0.5, 0.5, 0.5]
+    assert (best_line.line.shape, list(best_line.x), list(best_line.y)) == (
+        "hv", [0, 5], [0.5, 0.5])
 
 
 def test_the_direction_of_every_study_metric_is_the_study_files():
