@@ -52,7 +52,9 @@ from search.telemetry import turn_off_usage_reports
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not the whole usage text
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        # An argument may hold a newline or a terminal escape: shown escaped, as Python writes it.
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {shown} (see --help)\n")
 
 
 def _positive_int(text: str) -> int:

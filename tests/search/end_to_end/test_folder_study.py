@@ -86,6 +86,9 @@ def test_a_study_on_a_folder_of_images_and_its_cache_reused(studies, digit_folde
     assert config["class_names"] == classes
     import mlflow
 
+    # load_best reads a local store without MLflow: MLflow is told the store here.
+    mlflow.set_tracking_uri(studies.tracking_uri)
+    mlflow.set_registry_uri(studies.tracking_uri)  # an earlier test in this process set its own
     served = mlflow.models.get_model_info(config["model_uri"])
     assert tuple(served.metadata["class_names"]) == classes
 

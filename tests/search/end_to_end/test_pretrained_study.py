@@ -69,6 +69,7 @@ def test_a_folder_study_from_a_checkpoint_runs_from_check_to_predict(studies, pr
     import torch
 
     mlflow.set_tracking_uri(studies.tracking_uri)
+    mlflow.set_registry_uri(studies.tracking_uri)  # an earlier test in this process set its own
     served = mlflow.pyfunc.load_model(config["model_uri"])  # what `serve` answers with
     pixels = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
     expected = PixelClassifier(model, config["mean"], config["std"])(pixels.float())
