@@ -25,8 +25,12 @@ demo: $(STAMP)
 	$(BIN)/resnet-search run configs/quickstart.toml --name $$name && \
 	$(BIN)/resnet-search report $$name
 
+# Two pytest-xdist workers, a file each at a time, the longest files first (tests/conftest.py):
+# on the 2-core CI machine much of a study test is waiting (Ray and trial start-up, outages,
+# autoscaling), which the other worker fills. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --timeout=900 --durations=25
+	$(BIN)/python -m pytest -q --timeout=900 --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -47,9 +51,10 @@ bench: $(STAMP)
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/platform_overhead.py
 
-# Each reading command at 1,000 and 10,000 trials on SQLite (~15 min on 2 cores).
+# Each reading command at 1,000 and 10,000 trials on SQLite (~15 min on 2 cores). SCALE_ARGS:
+# "--store postgresql" (the tests' server), "--real-study --trials 1000" (a real study, ~30 min).
 bench-scale: $(STAMP)
-	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/scale.py $(SCALE_ARGS)
 
 # Deliberate bugs, one at a time, in a scratch copy: each must make a named test fail on code
 # where the same tests pass (tests/README.md).

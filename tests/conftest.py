@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-# On pytest-xdist workers (tests/README.md) each file runs on one worker, in this order:
-# the longest first (by their seconds in a serial run on the 2-core CI machine kind,
-# 2026-11-29), so that no long file starts last while the other workers idle. Files not
-# named are short and come after these.
-LONGEST_FILES = ("test_study.py", "test_faults.py", "test_tracking_server.py",
-                 "test_distributed.py", "test_multinode.py", "test_search_efficiency.py",
-                 "test_quickstart.py", "test_promises.py", "test_commands_ui.py",
-                 "test_constraints.py", "test_cli_train.py", "test_node_loss.py",
-                 "test_local_cluster.py")
+# On pytest-xdist workers (`make test`: two; tests/README.md) each file runs on one worker,
+# in this order: the longest first (by their seconds in a serial run on the 2-core AVX-512
+# machine kind, 2026-12-03), so that no long file starts last while the other worker idles.
+# Files not named are short and come after these.
+LONGEST_FILES = ("test_study.py", "test_distributed.py", "test_multinode.py", "test_faults.py",
+                 "test_tracking_server.py", "test_chaos.py", "test_autoscaling_cluster.py",
+                 "test_journal.py", "test_commands_ui.py", "test_cli_train.py",
+                 "test_folder_study.py", "test_search_efficiency.py", "test_node_loss.py",
+                 "test_quickstart.py", "test_promises.py", "test_local_cluster.py",
+                 "test_constraints.py", "test_readme_paths.py", "test_report.py",
+                 "test_ray_session.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,6 +52,27 @@ def skip_gpu_tests_without_cuda(items: list[pytest.Item]) -> None:
 # columns, and `ps` cuts the command lines that cluster/local.sh reads.
 for _variable in ("COLUMNS", "LINES"):
     os.environ.pop(_variable, None)
+
+
+_previous_test = ["(none: the first test of this process)"]
+
+
+@pytest.fixture(autouse=True)
+def _interrupt_as_a_terminal_has_it(request):
+    """Each test's commands take Ctrl-C as a user's do. A command inherits an ignored or
+    blocked SIGINT from the process that starts it (exec keeps both), and then neither stops
+    on it nor gets Python's KeyboardInterrupt. In an xdist run the resume-after-Ctrl-C test's
+    command twice ran on to its end; which earlier code left SIGINT so was not found, so a
+    test that finds it so says after which test, as a warning in the summary."""
+    was_blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    was_ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if was_ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if was_blocked or was_ignored:
+        warnings.warn(f"SIGINT was {'blocked' if was_blocked else 'ignored'} in the test "
+                      f"process after {_previous_test[0]}; restored", stacklevel=1)
+    _previous_test[0] = request.node.nodeid
+    yield
 
 
 @pytest.fixture(autouse=True)

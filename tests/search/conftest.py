@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from forked_cli import FORK_SERVER
 from reported_study import REPORT_STUDY, STUDY_NAME
 from study_helpers import SHARED_RAY, Studies
 
@@ -18,8 +19,10 @@ def studies(tmp_path: Path) -> Studies:
 
 @pytest.fixture(scope="session", autouse=True)
 def _stop_the_shared_ray():
-    """The Ray that the tests' studies join (study_helpers.SharedRay) ends with the session."""
+    """The Ray that the tests' studies join (study_helpers.SharedRay) and the server their
+    commands fork from (forked_cli.FORK_SERVER) end with the session."""
     yield
+    FORK_SERVER.stop()
     SHARED_RAY.stop()
 
 

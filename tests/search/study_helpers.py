@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, TELEMETRY_SWITCHES, cli, free_port, start_cli, toml_document  # noqa: F401 - free_port: re-exported for the study tests
+from forked_cli import FORK_SERVER
 
 # The one tiny study the tests start from: 2 WRN-10 trials of 2 epochs on digits. Each test
 # overrides only what it is about (a section's key set to None is left out).
@@ -139,8 +140,14 @@ class Studies:
 
     def cli(self, *args: str, timeout: float = 600, env: dict | None = None
             ) -> subprocess.CompletedProcess:
-        return cli(*args, cwd=self.home.parent, timeout=timeout,
-                   full_env={**self.env, **self._ray_env(args), **(env or {})})
+        """`resnet-search ARGS` in a process of its own: forked from one that has imported the
+        platform already where that is the same as a new process (tests/forked_cli.py)."""
+        full_env = {**self.env, **self._ray_env(args), **(env or {})}
+        if not os.environ.get("RESNET_SEARCH_TEST_NO_FORK"):
+            forked = FORK_SERVER.run(args, cwd=self.home.parent, env=full_env, timeout=timeout)
+            if forked is not None:
+                return forked
+        return cli(*args, cwd=self.home.parent, timeout=timeout, full_env=full_env)
 
     def _ray_env(self, args: tuple[str, ...]) -> dict[str, str]:
         """$RAY_ADDRESS of the shared Ray for a study command that would start its own."""

@@ -34,13 +34,22 @@ def trial_with_checkpoint_on(studies, study: str, node: str, epoch: int):
     return None
 
 
+def epoch_seconds(studies, run) -> float:
+    """The trial's seconds per epoch so far, from when it reported each epoch."""
+    times = sorted(m.timestamp for m in studies.client().get_metric_history(run.info.run_id,
+                                                                            "epoch"))
+    return (times[-1] - times[0]) / 1000 / (len(times) - 1) if len(times) > 1 else 1.0
+
+
 def test_a_killed_worker_node_costs_no_trial(studies, tmp_path):
     seed = chaos_seed()
     rng = random.Random(seed)
-    # The kill's moment: a seeded delay after a trial on node 1 reported a seeded epoch.
-    epoch, delay = rng.randint(1, 6), rng.uniform(0, 2)
-    context = f"chaos seed {seed}: node 1 killed {delay:.2f} s after a trial there reported " \
-              f"epoch {epoch}"
+    # The kill's moment: a seeded part of an epoch after a trial on node 1 reported a seeded
+    # epoch (a part of the trial's own epoch time: in seconds, a fast host's trial could
+    # finish its 12 epochs before the kill and leave nothing to restart).
+    epoch, part = rng.randint(1, 6), rng.uniform(0, 1)
+    context = f"chaos seed {seed}: node 1 killed {part:.2f} of an epoch after a trial there " \
+              f"reported epoch {epoch}"
     print(context, flush=True)
     state = tmp_path / "cluster"
     path = studies.write("nodeloss", multinode_study(name="nodeloss", samples=4, cpus=1, gpus=0,
@@ -54,7 +63,7 @@ def test_a_killed_worker_node_costs_no_trial(studies, tmp_path):
             victim = wait_for(lambda: trial_with_checkpoint_on(studies, "nodeloss",
                                                                node_ids(state)[1], epoch),
                               300, "a trial with a checkpoint on node 1", interval=0.3)
-            time.sleep(delay)
+            time.sleep(part * epoch_seconds(studies, victim))
             kill = subprocess.run([str(LOCAL_SH), "kill", "1"], env=cluster.env,
                                   capture_output=True, text=True, timeout=60)
             assert kill.returncode == 0, kill.stderr
