@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -233,21 +232,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.trials < 1:
         parser.error(f"--trials: {args.trials} must be at least 1")
-    from machine import machine  # benchmarks/: CPU, flags and library versions
+    from machine import machine, write_result  # benchmarks/: CPU, flags, versions, load
 
+    host = machine()  # before the measurements: its load average is the one at the start
     if args.real_study:
         from scale_real_study import run_real_study  # benchmarks/
 
-        result = {"machine": machine(), "store": "sqlite", "real_study": run_real_study(args.trials)}
+        result = {"machine": host, "store": "sqlite", "real_study": run_real_study(args.trials)}
         out = args.out or ROOT / "benchmarks" / "results" / "scale-real-study.json"
     else:
         rows = [measure(size, args.epochs, args.repeats, args.timeout, args.stores, args.store)
                 for size in args.sizes]
-        result = {"machine": machine(), "store": args.store, "results": rows}
+        result = {"machine": host, "store": args.store, "results": rows}
         out = args.out or ROOT / "benchmarks" / "results" / "scale.json"
-    result["machine"]["loadavg_end"] = os.getloadavg()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(result, out)
     print(json.dumps(result, indent=2))
 
 
