@@ -54,18 +54,11 @@ def test_public_names_exist():
 def test_commands_that_read_a_store_do_not_import_torch():
     """`status`, `best`, `studies`, `report` and the parser of every command name resnet_core's
     configs and errors only: torch's import (2-3 s) is paid where a network is built."""
-    import subprocess
-    import sys
-
-    code = ("import sys; import search.cli.main as cli; cli.build_parser(); "
-            "from resnet_core import CheckpointError, DataConfigError, DivergedError; "
-            "import search.cli.status, search.cli.report, search.results.retrieve, search.results.studies; "
-            "import search.results.report; "
-            "print(sorted(m for m in ('torch', 'sklearn', 'ray') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]", result.stdout
+    assert heavy_imports_after(
+        "from resnet_core import CheckpointError, DataConfigError, DivergedError; "
+        "import search.cli.status, search.cli.report, search.results.retrieve, "
+        "search.results.studies, search.results.report",
+        ("torch", "sklearn", "ray")) == []
 
 
 def test_reading_a_local_store_imports_no_mlflow():
@@ -73,18 +66,26 @@ def test_reading_a_local_store_imports_no_mlflow():
     MLflow (search.tracking.local_store; its import is 4-5 s of a 2-s budget at 10,000 trials,
     benchmarks/RESULTS.md): the modules they import must not pull it in, nor Ray, SQLAlchemy
     (MLflow's store) or torch. tests/search/tracking/test_local_store.py runs the commands."""
+    assert heavy_imports_after(
+        "import search.cli.status, search.results.retrieve, search.results.studies, "
+        "search.results.pareto, search.tracking.local_store, search.tracking.records, "
+        "search.tracking.trial_index, search.tracking.store",
+        ("mlflow", "ray", "sqlalchemy", "torch")) == []
+
+
+def heavy_imports_after(imports: str, heavy: tuple[str, ...]) -> list[str]:
+    """Which of `heavy` a new interpreter has imported after building the command parser and
+    running `imports` (a statement)."""
+    import json
     import subprocess
     import sys
 
-    code = ("import sys; import search.cli.main as cli; cli.build_parser(); "
-            "import search.cli.status, search.results.retrieve, search.results.studies, "
-            "search.results.pareto, search.tracking.local_store, search.tracking.records, "
-            "search.tracking.trial_index, search.tracking.store; "
-            "print(sorted(m for m in ('mlflow', 'ray', 'sqlalchemy', 'torch') if m in sys.modules))")
+    code = (f"import sys, json; import search.cli.main as cli; cli.build_parser(); {imports}; "
+            f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]", result.stdout
+    return json.loads(result.stdout)
 
 
 def test_the_local_reader_imports_no_mlflow_even_late():
