@@ -125,13 +125,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "scale-commands.json")
     args = parser.parse_args()
-    from machine import machine  # benchmarks/: CPU, flags and library versions
+    from machine import machine, write_result  # benchmarks/: CPU, flags, versions, load
 
+    host = machine()  # before the measurements: its load average is the one at the start
     rows = [measure(size, args.epochs, args.repeats, args.timeout, args.stores)
             for size in args.sizes]
-    result = {"machine": machine(), "store": "sqlite", "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    result = {"machine": host, "store": "sqlite", "results": rows}
+    write_result(result, args.out)  # adds the load average at the end
     print(json.dumps(result, indent=2))
 
 
