@@ -30,8 +30,7 @@ demo: $(STAMP)
 # autoscaling), which the other worker fills. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --timeout=900 --durations=25 -n $(TEST_WORKERS) --dist loadfile \
-		--no-loadscope-reorder
+	$(BIN)/python -m pytest -q --timeout=900 --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

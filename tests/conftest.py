@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 
 # On pytest-xdist workers (`make test`: two; tests/README.md) each file runs on one worker,
-# in this order: the longest first (their seconds in an xdist run on the 2-core AVX-512
-# machine kind, 2026-12-04), so that no long file starts last while the other worker idles.
-# Files not named are short and come after these. xdist would otherwise hand out the files
-# with the most tests first (`make test` passes --no-loadscope-reorder).
-LONGEST_FILES = ("test_study.py", "test_distributed.py", "test_faults.py", "test_journal.py",
-                 "test_chaos.py", "test_tracking_server.py", "test_multinode.py",
-                 "test_commands_ui.py", "test_folder_study.py", "test_quickstart.py",
-                 "test_autoscaling_cluster.py", "test_cli_train.py", "test_node_loss.py",
-                 "test_constraints.py", "test_report.py", "test_local_cluster.py",
-                 "test_search_efficiency.py", "test_promises.py", "test_readme_paths.py",
-                 "test_pretrained_study.py", "test_scale.py", "test_ray_session.py")
+# in this order: the longest first (by their seconds in a serial run on the 2-core AVX-512
+# machine kind, 2026-12-03), so that no long file starts last while the other worker idles.
+# Files not named are short and come after these.
+LONGEST_FILES = ("test_study.py", "test_distributed.py", "test_multinode.py", "test_faults.py",
+                 "test_tracking_server.py", "test_chaos.py", "test_autoscaling_cluster.py",
+                 "test_journal.py", "test_commands_ui.py", "test_cli_train.py",
+                 "test_folder_study.py", "test_search_efficiency.py", "test_node_loss.py",
+                 "test_quickstart.py", "test_promises.py", "test_local_cluster.py",
+                 "test_constraints.py", "test_readme_paths.py", "test_report.py",
+                 "test_ray_session.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
