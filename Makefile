@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/resnet-search run configs/quickstart.toml --name $$name && \
 	$(BIN)/resnet-search report $$name
 
-# Two pytest-xdist workers, a file each at a time, the longest files first (tests/conftest.py):
+# Two pytest-xdist workers, a file each at a time (the files with the most tests first):
 # on the 2-core CI machine much of a study test is waiting (Ray and trial start-up, outages,
 # autoscaling), which the other worker fills. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# On pytest-xdist workers (`make test`: two; tests/README.md) each file runs on one worker,
-# in this order: the longest first (by their seconds in a serial run on the 2-core AVX-512
-# machine kind, 2026-12-03), so that no long file starts last while the other worker idles.
-# Files not named are short and come after these.
+# Serial runs take the files in this order: the longest first (by their seconds in a serial
+# run on the 2-core AVX-512 machine kind, 2026-12-03). Under `make test`'s xdist, whose
+# scheduler hands out the files with the most tests first, it only breaks ties
+# (tests/README.md). Files not named are short and come after these.
 LONGEST_FILES = ("test_study.py", "test_distributed.py", "test_multinode.py", "test_faults.py",
                  "test_tracking_server.py", "test_chaos.py", "test_autoscaling_cluster.py",
                  "test_journal.py", "test_commands_ui.py", "test_cli_train.py",
