@@ -11,6 +11,8 @@
 #   cluster/local.sh status    say whether the cluster is up (exit 0 up, 3 down)
 #   cluster/local.sh kill I    SIGKILL every process of worker node I (1..N): node loss, for chaos tests
 #   cluster/local.sh address   print the address to pass to --address
+#   cluster/local.sh token     make sure this machine has a Ray auth token (as `up` does) and
+#                              print its file and a fingerprint (never the token itself)
 #   cluster/local.sh clean     remove the state (and fallback log) directory; cluster must be down
 #
 # Every node is a separate `ray start` with its own node-manager, object-manager,
@@ -218,6 +220,42 @@ worker_start_ray_commands: []
 EOF
 }
 
+# The token every node and driver of the clusters on this machine share. Ray's own
+# `get-auth-token --generate` (and a head started without a token) checks for the file and
+# then writes a new one: two clusters started at once on a fresh machine would each write
+# theirs, and the first cluster's nodes would then refuse every driver that reads the file
+# ("Authentication token is missing or incorrect"). One at a time, under a lock, re-checked.
+ensure_token() {
+    [[ -n ${RAY_AUTH_TOKEN:-} || -n ${RAY_AUTH_TOKEN_PATH:-} || -s $HOME/.ray/auth_token ]] && return 0
+    mkdir -p "$HOME/.ray"
+    "$PY" - "$RAY" "$HOME/.ray/auth_token" <<'EOF' || die "could not create the Ray auth token ~/.ray/auth_token"
+import fcntl, os, subprocess, sys
+ray, token = sys.argv[1:]
+with open(token + ".lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (os.path.isfile(token) and os.path.getsize(token)):
+        print("no Ray auth token yet: generating ~/.ray/auth_token", file=sys.stderr)
+        made = subprocess.run([ray, "get-auth-token", "--generate"], capture_output=True,
+                              text=True)
+        if made.returncode:
+            sys.exit(made.stderr.strip())
+        os.chmod(token, 0o600)  # Ray writes it readable by everyone
+EOF
+}
+
+cmd_token() {
+    resolve_ray
+    ensure_token
+    local file=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token} fingerprint
+    if [[ -n ${RAY_AUTH_TOKEN:-} ]]; then
+        file='$RAY_AUTH_TOKEN'
+        fingerprint=$(printf %s "$RAY_AUTH_TOKEN" | sha256sum | cut -c1-12)
+    else
+        fingerprint=$(tr -d '[:space:]' <"$file" | sha256sum | cut -c1-12)
+    fi
+    echo "$file sha256:$fingerprint"
+}
+
 cmd_up() {
     local autoscale=0
     if [[ ${1:-} == --autoscale ]]; then autoscale=1; shift; fi
@@ -263,10 +301,7 @@ EOF
 
     export RAY_AUTH_MODE=token
     export RAY_USAGE_STATS_ENABLED=0
-    if [[ -z ${RAY_AUTH_TOKEN:-} && -z ${RAY_AUTH_TOKEN_PATH:-} && ! -s $HOME/.ray/auth_token ]]; then
-        log "no Ray auth token yet: generating ~/.ray/auth_token"
-        "$RAY" get-auth-token --generate >/dev/null
-    fi
+    ensure_token
 
     local my_sid
     my_sid=$(ps -o sid= -p $$ | tr -d ' ')
@@ -537,8 +572,9 @@ up) shift; cmd_up "$@" ;;
 down) cmd_down ;;
 status) cmd_status ;;
 address) cmd_address ;;
+token) cmd_token ;;
 kill) shift; cmd_kill "$@" ;;
 clean) cmd_clean ;;
--h | --help | help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
-*) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+-h | --help | help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
+*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

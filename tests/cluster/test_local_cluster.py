@@ -4,6 +4,7 @@ cluster's processes and leave every other Ray on the machine alone."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -113,6 +114,32 @@ def test_local_sh_without_a_cluster(tmp_path):
     down = _local_sh(env, "down")
     assert down.returncode == 0 and "nothing to stop" in down.stdout
     assert _local_sh(env, "address").returncode == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="local.sh needs Linux (setsid, /proc)")
+def test_clusters_started_at_once_on_a_fresh_machine_share_one_token(tmp_path):
+    """Ray checks for ~/.ray/auth_token and then writes a new one: two `up`s at once on a fresh
+    machine each wrote theirs, and the first cluster then refused every driver (seen when
+    the test workers started their clusters together). Exactly one of four concurrent
+    token steps generates it; all four then name the same token, readable by its owner only."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**_cluster_env(tmp_path / "state", 6390), "HOME": str(home)}
+    for variable in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(variable, None)
+    steps = [subprocess.Popen(["bash", str(SCRIPT), "token"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    results = [(step.communicate(timeout=120), step.returncode) for step in steps]
+    assert all(code == 0 for _, code in results), results
+    generated = [err for (_, err), _ in results if "generating ~/.ray/auth_token" in err]
+    assert len(generated) == 1, results
+    token = home / ".ray" / "auth_token"
+    assert {out for (out, _), _ in results} == {f"{token} sha256:{_fingerprint(token)}\n"}
+    assert token.stat().st_mode & 0o777 == 0o600
+
+
+def _fingerprint(token: Path) -> str:
+    return hashlib.sha256(token.read_text().strip().encode()).hexdigest()[:12]
 
 
 @pytest.mark.slow
