@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,29 @@ LONGEST_FILES = ("test_study.py", "test_distributed.py", "test_multinode.py", "t
                  "test_quickstart.py", "test_promises.py", "test_local_cluster.py",
                  "test_constraints.py", "test_readme_paths.py", "test_report.py",
                  "test_ray_session.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ensure_ray_token()
+
+
+def ensure_ray_token() -> None:
+    """This machine's Ray token (~/.ray/auth_token), made before any test runs, as on a machine
+    that has run a cluster before. The session makes it anyway (the shared Ray's `local.sh
+    up`), but then in the middle of the run: a fork server (tests/forked_cli.py) that had
+    imported Ray before it existed stayed in Ray's mode without a token, and the commands it
+    forked afterwards were refused by their own Ray ("Authentication token is missing or
+    incorrect": two tests on a fresh machine, 2026-12-04). `local.sh token` makes it under
+    the lock that two concurrent sessions (the xdist workers) share."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    if (Path.home() / ".ray" / "auth_token").is_file():
+        return
+    root = Path(__file__).resolve().parents[1]
+    made = subprocess.run(["bash", str(root / "cluster" / "local.sh"), "token"],
+                          capture_output=True, text=True, timeout=300)
+    if made.returncode:
+        raise pytest.UsageError(f"could not make the Ray token: {made.stderr.strip()}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

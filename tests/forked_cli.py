@@ -63,10 +63,12 @@ def _serve(socket_path: str) -> None:
     """The server's loop: import, say ready, then fork a process per request."""
     import importlib
 
+    from search.study.ray_session import use_the_token_found_here
     from search.telemetry import turn_off_usage_reports
 
     base = dict(os.environ)  # what a request's environment is compared with
     turn_off_usage_reports()  # as main() does, before MLflow and Ray are imported
+    use_the_token_found_here()  # as run and resume do: Ray reads its mode when imported
     for name in PREIMPORTS:
         importlib.import_module(name)
     _warm_caches()
@@ -203,7 +205,9 @@ class ForkServer:
 
     def _server(self, env: dict[str, str]) -> _Server | None:
         base = {key: value for key, value in env.items() if key not in RUNTIME_VARIABLES}
-        key = tuple(sorted(base.items()))
+        # Ray's mode is fixed when it is imported, by whether this machine then had a token:
+        # a server from before the token existed cannot serve a command that finds it.
+        key = (*sorted(base.items()), ("token file", _token_file_exists(env)))
         if key not in self._servers:
             if len(self._servers) >= self.MAX_SERVERS:
                 return None
@@ -247,6 +251,11 @@ class ForkServer:
         for server in self._servers.values():
             server.stop()
         self._servers.clear()
+
+
+def _token_file_exists(env: dict[str, str]) -> bool:
+    home = Path(env.get("HOME") or Path.home())
+    return Path(env.get("RAY_AUTH_TOKEN_PATH") or home / ".ray" / "auth_token").is_file()
 
 
 def _kill(pid: int) -> None:
