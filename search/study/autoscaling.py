@@ -69,14 +69,18 @@ def find_autoscaler(wait_s: float = FIRST_REPORT_WAIT_S) -> Autoscaler | None:
     """The autoscaler of the cluster this process joined (ray.init done), or None.
 
     A head's monitor publishes its first status a few seconds after the head starts, so a
-    study that joins a cluster just started waits up to `wait_s` for it."""
+    study that joins a cluster just started waits up to `wait_s` for it. A monitor still
+    starting on a busy head may take longer (a study refused "the cluster has 0 CPUs" on
+    the 2-core test machine under load, 2026-12-04): without a status, the head is asked
+    whether a monitor runs there with an autoscaling config."""
     if _kv_get(AUTOSCALER_V2_KEY) == b"1":  # v2 publishes no status there; it exists all the same
         return read_autoscaling_config()
     deadline = time.monotonic() + wait_s
     while (status := _autoscaling_status()) is None and time.monotonic() < deadline:
         time.sleep(0.5)
     if status is None:
-        return None
+        config = _config_on_head()  # no nodes of its own yet: the monitor has reported none
+        return None if config is None else autoscaler_from_config(config)
     mapping = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
     if not any(not name.startswith("node_") for name in mapping.values()):
         return None  # the read-only monitor of a fixed cluster names types after node ids
@@ -102,6 +106,12 @@ def _autoscaling_status() -> dict | None:
 
 def read_autoscaling_config() -> Autoscaler:
     """The node types of the config the head's autoscaler runs with (none where unreadable)."""
+    return autoscaler_from_config(_config_on_head() or {})
+
+
+def _config_on_head() -> dict | None:
+    """The autoscaling config of the head's monitor; None where no monitor has one (or the
+    head cannot run the task that reads it)."""
     import ray
 
     @ray.remote(num_cpus=0, resources={HEAD_RESOURCE: 0.001})
@@ -109,10 +119,9 @@ def read_autoscaling_config() -> Autoscaler:
         return autoscaling_config_of_monitor()
 
     try:
-        config = ray.get(config_on_head.remote(), timeout=READ_CONFIG_TIMEOUT_S)
-    except Exception:  # a head that cannot run the task: the autoscaler is there all the same
-        config = None
-    return autoscaler_from_config(config or {})
+        return ray.get(config_on_head.remote(), timeout=READ_CONFIG_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - a head that cannot run the task
+        return None
 
 
 def autoscaling_config_of_monitor() -> dict | None:

@@ -10,6 +10,7 @@ Ray job (`ray job submit -- resnet-search run STUDY`)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +28,20 @@ FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
 AUTOSCALED_NODES = 2  # the most worker nodes the autoscaler may add, one CPU each
 
 
+# The monitor publishes its status every 5 s: removed, it is missing as before the first.
+BEFORE_FIRST_REPORT = """
+import sys, ray
+from ray.experimental import internal_kv
+from search.study import autoscaling
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+internal_kv._internal_kv_del(autoscaling.AUTOSCALING_STATUS_KEY)
+found = autoscaling.find_autoscaler(wait_s=0)
+status = "none" if internal_kv._internal_kv_get(autoscaling.AUTOSCALING_STATUS_KEY) is None else "back"
+types = [(t.name, t.resources.get("CPU"), t.max_workers) for t in found.node_types]
+print(f"status {status}; node types {types}")
+"""
+
+
 def test_a_study_on_a_cluster_that_starts_with_zero_workers(studies, tmp_path):
     shared = str(tmp_path / "shared-results")  # every node is on this machine: shared
     scaled = studies.write("scaled", study_toml(
@@ -40,12 +55,19 @@ def test_a_study_on_a_cluster_that_starts_with_zero_workers(studies, tmp_path):
         "too-big", resources={"cpus_per_trial": 2}, storage={"path": shared}))
     cluster = LocalCluster(tmp_path / "cluster", workers=AUTOSCALED_NODES, autoscale=True)
     with cluster as address:
+        before_first_report = subprocess.run(
+            [sys.executable, "-c", BEFORE_FIRST_REPORT, address], capture_output=True, text=True,
+            timeout=120, env={**studies.env, "RAY_AUTH_MODE": "token"})
         # No node can ever give a trial 2 CPUs: refused at once, not a study that waits.
         refused = studies.cli("run", str(too_big), "--address", address)
         # On the head, as `ray exec` runs it: --address auto finds the cluster there.
         on_head = studies.cli("run", str(scaled), "--address", "auto",
                               env={"RAY_TMPDIR": str(cluster.ray_tmpdir)})
         job = submit_job(cluster, studies, f"{sys.executable} -m search.cli run {as_job}")
+    # A study that joins before the monitor's first report (a busy head) still finds it.
+    assert before_first_report.returncode == 0, before_first_report.stderr[-3000:]
+    assert before_first_report.stdout.split("\n")[-2] == \
+        f"status none; node types [('cpu_worker', 1.0, {AUTOSCALED_NODES})]"
     assert refused.returncode == 2, refused.stderr[-3000:]
     errors = [line for line in refused.stderr.splitlines() if line.startswith("resnet-search")]
     assert errors == ["resnet-search: error: [resources] cpus_per_trial needs 2 CPUs on one "
