@@ -25,12 +25,13 @@ demo: $(STAMP)
 	$(BIN)/resnet-search run configs/quickstart.toml --name $$name && \
 	$(BIN)/resnet-search report $$name
 
-# Two pytest-xdist workers, a file each at a time (the files with the most tests first):
+# Two pytest-xdist workers, a file each at a time (the longest first: tests/conftest.py):
 # on the 2-core CI machine much of a study test is waiting (Ray and trial start-up, outages,
 # autoscaling), which the other worker fills. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --timeout=900 --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q --timeout=900 --durations=25 -n $(TEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

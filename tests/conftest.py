@@ -12,17 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Serial runs take the files in this order: the longest first (by their seconds in a serial
-# run on the 2-core AVX-512 machine kind, 2026-12-03). Under `make test`'s xdist, whose
-# scheduler hands out the files with the most tests first, it only breaks ties
-# (tests/README.md). Files not named are short and come after these.
-LONGEST_FILES = ("test_study.py", "test_distributed.py", "test_multinode.py", "test_faults.py",
-                 "test_tracking_server.py", "test_chaos.py", "test_autoscaling_cluster.py",
-                 "test_journal.py", "test_commands_ui.py", "test_cli_train.py",
-                 "test_folder_study.py", "test_search_efficiency.py", "test_node_loss.py",
-                 "test_quickstart.py", "test_promises.py", "test_local_cluster.py",
-                 "test_constraints.py", "test_readme_paths.py", "test_report.py",
-                 "test_ray_session.py")
+# Each file runs on one xdist worker (`make test`), in this order: the longest first (their
+# seconds in an xdist run on the 2-core AVX-512 machine kind, 2026-12-04), so that no long
+# file starts last while the other worker idles; the short ones fill the end. Files not
+# named are short and come after these. `make test` passes --no-loadscope-reorder: xdist
+# would otherwise hand out the files with the most tests first (tests/README.md).
+LONGEST_FILES = ("test_study.py", "test_distributed.py", "test_tracking_server.py",
+                 "test_faults.py", "test_journal.py", "test_chaos.py", "test_cli_train.py",
+                 "test_multinode.py", "test_autoscaling_cluster.py", "test_quickstart.py",
+                 "test_commands_ui.py", "test_folder_study.py", "test_promises.py",
+                 "test_node_loss.py", "test_report.py", "test_local_cluster.py",
+                 "test_models.py", "test_constraints.py", "test_search_efficiency.py",
+                 "test_ray_session.py", "test_readme_paths.py", "test_scale.py",
+                 "test_pretrained_study.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
