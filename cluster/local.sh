@@ -220,27 +220,13 @@ worker_start_ray_commands: []
 EOF
 }
 
-# The token every node and driver of the clusters on this machine share. Ray's own
-# `get-auth-token --generate` (and a head started without a token) checks for the file and
-# then writes a new one: two clusters started at once on a fresh machine would each write
-# theirs, and the first cluster's nodes would then refuse every driver that reads the file
-# ("Authentication token is missing or incorrect"). One at a time, under a lock, re-checked.
+# The token every node and driver of the clusters on this machine share, made where missing
+# under the lock that studies take too (search/study/ray_token.py): Ray's own generator
+# checks for the file and then writes a new one, so two clusters started at once on a
+# fresh machine each wrote theirs, and the first one's nodes then refused every driver.
 ensure_token() {
-    [[ -n ${RAY_AUTH_TOKEN:-} || -n ${RAY_AUTH_TOKEN_PATH:-} || -s $HOME/.ray/auth_token ]] && return 0
-    mkdir -p "$HOME/.ray"
-    "$PY" - "$RAY" "$HOME/.ray/auth_token" <<'EOF' || die "could not create the Ray auth token ~/.ray/auth_token"
-import fcntl, os, subprocess, sys
-ray, token = sys.argv[1:]
-with open(token + ".lock", "a") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (os.path.isfile(token) and os.path.getsize(token)):
-        print("no Ray auth token yet: generating ~/.ray/auth_token", file=sys.stderr)
-        made = subprocess.run([ray, "get-auth-token", "--generate"], capture_output=True,
-                              text=True)
-        if made.returncode:
-            sys.exit(made.stderr.strip())
-        os.chmod(token, 0o600)  # Ray writes it readable by everyone
-EOF
+    PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m search.study.ray_token \
+        || die "could not create the Ray auth token ~/.ray/auth_token"
 }
 
 cmd_token() {

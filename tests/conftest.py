@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def ensure_ray_token() -> None:
     """This machine's Ray token (~/.ray/auth_token), made before any test runs, as on a machine
-    that has run a cluster before. The session makes it anyway (the shared Ray's `local.sh
-    up`), but then in the middle of the run: a fork server (tests/forked_cli.py) that had
-    imported Ray before it existed stayed in Ray's mode without a token, and the commands it
-    forked afterwards were refused by their own Ray ("Authentication token is missing or
-    incorrect": two tests on a fresh machine, 2026-12-04). `local.sh token` makes it under
-    the lock that two concurrent sessions (the xdist workers) share."""
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return
-    if (Path.home() / ".ray" / "auth_token").is_file():
-        return
-    root = Path(__file__).resolve().parents[1]
-    made = subprocess.run(["bash", str(root / "cluster" / "local.sh"), "token"],
-                          capture_output=True, text=True, timeout=300)
-    if made.returncode:
-        raise pytest.UsageError(f"could not make the Ray token: {made.stderr.strip()}")
+    that has run a study or a cluster before. The session makes it anyway (the shared Ray's
+    `local.sh up`), but then in the middle of the run: a fork server (tests/forked_cli.py)
+    that had imported Ray before it existed stayed in Ray's mode without a token, and the
+    commands it forked afterwards were refused by their own Ray ("Authentication token is
+    missing or incorrect": two tests on a fresh machine, 2026-12-04). Made under the lock
+    that the xdist workers, studies and local.sh share."""
+    from search.study.ray_token import ensure_token
+
+    ensure_token()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

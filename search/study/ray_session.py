@@ -11,6 +11,7 @@ from pathlib import Path
 
 from resnet_core import GPU_FALLBACK_ENV
 from search.study.autoscaling import Autoscaler, find_autoscaler
+from search.study.ray_token import ensure_token
 from search.studyfile.config import ConfigError, StudyConfig
 from search.telemetry import telemetry_switches, turn_off_usage_reports
 
@@ -84,6 +85,8 @@ def start_ray(address: str | None) -> None:
     else:
         # The dashboard has no authentication: localhost unless the user opens it up.
         dashboard_host = os.environ.get("RESNET_SEARCH_DASHBOARD_HOST", "127.0.0.1")
+        if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
+            ensure_token()  # else Ray makes it, racing another study that starts now
         # address="local": always a Ray of its own. Without it, ray.init() attaches to
         # whatever cluster /tmp/ray/ray_current_cluster names, a stale one included.
         ray.init(address="local", dashboard_host=dashboard_host, log_to_driver=False,

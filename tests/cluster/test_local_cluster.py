@@ -4,6 +4,7 @@ cluster's processes and leave every other Ray on the machine alone."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -119,23 +120,38 @@ def test_local_sh_without_a_cluster(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="local.sh needs Linux (setsid, /proc)")
 def test_clusters_started_at_once_on_a_fresh_machine_share_one_token(tmp_path):
     """Ray checks for ~/.ray/auth_token and then writes a new one: two `up`s at once on a fresh
-    machine each wrote theirs, and the first cluster then refused every driver (seen when
-    the test workers started their clusters together). Exactly one of four concurrent
-    token steps generates it; all four then name the same token, readable by its owner only."""
+    machine each wrote theirs, and the first cluster then refused every driver. Four token
+    steps (what `up` does first) started while the lock is held all wait for it, none makes
+    a token meanwhile; released, exactly one makes it, and all four name that one, readable
+    by its owner only."""
     home = tmp_path / "home"
-    home.mkdir()
+    (home / ".ray").mkdir(parents=True)
     env = {**_cluster_env(tmp_path / "state", 6390), "HOME": str(home)}
     for variable in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(variable, None)
-    steps = [subprocess.Popen(["bash", str(SCRIPT), "token"], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    token = home / ".ray" / "auth_token"
+    with open(f"{token}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        steps = [subprocess.Popen(["bash", str(SCRIPT), "token"], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(4)]
+        inode = os.fstat(lock.fileno()).st_ino
+        deadline = time.time() + 60
+        while _lock_waiters(inode) < 4 and time.time() < deadline and not token.exists():
+            time.sleep(0.05)
+        assert _lock_waiters(inode) == 4 and not token.exists(), "the token steps did not wait"
     results = [(step.communicate(timeout=120), step.returncode) for step in steps]
     assert all(code == 0 for _, code in results), results
-    generated = [err for (_, err), _ in results if "generating ~/.ray/auth_token" in err]
+    generated = [err for (_, err), _ in results if "no Ray auth token yet" in err]
     assert len(generated) == 1, results
-    token = home / ".ray" / "auth_token"
     assert {out for (out, _), _ in results} == {f"{token} sha256:{_fingerprint(token)}\n"}
     assert token.stat().st_mode & 0o777 == 0o600
+
+
+def _lock_waiters(inode: int) -> int:
+    """Processes blocked on a lock of the file with this inode (/proc/locks marks them ->)."""
+    lines = Path("/proc/locks").read_text().splitlines()
+    return sum(" -> " in line and line.split()[6].endswith(f":{inode}") for line in lines)
 
 
 def _fingerprint(token: Path) -> str:

@@ -1,0 +1,60 @@
+"""This machine's Ray token (~/.ray/auth_token), made once even when several start at once.
+
+Ray turns token authentication on for a private `ray.init()` and for `ray start --head`,
+and makes the token when there is none: it checks for the file, then writes a new one. Two
+studies, or two clusters, starting together on a machine without a token each wrote
+theirs, and the one whose token was overwritten was refused by its own nodes
+("Authentication token is missing or incorrect"). Here the check and the write happen under
+one lock (`cluster/local.sh up` and `token` take the same one), and the token is readable by
+its owner only (Ray's own is readable by everyone). A token given in $RAY_AUTH_TOKEN or
+$RAY_AUTH_TOKEN_PATH is the user's to manage: nothing is made then.
+
+`python -m search.study.ray_token` makes it where missing (what local.sh runs).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+TOKEN_BYTES = 32  # 256 bits, as Ray's own generator
+
+
+def default_token_path() -> Path:
+    return Path("~/.ray/auth_token").expanduser()
+
+
+def token_given() -> bool:
+    """Whether the user names a token ($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH) or this machine
+    has one."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    path = default_token_path()
+    return path.is_file() and path.stat().st_size > 0
+
+
+def ensure_token() -> bool:
+    """Make ~/.ray/auth_token unless a token is given or there; True when this call made it."""
+    import fcntl
+
+    if token_given():
+        return False
+    path = default_token_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if token_given():  # another process made it while this one waited
+            return False
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(TOKEN_BYTES))
+        os.replace(partial, path)  # whole or not there: a reader never sees half a token
+    return True
+
+
+if __name__ == "__main__":
+    if ensure_token():
+        print(f"no Ray auth token yet: generated {default_token_path()}", file=sys.stderr)
