@@ -86,7 +86,10 @@ def start_ray(address: str | None) -> None:
         # The dashboard has no authentication: localhost unless the user opens it up.
         dashboard_host = os.environ.get("RESNET_SEARCH_DASHBOARD_HOST", "127.0.0.1")
         if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
-            ensure_token()  # else Ray makes it, racing another study that starts now
+            try:
+                ensure_token()  # else Ray makes it, racing another study that starts now
+            except OSError:
+                pass  # a home it cannot write to: Ray tries, and says what is wrong
         # address="local": always a Ray of its own. Without it, ray.init() attaches to
         # whatever cluster /tmp/ray/ray_current_cluster names, a stale one included.
         ray.init(address="local", dashboard_host=dashboard_host, log_to_driver=False,
