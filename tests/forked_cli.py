@@ -204,10 +204,12 @@ class ForkServer:
         self.cpu_seconds = 0.0  # of the commands forked so far (a benchmark's figure)
 
     def _server(self, env: dict[str, str]) -> _Server | None:
+        from search.study.ray_token import token_available
+
         base = {key: value for key, value in env.items() if key not in RUNTIME_VARIABLES}
         # Ray's mode is fixed when it is imported, by whether this machine then had a token:
         # a server from before the token existed cannot serve a command that finds it.
-        key = (*sorted(base.items()), ("token file", _token_file_exists(env)))
+        key = (*sorted(base.items()), ("token", token_available(env)))
         if key not in self._servers:
             if len(self._servers) >= self.MAX_SERVERS:
                 return None
@@ -251,11 +253,6 @@ class ForkServer:
         for server in self._servers.values():
             server.stop()
         self._servers.clear()
-
-
-def _token_file_exists(env: dict[str, str]) -> bool:
-    home = Path(env.get("HOME") or Path.home())
-    return Path(env.get("RAY_AUTH_TOKEN_PATH") or home / ".ray" / "auth_token").is_file()
 
 
 def _kill(pid: int) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 from resnet_core import GPU_FALLBACK_ENV
 from search.study.autoscaling import Autoscaler, find_autoscaler
-from search.study.ray_token import ensure_token
+from search.study.ray_token import ensure_token, token_available
 from search.studyfile.config import ConfigError, StudyConfig
 from search.telemetry import telemetry_switches, turn_off_usage_reports
 
@@ -35,10 +34,7 @@ def use_the_token_found_here() -> None:
     and for a private Ray it is Ray's own default, said explicitly (so no warning). A user's
     RAY_AUTH_MODE wins. Ray reads the mode once, when imported: call this before.
     """
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token").expanduser()
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+    if "RAY_AUTH_MODE" not in os.environ and token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
 
 

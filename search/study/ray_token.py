@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 TOKEN_BYTES = 32  # 256 bits, as Ray's own generator
@@ -26,26 +27,30 @@ def default_token_path() -> Path:
     return Path("~/.ray/auth_token").expanduser()
 
 
-def token_given() -> bool:
-    """Whether the user names a token ($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH) or this machine
-    has one."""
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+def token_available(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether Ray would find a token: $RAY_AUTH_TOKEN, or a non-empty file at
+    $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
+    if env.get("RAY_AUTH_TOKEN"):
         return True
-    path = default_token_path()
+    path = Path(env["RAY_AUTH_TOKEN_PATH"]) if env.get("RAY_AUTH_TOKEN_PATH") else default_token_path()
     return path.is_file() and path.stat().st_size > 0
+
+
+def _users_to_manage() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
 
 
 def ensure_token() -> bool:
     """Make ~/.ray/auth_token unless a token is given or there; True when this call made it."""
     import fcntl
 
-    if token_given():
+    if _users_to_manage() or token_available():
         return False
     path = default_token_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if token_given():  # another process made it while this one waited
+        if token_available():  # another process made it while this one waited
             return False
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
