@@ -224,22 +224,14 @@ EOF
 # under the lock that studies take too (search/study/ray_token.py): Ray's own generator
 # checks for the file and then writes a new one, so two clusters started at once on a
 # fresh machine each wrote theirs, and the first one's nodes then refused every driver.
-ensure_token() {
-    PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m search.study.ray_token \
+ensure_token() {  # ensure_token [--describe]: then print the token's file and fingerprint
+    PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m search.study.ray_token "$@" \
         || die "could not create the Ray auth token ~/.ray/auth_token"
 }
 
 cmd_token() {
     resolve_ray
-    ensure_token
-    local file=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token} fingerprint
-    if [[ -n ${RAY_AUTH_TOKEN:-} ]]; then
-        file='$RAY_AUTH_TOKEN'
-        fingerprint=$(printf %s "$RAY_AUTH_TOKEN" | sha256sum | cut -c1-12)
-    else
-        fingerprint=$(tr -d '[:space:]' <"$file" | sha256sum | cut -c1-12)
-    fi
-    echo "$file sha256:$fingerprint"
+    ensure_token --describe
 }
 
 cmd_up() {

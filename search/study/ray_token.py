@@ -9,7 +9,7 @@ one lock (`cluster/local.sh up` and `token` take the same one), and the token is
 its owner only (Ray's own is readable by everyone). A token given in $RAY_AUTH_TOKEN or
 $RAY_AUTH_TOKEN_PATH is the user's to manage: nothing is made then.
 
-`python -m search.study.ray_token` makes it where missing (what local.sh runs).
+`python -m search.study.ray_token [--describe]` makes it where missing (what local.sh runs).
 """
 
 from __future__ import annotations
@@ -27,13 +27,29 @@ def default_token_path() -> Path:
     return Path("~/.ray/auth_token").expanduser()
 
 
+def token_path(env: Mapping[str, str] = os.environ) -> Path:
+    """Where Ray reads the token from when $RAY_AUTH_TOKEN does not hold it."""
+    return Path(env["RAY_AUTH_TOKEN_PATH"]) if env.get("RAY_AUTH_TOKEN_PATH") else default_token_path()
+
+
 def token_available(env: Mapping[str, str] = os.environ) -> bool:
     """Whether Ray would find a token: $RAY_AUTH_TOKEN, or a non-empty file at
     $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
     if env.get("RAY_AUTH_TOKEN"):
         return True
-    path = Path(env["RAY_AUTH_TOKEN_PATH"]) if env.get("RAY_AUTH_TOKEN_PATH") else default_token_path()
+    path = token_path(env)
     return path.is_file() and path.stat().st_size > 0
+
+
+def describe_token() -> str:
+    """Where the token is and a fingerprint of it (never the token): `FILE sha256:0123abcd4567`."""
+    import hashlib
+
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        where, token = "$RAY_AUTH_TOKEN", os.environ["RAY_AUTH_TOKEN"]
+    else:
+        where, token = str(token_path()), token_path().read_text()
+    return f"{where} sha256:{hashlib.sha256(token.strip().encode()).hexdigest()[:12]}"
 
 
 def _users_to_manage() -> bool:
@@ -60,6 +76,8 @@ def ensure_token() -> bool:
     return True
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `--describe`: then print where it is and its fingerprint
     if ensure_token():
         print(f"no Ray auth token yet: generated {default_token_path()}", file=sys.stderr)
+    if "--describe" in sys.argv[1:]:
+        print(describe_token())
