@@ -6,9 +6,9 @@ Processes use them all. The workers are fresh interpreters (`python -m
 resnet_core.decode_workers`), not multiprocessing's: a fork beside torch's and Ray's
 threads can deadlock on a lock one of them held, and multiprocessing's spawn and forkserver
 re-import the user's main script, which runs it again where it lacks an
-`if __name__ == "__main__"` guard. A worker imports only Pillow and image_pixels (no numpy:
-its import was two thirds of a worker's start-up) and writes each chunk of files it is
-handed, as consecutive rows, into the cache's .npy file with one write at the rows' offset;
+`if __name__ == "__main__"` guard. A worker imports Pillow, simplejpeg and numpy, and
+writes each chunk of files it is handed, as consecutive rows, into the cache's .npy file
+with one write at the rows' offset;
 the parent hands out the next chunk as each worker finishes one, so a worker slowed by
 other load does less of the work.
 
@@ -111,10 +111,12 @@ def _drain(todo: queue.SimpleQueue) -> Iterator[tuple[int, int]]:
 
 def _work() -> None:
     """The worker's side: decode each chunk it is handed into its rows of the array file."""
-    from resnet_core.image_pixels import decode_errors, decode_failure, prepared_planes
+    import numpy as np
+
+    from resnet_core.image_pixels import decode_errors, decode_failure, prepared_pixels
 
     job = json.loads(sys.stdin.readline())
-    root, files = Path(job["root"]), job["files"]
+    root, files = job["root"], job["files"]
     channels, height, width = job["shape"]
     row_bytes = channels * height * width
     errors = decode_errors()
@@ -125,11 +127,16 @@ def _work() -> None:
             rows, failed = bytearray(), []
             for row in range(start, end):
                 try:
-                    rows += prepared_planes(root / files[row], height, width, channels)
+                    rows += prepared_pixels(os.path.join(root, files[row]), height, width,
+                                            channels)
                 except errors as error:
                     rows += bytes(row_bytes)  # an unreadable file's row stays zeros
                     failed.append((files[row], decode_failure(error)))
-            os.pwrite(array, rows, job["offset"] + start * row_bytes)
+            # (rows, height, width, channels) -> the cache's (rows, channels, height, width):
+            # one transposing copy for the chunk, not a slice per channel per image.
+            planes = np.frombuffer(rows, np.uint8).reshape(end - start, height, width, channels)
+            os.pwrite(array, planes.transpose(0, 3, 1, 2).tobytes(),
+                      job["offset"] + start * row_bytes)
             sys.stdout.write(json.dumps(failed) + "\n")
             sys.stdout.flush()
     finally:

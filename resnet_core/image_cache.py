@@ -71,10 +71,13 @@ def cache_folder(config: OwnDataSettings) -> Path:
 
 
 def decoder_version() -> str:
-    """Part of the manifest: another Pillow (its JPEG decoder) or resize rule rebuilds."""
+    """Part of the manifest: another Pillow or simplejpeg (their JPEG decoders) or resize
+    rule rebuilds."""
     import PIL
+    import simplejpeg
 
-    return f"pillow {PIL.__version__}; bilinear resize of the centre box; alpha over white"
+    return (f"pillow {PIL.__version__}; simplejpeg {simplejpeg.__version__}; bilinear resize "
+            f"of the centre box; alpha over white")
 
 
 def requested(config: OwnDataSettings) -> dict[str, Any]:

@@ -4,9 +4,9 @@ at predict time alike.
 EXIF orientation is applied; palette, alpha (over white), 16-bit and CMYK images are
 converted; the image is resized to cover the target and centre-cropped. A plain JPEG is
 decoded straight from its bytes (resnet_core.jpeg_direct), anything else through
-Image.open: the same pixels either way. This module imports no numpy (only a 16-bit image
-needs it): the cache's decode worker processes start with Pillow alone, and write the
-planes (`prepared_planes`) into their rows of the cache as they are.
+Image.open: the same pixels either way. The cache's decode worker processes take the
+interleaved pixels (`prepared_pixels`) and write them, as planes, into their rows of the
+cache.
 """
 
 from __future__ import annotations
@@ -36,16 +36,22 @@ def prepared_planes(image, height: int, width: int, channels: int) -> bytes:
         height, width: the target size.
         channels: 1 (greyscale) or 3 (RGB).
     """
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        interleaved = _prepare(image, height, width, channels)
-    else:
-        interleaved = _prepare_file(image, height, width, channels)
+    interleaved = prepared_pixels(image, height, width, channels)
     if channels == 1:
         return interleaved
     # Pillow gives R, G, B per pixel: each channel's bytes are every third (a C-level slice).
     return b"".join(interleaved[band::channels] for band in range(channels))
+
+
+def prepared_pixels(image, height: int, width: int, channels: int) -> bytes:
+    """The same pixels as `prepared_planes`, interleaved as Pillow holds them: (height,
+    width, channels). The cache's workers take these and move a whole chunk of images to
+    planes at once, cheaper than per image."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return _prepare(image, height, width, channels)
+    return _prepare_file(image, height, width, channels)
 
 
 def _prepare_file(path: str | os.PathLike, height: int, width: int, channels: int) -> bytes:

@@ -1,13 +1,14 @@
-"""A plain JPEG decoded straight from its bytes by Pillow's own decoder, without Image.open.
+"""A plain JPEG decoded straight from its bytes by libjpeg-turbo, without Image.open.
 
 For a small JPEG, Image.open costs about as much as the decode: the plugin parses every
 marker in Python (it turns each quantisation table into a list of ints, collects the APP
 segments, reads the file a few bytes at a time) and load() adds its tile bookkeeping
 (benchmarks/RESULTS.md, "Image folder: decode cache"). `decode_plain_jpeg` reads only what
 the decode needs from the header (the frame's size, bit depth and components) and hands the
-bytes to the same libjpeg decoder with the same arguments that Image.open + draft + load
-would, so the pixels are the same bit for bit (tests/resnet_core/test_jpeg_direct.py checks
-it on baseline, progressive, greyscale, subsampled, odd-sized and drafted files).
+bytes to libjpeg-turbo (through simplejpeg; Pillow's own decoder where that declines) at the
+scale and with the settings that Image.open + draft + load would use, so the pixels are the
+same bit for bit (tests/resnet_core/test_jpeg_direct.py checks it on baseline, progressive,
+greyscale, subsampled, odd-sized and drafted files).
 
 Anything else is left to Image.open (None is returned): EXIF (the orientation must be
 read), CMYK/YCCK (Pillow inverts Adobe's CMYK), 12-bit, arithmetic-coded or lossless
@@ -69,7 +70,7 @@ def decode_plain_jpeg(data: bytes, target_width: int, target_height: int):
     """The JPEG in `data` decoded at draft scale for the target size, as a PIL image; None
     when it is not a plain JPEG (see the module's docstring). Raises OSError for a damaged or
     truncated file, as Image.load does."""
-    from PIL import Image, ImageFile
+    from PIL import ImageFile
 
     header = plain_jpeg_header(data)
     if header is None or ImageFile.LOAD_TRUNCATED_IMAGES:  # Pillow's padding of a cut file
@@ -77,6 +78,40 @@ def decode_plain_jpeg(data: bytes, target_width: int, target_height: int):
     width, height, mode = header
     scale = draft_scale(width, height, target_width, target_height)
     size = ((width + scale - 1) // scale, (height + scale - 1) // scale)
+    decoded = _decode_with_turbojpeg(data, mode, size)
+    return decoded if decoded is not None else _decode_with_pillow(data, mode, size, scale)
+
+
+def _decode_with_turbojpeg(data: bytes, mode: str, size: tuple[int, int]):
+    """The image through TurboJPEG (simplejpeg), or None for Pillow's decoder to decide.
+
+    Why not Pillow's decoder alone: the libjpeg-turbo that Pillow bundles asks the CPU for
+    its SIMD features (three CPUID instructions) on every decode, and in a virtual machine
+    each CPUID traps to the hypervisor: ~17 of the ~25 us that an 8x8 JPEG costs through
+    Pillow here, against ~3.5 us through simplejpeg (benchmarks/RESULTS.md, "Image folder").
+    The same libjpeg-turbo decoder at the same scale and settings gives the same pixels
+    (tests/resnet_core/test_jpeg_direct.py). Anything it refuses strictly (a cut or damaged
+    file, libjpeg's warnings that Pillow ignores) and a scale it would pick otherwise (it
+    may choose an M/8 factor for a tiny image where Pillow takes 1/2^k) go to Pillow's
+    decoder, so what decodes, and what fails with which message, is Pillow's.
+    """
+    import simplejpeg
+    from PIL import Image
+
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if mode == "L" else "RGB",
+                                        min_width=size[0], min_height=size[1])
+    except ValueError:
+        return None
+    if pixels.shape[:2] != (size[1], size[0]):
+        return None
+    return Image.frombuffer(mode, size, pixels, "raw", mode, 0, 1)
+
+
+def _decode_with_pillow(data: bytes, mode: str, size: tuple[int, int], scale: int):
+    """Pillow's libjpeg decoder, with the arguments ImageFile.load gives it after draft()."""
+    from PIL import Image
+
     # Uninitialised (the decoder writes every pixel or we raise): Image.new's checks and
     # fill cost more than the core's allocation, ~9 of ~85 us for a small JPEG.
     image = Image.Image()._new(Image.core.new(mode, size))

@@ -10,7 +10,12 @@ import pytest
 from PIL import Image
 
 from resnet_core.image_folder import decode_errors, prepare_image
-from resnet_core.jpeg_direct import decode_plain_jpeg, plain_jpeg_header
+from resnet_core.jpeg_direct import (
+    _decode_with_turbojpeg,
+    decode_plain_jpeg,
+    draft_scale,
+    plain_jpeg_header,
+)
 
 
 def jpeg(mode: str = "RGB", size: tuple[int, int] = (128, 96), **save) -> bytes:
@@ -55,6 +60,18 @@ def test_the_pixels_are_image_opens(kind, target):
     assert direct is not None, kind
     assert (direct.mode, direct.size) == (expected.mode, expected.size)
     assert direct.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("target", [(32, 32), (20, 24), (128, 96)])
+def test_turbojpeg_decodes_every_plain_kind_itself(kind, target):
+    """The fast path takes each of these files (Pillow's decoder is only the fallback), at
+    Pillow's draft scale: the test above then compares TurboJPEG's pixels with Pillow's."""
+    width, height, mode = plain_jpeg_header(KINDS[kind])
+    scale = draft_scale(width, height, *target)
+    size = ((width + scale - 1) // scale, (height + scale - 1) // scale)
+    decoded = _decode_with_turbojpeg(KINDS[kind], mode, size)
+    assert decoded is not None and (decoded.mode, decoded.size) == (mode, size)
 
 
 def test_what_needs_image_open_is_left_to_it(tmp_path):
