@@ -8,9 +8,8 @@ threads can deadlock on a lock one of them held, and multiprocessing's spawn and
 re-import the user's main script, which runs it again where it lacks an
 `if __name__ == "__main__"` guard. A worker imports Pillow, simplejpeg and numpy, and
 writes each chunk of files it is handed, as consecutive rows, into the cache's .npy file
-with one write at the rows' offset;
-the parent hands out the next chunk as each worker finishes one, so a worker slowed by
-other load does less of the work.
+with one write at the rows' offset; the parent hands out the next chunk as each worker
+finishes one, so a worker slowed by other load does less of the work.
 
 Protocol, one line each way per chunk: the parent writes the job (JSON: root, files,
 shape, array path, the offset of its data) as the first line, then "START END" lines; the
