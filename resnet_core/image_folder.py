@@ -27,7 +27,7 @@ from resnet_core.image_pixels import (  # noqa: F401 (decode_errors, decode_fail
     TRANSPOSING_ORIENTATIONS,
     decode_errors,
     decode_failure,
-    prepared_planes,
+    prepared_pixels,
 )
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
@@ -220,8 +220,8 @@ def prepare_image(image: str | os.PathLike | object, image_size: int | tuple[int
             cache) instead of a new one; returned.
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    planes = prepared_planes(image, height, width, channels)
+    pixels = prepared_pixels(image, height, width, channels)
     if out is None:
         out = np.empty((channels, height, width), np.uint8)
-    out[...] = np.frombuffer(planes, np.uint8).reshape(channels, height, width)
+    out[...] = np.frombuffer(pixels, np.uint8).reshape(height, width, channels).transpose(2, 0, 1)
     return out

@@ -4,9 +4,8 @@ at predict time alike.
 EXIF orientation is applied; palette, alpha (over white), 16-bit and CMYK images are
 converted; the image is resized to cover the target and centre-cropped. A plain JPEG is
 decoded straight from its bytes (resnet_core.jpeg_direct), anything else through
-Image.open: the same pixels either way. The cache's decode worker processes take the
-interleaved pixels (`prepared_pixels`) and write them, as planes, into their rows of the
-cache.
+Image.open: the same pixels either way. `prepared_pixels` gives them interleaved; the
+cache's decode worker processes and prepare_image move them to planes.
 """
 
 from __future__ import annotations
@@ -28,25 +27,16 @@ ORIENTATION_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOT
                          5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
 
-def prepared_planes(image, height: int, width: int, channels: int) -> bytes:
-    """The image as the network sees it, uint8 planes (channels, height, width) as bytes.
+def prepared_pixels(image, height: int, width: int, channels: int) -> bytes:
+    """The image as the network sees it, uint8 pixels interleaved as Pillow holds them:
+    (height, width, channels) as bytes. Callers move them to planes with numpy (the cache's
+    workers a whole chunk of images at once).
 
     Args:
         image: a file path or a PIL image.
         height, width: the target size.
         channels: 1 (greyscale) or 3 (RGB).
     """
-    interleaved = prepared_pixels(image, height, width, channels)
-    if channels == 1:
-        return interleaved
-    # Pillow gives R, G, B per pixel: each channel's bytes are every third (a C-level slice).
-    return b"".join(interleaved[band::channels] for band in range(channels))
-
-
-def prepared_pixels(image, height: int, width: int, channels: int) -> bytes:
-    """The same pixels as `prepared_planes`, interleaved as Pillow holds them: (height,
-    width, channels). The cache's workers take these and move a whole chunk of images to
-    planes at once, cheaper than per image."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
